@@ -1,0 +1,127 @@
+//! The real file underneath a mapping: positioned, vectored I/O on a
+//! `std::fs::File` (preadv/pwritev), buffered or O_DIRECT. This is the only
+//! module that issues file syscalls by hand.
+
+use std::fs::File;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::AsRawFd;
+
+/// What a mapping reads and writes pages through. Implement it to put the
+/// cache over something other than a plain file (tests inject faults here).
+pub trait Backing: Send + Sync {
+    /// Reads into `bufs` at `offset` (one vectored call); returns bytes read,
+    /// short at end of file.
+    fn read_vectored_at(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> io::Result<usize>;
+    /// Writes `bufs` at `offset` (one vectored call); returns bytes written.
+    fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<usize>;
+    /// Like `fdatasync`.
+    fn sync_data(&self) -> io::Result<()>;
+    /// Like `fsync`.
+    fn sync_all(&self) -> io::Result<()>;
+    /// Like `ftruncate`.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// The file's size as the file system sees it.
+    fn len(&self) -> io::Result<u64>;
+    /// Whether buffers and offsets must be page-aligned (O_DIRECT).
+    fn is_direct(&self) -> bool {
+        false
+    }
+}
+
+/// A plain file: buffered, or O_DIRECT with page-aligned buffers.
+#[derive(Debug)]
+pub struct FileBacking {
+    file: File,
+    direct: bool,
+}
+
+impl FileBacking {
+    /// Wraps an open file; `direct` says it was opened with O_DIRECT.
+    pub fn new(file: File, direct: bool) -> FileBacking {
+        FileBacking { file, direct }
+    }
+}
+
+fn cvt(r: isize) -> io::Result<usize> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+fn to_off(offset: u64) -> io::Result<libc::off_t> {
+    libc::off_t::try_from(offset).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset too large"))
+}
+
+/// IOV_MAX on Linux.
+const IOV_MAX: usize = 1024;
+
+impl Backing for FileBacking {
+    fn read_vectored_at(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> io::Result<usize> {
+        let n = bufs.len().min(IOV_MAX) as libc::c_int;
+        let off = to_off(offset)?;
+        loop {
+            // SAFETY: IoSliceMut is ABI-compatible with `struct iovec` (std
+            // guarantees it on unix); the slices are valid for writes of
+            // their lengths for the duration of the call, and n <= bufs.len().
+            let r = unsafe { libc::preadv(self.file.as_raw_fd(), bufs.as_mut_ptr().cast(), n, off) };
+            match cvt(r) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<usize> {
+        let n = bufs.len().min(IOV_MAX) as libc::c_int;
+        let off = to_off(offset)?;
+        loop {
+            // SAFETY: IoSlice is ABI-compatible with `struct iovec`; the
+            // slices are valid for reads of their lengths during the call.
+            let r = unsafe { libc::pwritev(self.file.as_raw_fd(), bufs.as_ptr().cast(), n, off) };
+            match cvt(r) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn is_direct(&self) -> bool {
+        self.direct
+    }
+}
+
+/// The O_DIRECT open flag, for `OpenOptionsExt::custom_flags`.
+pub(crate) const O_DIRECT: i32 = libc::O_DIRECT;
+
+/// Whether an open file may be (read, written), from its access mode.
+pub(crate) fn access_mode(file: &File) -> io::Result<(bool, bool)> {
+    // SAFETY: F_GETFL takes no pointer argument and the descriptor is open
+    // for the duration of the call (borrowed from `file`).
+    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(match flags & libc::O_ACCMODE {
+        libc::O_RDONLY => (true, false),
+        libc::O_WRONLY => (false, true),
+        _ => (true, true),
+    })
+}

@@ -1,0 +1,344 @@
+//! The buddy allocator, following `mm/page_alloc.c`: free lists per order
+//! (0..=`MAX_ORDER`), split on allocation, coalesce on free, and small
+//! per-thread-ish lists of order-0 frames (the kernel's per-cpu pagesets)
+//! so the common case takes no shared lock.
+//!
+//! A free block is headed by a frame carrying `BUDDY` with its order in the
+//! descriptor's `index`; its buddy at order `o` is `pfn ^ (1 << o)`. Free
+//! lists are doubly linked through `lru_prev`/`lru_next`, under the buddy
+//! lock. Frames sitting in a per-thread list are free but not `BUDDY` (like
+//! the kernel's pcp pages) and are not merged until drained.
+
+use std::collections::VecDeque;
+use std::io;
+
+use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
+
+use crate::page::{Page, PageFlags, NO_PFN};
+use crate::sync::{AtomicUsize, Ordering};
+
+/// Largest block order: blocks of up to 2^10 frames (4 MiB).
+pub const MAX_ORDER: usize = 10;
+
+/// How many order-0 frames a per-thread list takes from or gives back to the
+/// buddy lists in one go.
+const PCP_BATCH: usize = 31;
+/// Above this many frames a per-thread list gives a batch back.
+const PCP_HIGH: usize = 4 * PCP_BATCH;
+
+#[derive(Clone, Copy)]
+struct List {
+    head: u32,
+    tail: u32,
+}
+
+/// Free lists, one per order (the kernel's `free_area`).
+struct FreeArea {
+    lists: [List; MAX_ORDER + 1],
+    nr_free: [usize; MAX_ORDER + 1],
+}
+
+/// The buddy allocator over a cache's frames.
+pub(crate) struct Buddy {
+    area: Mutex<FreeArea>,
+    pcp: Box<[CachePadded<Mutex<VecDeque<u32>>>]>,
+    /// Free frames, wherever they sit (free lists or per-thread lists).
+    nr_free: AtomicUsize,
+    nr_frames: u32,
+}
+
+#[inline]
+fn pcp_slot(n: usize) -> usize {
+    crate::zone::thread_slot() % n
+}
+
+impl Buddy {
+    /// Every frame of `pages` starts free, in the largest aligned blocks.
+    pub(crate) fn new(pages: &[Page]) -> Buddy {
+        let nr_frames = pages.len() as u32;
+        let shards = (2 * std::thread::available_parallelism().map_or(2, |n| n.get())).next_power_of_two();
+        let buddy = Buddy {
+            area: Mutex::new(FreeArea {
+                lists: [List { head: NO_PFN, tail: NO_PFN }; MAX_ORDER + 1],
+                nr_free: [0; MAX_ORDER + 1],
+            }),
+            pcp: (0..shards).map(|_| CachePadded::new(Mutex::new(VecDeque::new()))).collect(),
+            nr_free: AtomicUsize::new(0),
+            nr_frames,
+        };
+        {
+            let mut area = buddy.area.lock();
+            let mut pfn = 0u32;
+            while pfn < nr_frames {
+                let mut order = MAX_ORDER;
+                while pfn & ((1 << order) - 1) != 0 || pfn as u64 + (1u64 << order) > nr_frames as u64 {
+                    order -= 1;
+                }
+                area.push(pages, pfn, order, true);
+                pfn += 1 << order;
+            }
+        }
+        buddy.nr_free.store(nr_frames as usize, Ordering::Relaxed);
+        buddy
+    }
+
+    /// Free frames now (a snapshot; used for watermarks).
+    #[inline]
+    pub(crate) fn nr_free(&self) -> usize {
+        // Relaxed: a statistic; decisions built on it tolerate staleness.
+        self.nr_free.load(Ordering::Relaxed)
+    }
+
+    /// Allocates a block of 2^order frames; its head is returned with a
+    /// reference count of 0 and clean flags (HEAD/TAIL set for order > 0).
+    pub(crate) fn alloc(&self, pages: &[Page], order: usize) -> io::Result<u32> {
+        if order > MAX_ORDER {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("order {order} > {MAX_ORDER}")));
+        }
+        let pfn = if order == 0 { self.alloc_pcp(pages) } else { self.area.lock().alloc(pages, order) };
+        let Some(pfn) = pfn else {
+            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "page cache arena exhausted"));
+        };
+        // Relaxed: a counter.
+        self.nr_free.fetch_sub(1 << order, Ordering::Relaxed);
+        if order > 0 {
+            pages[pfn as usize].set(PageFlags::HEAD);
+            for t in pfn + 1..pfn + (1 << order) {
+                pages[t as usize].set(PageFlags::TAIL);
+                // Relaxed: the tail belongs to the allocating thread alone.
+                pages[t as usize].lru_next.store(pfn, Ordering::Relaxed);
+            }
+        }
+        Ok(pfn)
+    }
+
+    #[inline]
+    fn alloc_pcp(&self, pages: &[Page]) -> Option<u32> {
+        let mut pcp = self.pcp[pcp_slot(self.pcp.len())].lock();
+        if let Some(pfn) = pcp.pop_back() {
+            return Some(pfn);
+        }
+        self.refill_pcp(pages, &mut pcp)
+    }
+
+    #[cold]
+    fn refill_pcp(&self, pages: &[Page], pcp: &mut VecDeque<u32>) -> Option<u32> {
+        {
+            let mut area = self.area.lock();
+            for _ in 0..PCP_BATCH {
+                match area.alloc(pages, 0) {
+                    Some(pfn) => pcp.push_front(pfn),
+                    None => break,
+                }
+            }
+        }
+        if let Some(pfn) = pcp.pop_back() {
+            return Some(pfn);
+        }
+        // The free lists are empty: take what other threads' lists hold.
+        for other in self.pcp.iter() {
+            if let Some(mut o) = other.try_lock() {
+                if let Some(pfn) = o.pop_back() {
+                    return Some(pfn);
+                }
+            }
+        }
+        None
+    }
+
+    /// Frees a block allocated at `order`. `cold` frames go to the far end of
+    /// the lists, so frames still warm in the CPU cache are handed out first.
+    pub(crate) fn free(&self, pages: &[Page], pfn: u32, order: usize, cold: bool) {
+        assert!(order <= MAX_ORDER && pfn < self.nr_frames, "free_pages({pfn}, {order}) out of range");
+        let head = &pages[pfn as usize];
+        assert!(!head.test(PageFlags::BUDDY), "frame {pfn} freed twice");
+        assert_eq!(head.page_count(), 0, "frame {pfn} freed with references");
+        // The frame is ours alone: reset what a page left behind.
+        head.flags.store(0, Ordering::Relaxed);
+        head.mapcount.store(0, Ordering::Relaxed);
+        head.mapping.store(0, Ordering::Relaxed);
+        for t in pfn + 1..pfn + (1u32 << order) {
+            let tail = &pages[t as usize];
+            assert!(tail.test(PageFlags::TAIL), "frame {t} is not a tail of {pfn}");
+            tail.flags.store(0, Ordering::Relaxed);
+        }
+        if order == 0 {
+            let mut pcp = self.pcp[pcp_slot(self.pcp.len())].lock();
+            if cold {
+                pcp.push_front(pfn);
+            } else {
+                pcp.push_back(pfn);
+            }
+            // Relaxed: a counter.
+            self.nr_free.fetch_add(1, Ordering::Relaxed);
+            if pcp.len() > PCP_HIGH {
+                let mut area = self.area.lock();
+                for _ in 0..PCP_BATCH {
+                    let Some(p) = pcp.pop_front() else { break };
+                    area.free(pages, p, 0, true);
+                }
+            }
+        } else {
+            self.area.lock().free(pages, pfn, order, cold);
+            // Relaxed: a counter.
+            self.nr_free.fetch_add(1 << order, Ordering::Relaxed);
+        }
+    }
+
+    /// Gives every per-thread list back to the free lists (so blocks merge).
+    pub(crate) fn drain_pcp(&self, pages: &[Page]) {
+        for list in self.pcp.iter() {
+            let mut pcp = list.lock();
+            let mut area = self.area.lock();
+            while let Some(p) = pcp.pop_front() {
+                area.free(pages, p, 0, true);
+            }
+        }
+    }
+
+    /// Free blocks per order, like /proc/buddyinfo (per-thread lists count as order 0).
+    pub(crate) fn free_blocks(&self) -> [usize; MAX_ORDER + 1] {
+        let mut counts = self.area.lock().nr_free;
+        counts[0] += self.pcp.iter().map(|l| l.lock().len()).sum::<usize>();
+        counts
+    }
+
+    /// Panics unless: every free block is aligned, in range, headed by a
+    /// BUDDY frame of its order; no frame is free twice; no two free buddies
+    /// are left unmerged; the counts agree.
+    pub(crate) fn check_invariants(&self, pages: &[Page]) {
+        let pcps: Vec<_> = self.pcp.iter().map(|l| l.lock()).collect();
+        let area = self.area.lock();
+        let mut free = vec![false; self.nr_frames as usize];
+        let mut total = 0usize;
+        let mut heads = std::collections::HashSet::new();
+        for order in 0..=MAX_ORDER {
+            let mut n = 0;
+            let mut prev = NO_PFN;
+            let mut pfn = area.lists[order].head;
+            while pfn != NO_PFN {
+                let p = &pages[pfn as usize];
+                assert!(p.test(PageFlags::BUDDY), "free block {pfn} lacks BUDDY");
+                assert_eq!(p.index() as usize, order, "free block {pfn} has the wrong order");
+                assert_eq!(pfn & ((1 << order) - 1), 0, "free block {pfn} misaligned for order {order}");
+                assert!(pfn as u64 + (1u64 << order) <= self.nr_frames as u64, "free block {pfn} out of range");
+                assert_eq!(p.lru_prev.load(Ordering::Relaxed), prev, "free list links broken at {pfn}");
+                for f in pfn..pfn + (1 << order) {
+                    assert!(!free[f as usize], "frame {f} free twice");
+                    free[f as usize] = true;
+                }
+                heads.insert((pfn, order));
+                n += 1;
+                prev = pfn;
+                pfn = p.lru_next.load(Ordering::Relaxed);
+            }
+            assert_eq!(area.lists[order].tail, prev, "free list tail wrong at order {order}");
+            assert_eq!(n, area.nr_free[order], "nr_free[{order}] disagrees with the list");
+            total += n << order;
+        }
+        for &(pfn, order) in &heads {
+            if order < MAX_ORDER {
+                let buddy = pfn ^ (1 << order);
+                assert!(!heads.contains(&(buddy, order)), "free buddies {pfn} and {buddy} not merged (order {order})");
+            }
+        }
+        for pcp in &pcps {
+            for &pfn in pcp.iter() {
+                assert!(!free[pfn as usize], "frame {pfn} free twice (per-thread list)");
+                assert!(!pages[pfn as usize].test(PageFlags::BUDDY), "per-thread frame {pfn} marked BUDDY");
+                free[pfn as usize] = true;
+                total += 1;
+            }
+        }
+        assert_eq!(total, self.nr_free(), "free frame count disagrees");
+        for (pfn, p) in pages.iter().enumerate() {
+            if free[pfn] {
+                assert_eq!(p.page_count(), 0, "free frame {pfn} has references");
+            }
+        }
+    }
+}
+
+impl FreeArea {
+    fn push(&mut self, pages: &[Page], pfn: u32, order: usize, cold: bool) {
+        let p = &pages[pfn as usize];
+        // Relaxed (all link and field stores here): guarded by the buddy lock.
+        p.index.store(order as u64, Ordering::Relaxed);
+        p.flags.store(PageFlags::BUDDY.0, Ordering::Relaxed);
+        let list = &mut self.lists[order];
+        if list.head == NO_PFN {
+            p.lru_prev.store(NO_PFN, Ordering::Relaxed);
+            p.lru_next.store(NO_PFN, Ordering::Relaxed);
+            list.head = pfn;
+            list.tail = pfn;
+        } else if cold {
+            p.lru_prev.store(list.tail, Ordering::Relaxed);
+            p.lru_next.store(NO_PFN, Ordering::Relaxed);
+            pages[list.tail as usize].lru_next.store(pfn, Ordering::Relaxed);
+            list.tail = pfn;
+        } else {
+            p.lru_prev.store(NO_PFN, Ordering::Relaxed);
+            p.lru_next.store(list.head, Ordering::Relaxed);
+            pages[list.head as usize].lru_prev.store(pfn, Ordering::Relaxed);
+            list.head = pfn;
+        }
+        self.nr_free[order] += 1;
+    }
+
+    fn unlink(&mut self, pages: &[Page], pfn: u32, order: usize) {
+        let p = &pages[pfn as usize];
+        // Relaxed (all here): guarded by the buddy lock.
+        let prev = p.lru_prev.load(Ordering::Relaxed);
+        let next = p.lru_next.load(Ordering::Relaxed);
+        let list = &mut self.lists[order];
+        if prev == NO_PFN {
+            list.head = next;
+        } else {
+            pages[prev as usize].lru_next.store(next, Ordering::Relaxed);
+        }
+        if next == NO_PFN {
+            list.tail = prev;
+        } else {
+            pages[next as usize].lru_prev.store(prev, Ordering::Relaxed);
+        }
+        p.lru_prev.store(NO_PFN, Ordering::Relaxed);
+        p.lru_next.store(NO_PFN, Ordering::Relaxed);
+        p.flags.store(0, Ordering::Relaxed);
+        p.index.store(0, Ordering::Relaxed);
+        self.nr_free[order] -= 1;
+    }
+
+    /// Takes a block of `order`, splitting a larger one if needed (`__rmqueue_smallest`).
+    fn alloc(&mut self, pages: &[Page], order: usize) -> Option<u32> {
+        let found = (order..=MAX_ORDER).find(|&o| self.lists[o].head != NO_PFN)?;
+        let pfn = self.lists[found].head;
+        self.unlink(pages, pfn, found);
+        // Split: give back the upper halves (`expand`).
+        let mut o = found;
+        while o > order {
+            o -= 1;
+            self.push(pages, pfn + (1 << o), o, false);
+        }
+        Some(pfn)
+    }
+
+    /// Returns a block, merging with free buddies (`__free_one_page`).
+    fn free(&mut self, pages: &[Page], mut pfn: u32, mut order: usize, cold: bool) {
+        let nr_frames = pages.len() as u64;
+        while order < MAX_ORDER {
+            let buddy = pfn ^ (1 << order);
+            if buddy as u64 + (1u64 << order) > nr_frames {
+                break;
+            }
+            let b = &pages[buddy as usize];
+            if !(b.test(PageFlags::BUDDY) && b.index() as usize == order) {
+                break;
+            }
+            self.unlink(pages, buddy, order);
+            pfn = pfn.min(buddy);
+            order += 1;
+        }
+        self.push(pages, pfn, order, cold);
+    }
+}

@@ -1,0 +1,390 @@
+//! The cache as users see it: [`PageCache`], its [`Builder`], and the table
+//! of open files (the kernel's inode cache, `fs/inode.c`): two opens of the
+//! same file (same device and inode) share one [`AddressSpace`].
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::backing::{Backing, FileBacking, O_DIRECT};
+use crate::filemap::{CachedFile, OpenFile};
+use crate::mapping::AddressSpace;
+use crate::page::{Page, PageRef};
+use crate::readahead::{self, RaState, Readahead};
+use crate::reclaim::Reclaimer;
+use crate::stats::Stats;
+use crate::sync::{AtomicU64, Ordering};
+use crate::writeback::{self, SyncMode};
+use crate::zone::{DirtyLimits, Zone};
+use crate::PAGE_SIZE;
+
+/// Configures and builds a [`PageCache`].
+#[derive(Clone, Debug)]
+pub struct Builder {
+    capacity: usize,
+    readahead_max: usize,
+    dirty_background: u8,
+    dirty_limit: u8,
+    dirty_expire: Duration,
+    direct_io: bool,
+    huge_pages: bool,
+    readahead_threads: usize,
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder {
+            capacity: 64 << 20,
+            readahead_max: 2 << 20,
+            dirty_background: 10,
+            dirty_limit: 20,
+            dirty_expire: Duration::from_secs(30),
+            direct_io: false,
+            huge_pages: true,
+            readahead_threads: 1,
+        }
+    }
+}
+
+impl Builder {
+    /// Bytes of memory for pages (rounded down to whole pages). Default 64 MiB.
+    pub fn capacity(mut self, bytes: usize) -> Builder {
+        self.capacity = bytes;
+        self
+    }
+
+    /// Largest readahead window in bytes; 0 turns readahead off. Default 2 MiB.
+    pub fn readahead_max(mut self, bytes: usize) -> Builder {
+        self.readahead_max = bytes;
+        self
+    }
+
+    /// Percent of the capacity dirty before background writeback starts, and
+    /// before writers are throttled. Defaults 10 and 20.
+    pub fn dirty_ratios(mut self, background: u8, limit: u8) -> Builder {
+        self.dirty_background = background;
+        self.dirty_limit = limit;
+        self
+    }
+
+    /// Dirty data older than this is written back. Default 30 s.
+    pub fn dirty_expire(mut self, age: Duration) -> Builder {
+        self.dirty_expire = age;
+        self
+    }
+
+    /// Open files with O_DIRECT, so the kernel does not cache them as well.
+    pub fn direct_io(mut self, on: bool) -> Builder {
+        self.direct_io = on;
+        self
+    }
+
+    /// Ask for transparent huge pages for the arena. Default on.
+    pub fn huge_pages(mut self, on: bool) -> Builder {
+        self.huge_pages = on;
+        self
+    }
+
+    /// Threads that run asynchronous readahead. Default 1.
+    pub fn readahead_threads(mut self, n: usize) -> Builder {
+        self.readahead_threads = n.max(1);
+        self
+    }
+
+    /// Builds the cache: maps the arena and starts kswapd, the flusher and
+    /// the readahead workers.
+    pub fn build(self) -> io::Result<PageCache> {
+        let frames = self.capacity / PAGE_SIZE;
+        if frames == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "cache capacity below one page"));
+        }
+        if !(self.dirty_background <= self.dirty_limit && self.dirty_limit <= 100) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "dirty ratios need background <= limit <= 100"));
+        }
+        let dirty = DirtyLimits {
+            background: (frames * self.dirty_background as usize / 100).max(1),
+            limit: (frames * self.dirty_limit as usize / 100).max(2),
+            expire: self.dirty_expire,
+        };
+        let zone = Arc::new(Zone::new(frames, self.huge_pages, dirty)?);
+        let (tx, mut threads) = readahead::start_workers(self.readahead_threads, zone.clone())?;
+        let spawn = |name: &str, f: fn(Arc<Zone>), z: Arc<Zone>| {
+            std::thread::Builder::new().name(name.into()).spawn(move || f(z))
+        };
+        threads.push(spawn("page-cache-kswapd", crate::reclaim::kswapd, zone.clone())?);
+        threads.push(spawn("page-cache-flush", writeback::flusher, zone.clone())?);
+        Ok(PageCache {
+            inner: Arc::new(CacheInner {
+                zone,
+                files: Mutex::new(HashMap::new()),
+                readahead: Readahead { tx },
+                ra_max_pages: (self.readahead_max / PAGE_SIZE) as u64,
+                direct_io: self.direct_io,
+                threads: Mutex::new(threads),
+            }),
+        })
+    }
+}
+
+struct FileEntry {
+    mapping: Arc<AddressSpace>,
+    opens: usize,
+    writable: bool,
+}
+
+pub(crate) struct CacheInner {
+    pub(crate) zone: Arc<Zone>,
+    files: Mutex<HashMap<(u64, u64), FileEntry>>,
+    pub(crate) readahead: Readahead,
+    pub(crate) ra_max_pages: u64,
+    direct_io: bool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A page cache: one arena of frames, one reclaimer, many files. Cloning is
+/// cheap and shares the cache.
+#[derive(Clone)]
+pub struct PageCache {
+    inner: Arc<CacheInner>,
+}
+
+impl std::fmt::Debug for PageCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PageCache").field("frames", &self.inner.zone.nr_frames()).finish()
+    }
+}
+
+fn access_mode(file: &File) -> io::Result<(bool, bool)> {
+    crate::backing::access_mode(file)
+}
+
+impl PageCache {
+    /// A cache of `capacity_bytes` (whole pages) with default settings.
+    pub fn new(capacity_bytes: usize) -> io::Result<PageCache> {
+        Builder::default().capacity(capacity_bytes).build()
+    }
+
+    /// A builder with default settings.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Opens a file read-only, like `File::open`.
+    pub fn open(&self, path: impl AsRef<Path>) -> io::Result<CachedFile> {
+        self.open_with(path, OpenOptions::new().read(true))
+    }
+
+    /// Opens a file read-write, creating it or truncating it, like `File::create`.
+    pub fn create(&self, path: impl AsRef<Path>) -> io::Result<CachedFile> {
+        self.open_with(path, OpenOptions::new().write(true).create(true).truncate(true))
+    }
+
+    /// Opens a file with the given options (read access is added).
+    pub fn open_with(&self, path: impl AsRef<Path>, options: &OpenOptions) -> io::Result<CachedFile> {
+        let path = path.as_ref();
+        let prior = std::fs::metadata(path).ok().filter(|m| m.is_file()).map(|m| (m.dev(), m.ino(), m.len()));
+        let mut opts = options.clone();
+        opts.read(true);
+        let (file, direct) = if self.inner.direct_io {
+            let mut d = opts.clone();
+            d.custom_flags(O_DIRECT);
+            match d.open(path) {
+                Ok(f) => (f, true),
+                // File systems without O_DIRECT (tmpfs) fall back to buffered.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (opts.open(path)?, false),
+                Err(e) => return Err(e),
+            }
+        } else {
+            (opts.open(path)?, false)
+        };
+        let meta = file.metadata()?;
+        if meta.is_dir() {
+            return Err(io::Error::new(io::ErrorKind::IsADirectory, format!("{}: is a directory", path.display())));
+        }
+        if !meta.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: not a regular file; the page cache holds regular files only", path.display()),
+            ));
+        }
+        let (_, writable) = access_mode(&file)?;
+        let key = (meta.dev(), meta.ino());
+        // This open truncated a file the cache already holds: follow it.
+        let truncated = meta.len() == 0 && prior.is_some_and(|(d, i, len)| (d, i) == key && len > 0);
+        let backing: Arc<dyn Backing> = Arc::new(FileBacking::new(file, direct));
+        let mapping = {
+            let mut files = self.inner.files.lock();
+            files.retain(|_, e| e.opens > 0 || e.mapping.nr_pages() > 0);
+            match files.get_mut(&key) {
+                Some(e) => {
+                    if writable && !e.writable {
+                        *e.mapping.backing.write() = backing;
+                        e.writable = true;
+                    }
+                    e.opens += 1;
+                    e.mapping.clone()
+                }
+                None => {
+                    let m = AddressSpace::new(self.inner.zone.clone(), backing, meta.len());
+                    files.insert(key, FileEntry { mapping: m.clone(), opens: 1, writable });
+                    m
+                }
+            }
+        };
+        let file = CachedFile {
+            file: Arc::new(OpenFile {
+                cache: self.inner.clone(),
+                errseq_since: AtomicU64::new(mapping.errseq.sample()),
+                mapping,
+                ra: Mutex::new(RaState::default()),
+                writable,
+            }),
+        };
+        if truncated && file.file.mapping.size() > 0 {
+            let m = &file.file.mapping;
+            let _size = m.size_lock.lock();
+            m.set_size(0);
+            crate::truncate::truncate_pages_from(m, 0);
+        }
+        Ok(file)
+    }
+
+    fn mappings(&self) -> Vec<Arc<AddressSpace>> {
+        self.inner.files.lock().values().map(|e| e.mapping.clone()).collect()
+    }
+
+    /// Writes back every dirty page of every file and syncs the files;
+    /// returns the first error.
+    pub fn sync(&self) -> io::Result<()> {
+        let mut result = Ok(());
+        for m in self.mappings() {
+            result = result.and(writeback::sync_mapping(&m, false));
+        }
+        result
+    }
+
+    /// Drops up to `bytes` of clean, unused pages; returns the bytes freed.
+    pub fn shrink(&self, bytes: usize) -> usize {
+        let zone = &self.inner.zone;
+        let want = bytes.div_ceil(PAGE_SIZE);
+        let mut freed = 0;
+        while freed < want {
+            let n = zone.shrink_lists(want - freed, Reclaimer::Shrink);
+            if n == 0 {
+                break;
+            }
+            freed += n;
+        }
+        freed * PAGE_SIZE
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        let zone = &self.inner.zone;
+        let mut s = Stats::default();
+        s.fill_events(&zone.counters);
+        let (active, inactive) = zone.lru.sizes();
+        s.active_pages = active as u64;
+        s.inactive_pages = inactive as u64;
+        // Relaxed: statistics.
+        s.dirty_pages = zone.nr_dirty.load(Ordering::Relaxed) as u64;
+        s.writeback_now = zone.nr_writeback.load(Ordering::Relaxed) as u64;
+        s.free_pages = zone.buddy.nr_free() as u64;
+        s.cached_pages = self.mappings().iter().map(|m| m.nr_pages() as u64).sum();
+        s.total_pages = zone.nr_frames() as u64;
+        s.free_blocks = zone.buddy.free_blocks();
+        s
+    }
+
+    /// Allocates 2^`order` contiguous frames outside any file (`alloc_pages`),
+    /// with one reference; the block returns to the pool when the last
+    /// reference drops (`free_pages`). Fails with `OutOfMemory` when no block
+    /// that large is free, `InvalidInput` above [`MAX_ORDER`](crate::MAX_ORDER).
+    pub fn alloc_pages(&self, order: usize) -> io::Result<PageRef<'_>> {
+        self.inner.zone.alloc_pages(order)
+    }
+
+    /// The address of frame `pfn` (`page_address`); `None` outside the arena.
+    pub fn page_address(&self, pfn: u32) -> Option<*mut u8> {
+        let zone = &self.inner.zone;
+        ((pfn as usize) < zone.nr_frames()).then(|| zone.arena.page_address(pfn))
+    }
+
+    /// The descriptor of frame `pfn` (`pfn_to_page`).
+    pub fn pfn_to_page(&self, pfn: u32) -> Option<&Page> {
+        self.inner.zone.pages.get(pfn as usize)
+    }
+
+    /// The descriptor of the frame holding `addr` (`virt_to_page`).
+    pub fn virt_to_page(&self, addr: *const u8) -> Option<&Page> {
+        self.inner.zone.virt_to_page(addr)
+    }
+
+    /// Capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.inner.zone.nr_frames() * PAGE_SIZE
+    }
+
+    /// Checks every structure's invariants (buddy, LRU, every mapping's
+    /// tree); panics on a broken one. For tests: run it when the cache is
+    /// quiet.
+    pub fn check_invariants(&self) {
+        let zone = &self.inner.zone;
+        zone.lru.drain(zone);
+        zone.buddy.check_invariants(&zone.pages);
+        zone.lru.check_invariants(&zone.pages);
+        for m in self.mappings() {
+            m.check_invariants();
+        }
+    }
+}
+
+impl CacheInner {
+    /// An open of `mapping` went away; the last one writes its dirty pages back.
+    pub(crate) fn close(&self, mapping: &Arc<AddressSpace>) {
+        let last = {
+            let mut files = self.files.lock();
+            let key = files.iter().find(|(_, e)| Arc::ptr_eq(&e.mapping, mapping)).map(|(k, _)| *k);
+            match key.and_then(|k| files.get_mut(&k)) {
+                Some(e) => {
+                    e.opens -= 1;
+                    e.opens == 0
+                }
+                None => false,
+            }
+        };
+        if last && mapping.nr_dirty() > 0 {
+            // Failures stay dirty in the cache; the flusher retries them.
+            let _ = writeback::write_cache_pages(mapping, SyncMode::Integrity);
+            writeback::wait_writeback(mapping);
+        }
+    }
+}
+
+impl Drop for CacheInner {
+    fn drop(&mut self) {
+        let mappings: Vec<_> = self.files.lock().values().map(|e| e.mapping.clone()).collect();
+        for m in &mappings {
+            if let Err(e) = writeback::sync_mapping(m, false) {
+                // Nowhere left to report it: say so rather than lose it silently.
+                eprintln!("page-cache: writing back {:?} at shutdown failed: {e}", m);
+            }
+        }
+        drop(mappings);
+        // Release: orders the writeback above before the threads see the flag.
+        self.zone.shutting_down.store(true, Ordering::Release);
+        self.zone.kswapd.wake();
+        self.zone.flusher.wake();
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+        self.files.lock().clear();
+    }
+}

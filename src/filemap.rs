@@ -1,0 +1,366 @@
+//! The read and write paths, following `mm/filemap.c`
+//! (`filemap_read`, `generic_perform_write`, `filemap_write_and_wait`):
+//! [`CachedFile`], the std-like handle users hold, and its cursor.
+
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::cache::CacheInner;
+use crate::mapping::AddressSpace;
+use crate::page::{LockedPage, PageFlags, PageRef};
+use crate::readahead::{self, RaState, RA_FRESH};
+use crate::stats::Event;
+use crate::sync::AtomicU64;
+use crate::writeback;
+use crate::PAGE_SIZE;
+
+const PS: u64 = PAGE_SIZE as u64;
+
+/// One open of a file (the kernel's `struct file`): the mapping it shares
+/// with every other open of the same file, its own readahead window and its
+/// own cursor into the mapping's write errors.
+pub(crate) struct OpenFile {
+    pub(crate) cache: Arc<CacheInner>,
+    pub(crate) mapping: Arc<AddressSpace>,
+    pub(crate) ra: Mutex<RaState>,
+    pub(crate) errseq_since: AtomicU64,
+    pub(crate) writable: bool,
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        self.cache.close(&self.mapping);
+    }
+}
+
+/// An open file read and written through the cache. `Send + Sync`; clones
+/// share the open (like a duplicated file descriptor), and every open of
+/// the same file shares the same pages.
+#[derive(Clone)]
+pub struct CachedFile {
+    pub(crate) file: Arc<OpenFile>,
+}
+
+fn invalid(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg.to_string())
+}
+
+impl CachedFile {
+    /// The file's pages (the page-level interface).
+    #[inline]
+    pub fn mapping(&self) -> &AddressSpace {
+        &self.file.mapping
+    }
+
+    /// The size of the file as the cache sees it.
+    #[inline]
+    pub fn len(&self) -> u64 {
+        self.file.mapping.size()
+    }
+
+    /// Whether the file is empty.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset`; returns 0 at or past end of file.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let m = &*self.file.mapping;
+        let size = m.size();
+        if offset >= size || buf.is_empty() {
+            return Ok(0);
+        }
+        let end = size.min(offset.saturating_add(buf.len() as u64));
+        let last_index = (end - 1) / PS;
+        let mut pos = offset;
+        while pos < end {
+            let index = pos / PS;
+            let off = (pos % PS) as usize;
+            let n = ((PS - off as u64).min(end - pos)) as usize;
+            let page = match self.get_read_page(index, last_index - index + 1) {
+                Ok(p) => p,
+                Err(e) if pos > offset => {
+                    let _ = e;
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            let done = (pos - offset) as usize;
+            buf[done..done + n].copy_from_slice(&page.read()[off..off + n]);
+            pos += n as u64;
+        }
+        self.file.ra.lock().prev = last_index + 1;
+        Ok((pos - offset) as usize)
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`, or fails with `UnexpectedEof`.
+    pub fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.read_at(buf, offset)? {
+                0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "failed to fill whole buffer")),
+                n => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An uptodate page for reading, through readahead on a miss.
+    #[inline]
+    fn get_read_page(&self, index: u64, req: u64) -> io::Result<PageRef<'_>> {
+        let m = &*self.file.mapping;
+        if let Some(page) = m.find_get_page(index) {
+            let f = page.page().flags();
+            if f.0 & (PageFlags::UPTODATE.0 | PageFlags::READAHEAD.0 | RA_FRESH.0) == PageFlags::UPTODATE.0 {
+                m.zone.count(Event::Hit, 1);
+                page.mark_accessed();
+                return Ok(page);
+            }
+        }
+        self.get_read_page_slow(index, req)
+    }
+
+    #[cold]
+    fn get_read_page_slow(&self, index: u64, req: u64) -> io::Result<PageRef<'_>> {
+        let m = &*self.file.mapping;
+        let max = self.file.cache.ra_max_pages;
+        loop {
+            let Some(page) = m.find_get_page(index) else {
+                m.zone.count(Event::Miss, 1);
+                let (start, nr, marker) = self.file.ra.lock().on_miss(index, req, max);
+                readahead::read_window(m, start, nr, Some(index), marker)?;
+                // The page may already be gone again (reclaim): look again.
+                if let Some(page) = m.find_get_page(index) {
+                    if page.is_uptodate() {
+                        page.page().clear(RA_FRESH);
+                        page.mark_accessed();
+                        return Ok(page);
+                    }
+                }
+                continue;
+            };
+            if page.page().test(RA_FRESH) && page.page().test_and_clear(RA_FRESH) {
+                m.zone.count(Event::ReadaheadHits, 1);
+            }
+            if page.page().test(PageFlags::READAHEAD) && page.page().test_and_clear(PageFlags::READAHEAD) {
+                let next = self.file.ra.lock().on_marker(index, max);
+                if let Some((start, nr, _)) = next {
+                    self.file.cache.readahead.submit(&self.file.mapping, start, nr);
+                }
+            }
+            if page.is_uptodate() {
+                m.zone.count(Event::Hit, 1);
+                page.mark_accessed();
+                return Ok(page);
+            }
+            // Being read by someone else, or a read failed: take the lock.
+            let was_locked = page.is_locked();
+            let mut locked = page.lock();
+            if locked.page().mapping_id() != m.id {
+                continue; // truncated or reclaimed meanwhile
+            }
+            if locked.is_uptodate() {
+                m.zone.count(Event::Hit, 1);
+                return Ok(locked.unlock());
+            }
+            if was_locked && locked.is_error() {
+                return Err(io::Error::other(format!("read of page {index} failed")));
+            }
+            m.zone.count(Event::Miss, 1);
+            self.read_one(&mut locked)?;
+            return Ok(locked.unlock());
+        }
+    }
+
+    /// Fills one locked page from the file (`filemap_read_page`).
+    fn read_one(&self, page: &mut LockedPage<'_>) -> io::Result<()> {
+        let m = &*self.file.mapping;
+        let res = readahead::read_pages(m, std::slice::from_mut(page));
+        match res {
+            Ok(()) => {
+                page.page().clear(PageFlags::ERROR);
+                page.set_uptodate();
+                Ok(())
+            }
+            Err(e) => {
+                page.page().set(PageFlags::ERROR);
+                Err(e)
+            }
+        }
+    }
+
+    fn check_writable(&self) -> io::Result<()> {
+        if self.file.writable {
+            Ok(())
+        } else {
+            Err(io::Error::new(io::ErrorKind::PermissionDenied, "file not opened for writing"))
+        }
+    }
+
+    /// Writes `buf` at `offset` into the cache; the pages become dirty and
+    /// reach the file on writeback or sync. Grows the file when writing past
+    /// its end. Returns the bytes written (short only if the cache runs out
+    /// of frames part way).
+    pub fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        self.check_writable()?;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= crate::mapping::MAX_INDEX * PS)
+            .ok_or_else(|| invalid("write past the largest file size"))?;
+        let m = &*self.file.mapping;
+        let written = {
+            let _size = m.size_lock.lock();
+            let mut pos = offset;
+            while pos < end {
+                let index = pos / PS;
+                let off = (pos % PS) as usize;
+                let n = ((PS - off as u64).min(end - pos)) as usize;
+                let done = (pos - offset) as usize;
+                match self.write_page(index, off, &buf[done..done + n]) {
+                    Ok(()) => pos += n as u64,
+                    Err(e) if pos > offset => {
+                        let _ = e;
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if pos > m.size() {
+                m.set_size(pos);
+            }
+            (pos - offset) as usize
+        };
+        writeback::balance_dirty_pages(m);
+        Ok(written)
+    }
+
+    /// Copies `src` into page `index` at `off` (`write_begin` + copy + `write_end`).
+    fn write_page(&self, index: u64, off: usize, src: &[u8]) -> io::Result<()> {
+        let m = &*self.file.mapping;
+        let mut page = m.find_or_create_page(index)?;
+        if !page.is_uptodate() && src.len() < PAGE_SIZE {
+            if index * PS >= m.size() {
+                page.data_mut().fill(0);
+            } else {
+                self.read_one(&mut page)?;
+            }
+        }
+        page.data_mut()[off..off + src.len()].copy_from_slice(src);
+        page.set_uptodate();
+        m.set_page_dirty(page.page());
+        page.mark_accessed();
+        Ok(())
+    }
+
+    /// Writes all of `buf` at `offset`.
+    pub fn write_all_at(&self, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.write_at(buf, offset)? {
+                0 => return Err(io::Error::new(io::ErrorKind::WriteZero, "failed to write whole buffer")),
+                n => {
+                    buf = &buf[n..];
+                    offset += n as u64;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Truncates or extends the file (extension reads as zeros).
+    pub fn set_len(&self, size: u64) -> io::Result<()> {
+        self.check_writable()?;
+        if size > crate::mapping::MAX_INDEX * PS {
+            return Err(invalid("file size too large"));
+        }
+        crate::truncate::set_len(&self.file.mapping, size)
+    }
+
+    /// Writes every page dirty now and waits, then `fdatasync`s. Reports a
+    /// write error that happened since this handle last synced (each error
+    /// once per handle).
+    pub fn sync_data(&self) -> io::Result<()> {
+        let _ = writeback::sync_mapping(&self.file.mapping, false);
+        self.file.mapping.errseq.check_and_advance(&self.file.errseq_since)
+    }
+
+    /// As `sync_data`, then `fsync` (metadata too).
+    pub fn sync_all(&self) -> io::Result<()> {
+        let _ = writeback::sync_mapping(&self.file.mapping, true);
+        self.file.mapping.errseq.check_and_advance(&self.file.errseq_since)
+    }
+
+    /// A cursor implementing `Read`, `Write` and `Seek`, starting at 0.
+    pub fn cursor(&self) -> FileCursor {
+        FileCursor { file: self.clone(), pos: 0 }
+    }
+}
+
+impl std::fmt::Debug for CachedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedFile").field("mapping", &*self.file.mapping).finish()
+    }
+}
+
+/// A position in a [`CachedFile`], implementing `Read`, `Write` and `Seek`.
+#[derive(Clone, Debug)]
+pub struct FileCursor {
+    file: CachedFile,
+    pos: u64,
+}
+
+impl FileCursor {
+    /// The current position.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// The file underneath.
+    pub fn file(&self) -> &CachedFile {
+        &self.file
+    }
+}
+
+impl Read for FileCursor {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Write for FileCursor {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for FileCursor {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let new = match pos {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.file.len().checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        match new {
+            Some(p) => {
+                self.pos = p;
+                Ok(p)
+            }
+            None => Err(invalid("invalid seek to a negative or overflowing position")),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! # page-cache
+//!
+//! A user-space page cache for storage engines, built the way the Linux
+//! kernel builds its own: pages of each file indexed in a radix tree (one
+//! [`AddressSpace`] per file), lockless lookups (`find_get_page` and
+//! friends), a page lock with waiting, LRU lists with two-touch promotion,
+//! a reclaimer that frees pages into a buddy allocator carving one large
+//! mmap arena into frames, readahead, and writeback with error reporting.
+//!
+//! ```
+//! use page_cache::PageCache;
+//! # fn main() -> std::io::Result<()> {
+//! # let dir = tempfile::tempdir()?;
+//! # let path = dir.path().join("data");
+//! let cache = PageCache::new(16 << 20)?;              // 16 MiB of frames
+//! let file = cache.create(&path)?;                    // like File::create
+//! file.write_all_at(b"hello, page cache", 4090)?;     // spans two pages
+//! file.sync_data()?;                                  // like fdatasync
+//! let mut buf = [0u8; 17];
+//! file.read_exact_at(&mut buf, 4090)?;
+//! assert_eq!(&buf, b"hello, page cache");
+//! // The page-level interface, with the kernel's names:
+//! let page = file.mapping().find_get_page(0).expect("cached");
+//! assert!(page.is_uptodate());
+//! assert_eq!(&page.read()[4090..4096], b"hello,");
+//! # Ok(()) }
+//! ```
+//!
+//! # Lock order
+//!
+//! page lock → mapping tree lock → LRU lock → buddy lock (per-thread lists
+//! before the free lists). A mapping's `size_lock` (the kernel's `i_rwsem`)
+//! comes before any page lock. No file I/O and no system allocation happens
+//! under the tree, LRU or buddy locks; file I/O happens under page locks and
+//! with pages under writeback.
+//!
+//! # Page flags
+//!
+//! See [`PageFlags`] and the state table in the `page` module docs: LOCKED
+//! (page lock held), WAITERS (someone sleeps on LOCKED), ERROR (last read
+//! failed), REFERENCED (touched once), UPTODATE (bytes valid), DIRTY (bytes
+//! newer than the file), LRU (on a list), ACTIVE (on the active list),
+//! WRITEBACK (being written), RECLAIM (reclaim is writing it), READAHEAD
+//! (marker that starts the next window), BUDDY (free block head), HEAD/TAIL
+//! (compound allocation), PRIVATE (owner state), MAPPEDTODISK (blocks
+//! allocated), WB_WAITERS (someone sleeps on WRITEBACK).
+//!
+//! # References
+//!
+//! The page cache holds one reference per cached page; every [`PageRef`]
+//! holds one; the LRU lists hold none. A frame returns to the buddy pool only
+//! when its count drops to zero (`put_page`), after it is off the LRU, or
+//! through reclaim's freeze of exactly (cache + reclaimer) to zero.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
+
+mod arena;
+mod backing;
+mod buddy;
+mod cache;
+mod filemap;
+mod lru;
+mod mapping;
+mod page;
+mod pagevec;
+mod readahead;
+mod reclaim;
+mod stats;
+mod sync;
+mod truncate;
+mod wait;
+mod writeback;
+// The tree's whole API is proven against a model in its own tests; the
+// cache uses a subset.
+#[allow(dead_code)]
+mod xarray;
+mod zone;
+
+/// Bytes in a page (and a frame).
+pub const PAGE_SIZE: usize = 4096;
+
+pub use backing::{Backing, FileBacking};
+pub use buddy::MAX_ORDER;
+pub use cache::{Builder, PageCache};
+pub use filemap::{CachedFile, FileCursor};
+pub use lru::PAGEVEC_SIZE;
+pub use mapping::{AddressSpace, Tag};
+pub use page::{LockedPage, Page, PageFlags, PageReadGuard, PageRef};
+pub use pagevec::{put_pages_list, PageVec};
+pub use stats::Stats;
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,288 @@
+//! The active and inactive LRU lists, following `mm/swap.c`: two-touch
+//! promotion (`mark_page_accessed`), and batched additions and activations so
+//! the LRU lock is taken once per batch rather than once per page.
+//!
+//! Lists are doubly linked through the descriptors' `lru_prev`/`lru_next`
+//! under the LRU lock; the head is the most recent end, the tail the oldest.
+//! A page on a list carries `LRU` (and `ACTIVE` on the active list). The
+//! lists hold no reference; a page waiting in an add or activate batch does.
+
+use crossbeam_utils::CachePadded;
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::page::{Page, PageFlags, NO_PFN};
+use crate::sync::Ordering;
+use crate::zone::Zone;
+
+/// Pages a batch holds before it is drained (the kernel's `PAGEVEC_SIZE`).
+pub const PAGEVEC_SIZE: usize = 14;
+
+#[derive(Clone, Copy, Default)]
+pub(crate) struct List {
+    head: u32,
+    tail: u32,
+    pub(crate) len: usize,
+}
+
+impl List {
+    const EMPTY: List = List { head: NO_PFN, tail: NO_PFN, len: 0 };
+
+    fn push_head(&mut self, pages: &[Page], pfn: u32) {
+        let p = &pages[pfn as usize];
+        // Relaxed (all link stores in this impl): guarded by the LRU lock.
+        p.lru_prev.store(NO_PFN, Ordering::Relaxed);
+        p.lru_next.store(self.head, Ordering::Relaxed);
+        if self.head == NO_PFN {
+            self.tail = pfn;
+        } else {
+            pages[self.head as usize].lru_prev.store(pfn, Ordering::Relaxed);
+        }
+        self.head = pfn;
+        self.len += 1;
+    }
+
+    fn unlink(&mut self, pages: &[Page], pfn: u32) {
+        let p = &pages[pfn as usize];
+        let prev = p.lru_prev.load(Ordering::Relaxed);
+        let next = p.lru_next.load(Ordering::Relaxed);
+        if prev == NO_PFN {
+            self.head = next;
+        } else {
+            pages[prev as usize].lru_next.store(next, Ordering::Relaxed);
+        }
+        if next == NO_PFN {
+            self.tail = prev;
+        } else {
+            pages[next as usize].lru_prev.store(prev, Ordering::Relaxed);
+        }
+        p.lru_prev.store(NO_PFN, Ordering::Relaxed);
+        p.lru_next.store(NO_PFN, Ordering::Relaxed);
+        self.len -= 1;
+    }
+
+    fn iter<'p>(&self, pages: &'p [Page]) -> impl Iterator<Item = u32> + 'p {
+        let mut pfn = self.head;
+        std::iter::from_fn(move || {
+            (pfn != NO_PFN).then(|| {
+                let cur = pfn;
+                pfn = pages[cur as usize].lru_next.load(Ordering::Relaxed);
+                cur
+            })
+        })
+    }
+}
+
+/// The two lists, under one lock.
+pub(crate) struct LruLists {
+    pub(crate) inactive: List,
+    pub(crate) active: List,
+}
+
+impl LruLists {
+    /// Puts a page on the list its ACTIVE flag names and sets LRU.
+    pub(crate) fn add(&mut self, pages: &[Page], pfn: u32) {
+        let p = &pages[pfn as usize];
+        assert!(!p.test(PageFlags::LRU), "page {pfn} already on an LRU list");
+        if p.test(PageFlags::ACTIVE) {
+            self.active.push_head(pages, pfn);
+        } else {
+            self.inactive.push_head(pages, pfn);
+        }
+        p.set(PageFlags::LRU);
+    }
+
+    /// Takes a page off its list and clears LRU (ACTIVE is kept, as the kernel does).
+    pub(crate) fn del(&mut self, pages: &[Page], pfn: u32) {
+        let p = &pages[pfn as usize];
+        if p.test(PageFlags::ACTIVE) {
+            self.active.unlink(pages, pfn);
+        } else {
+            self.inactive.unlink(pages, pfn);
+        }
+        p.clear(PageFlags::LRU);
+    }
+
+    /// Moves an inactive page to the active list.
+    fn activate(&mut self, pages: &[Page], pfn: u32) {
+        let p = &pages[pfn as usize];
+        if p.test(PageFlags::LRU) && !p.test(PageFlags::ACTIVE) {
+            self.inactive.unlink(pages, pfn);
+            p.set(PageFlags::ACTIVE);
+            p.clear(PageFlags::REFERENCED);
+            self.active.push_head(pages, pfn);
+        }
+    }
+
+    /// The oldest inactive page.
+    pub(crate) fn inactive_tail(&self) -> u32 {
+        self.inactive.tail
+    }
+
+    /// The page before `pfn` on its list (towards the head).
+    pub(crate) fn prev(pages: &[Page], pfn: u32) -> u32 {
+        // Relaxed: guarded by the LRU lock the caller holds.
+        pages[pfn as usize].lru_prev.load(Ordering::Relaxed)
+    }
+
+    /// Ages up to `nr` pages from the active tail: referenced ones get one
+    /// more round on the active list, the rest move to the inactive head.
+    pub(crate) fn shrink_active(&mut self, pages: &[Page], nr: usize) -> usize {
+        let mut moved = 0;
+        for _ in 0..nr {
+            let pfn = self.active.tail;
+            if pfn == NO_PFN {
+                break;
+            }
+            let p = &pages[pfn as usize];
+            self.active.unlink(pages, pfn);
+            if p.test_and_clear(PageFlags::REFERENCED) {
+                self.active.push_head(pages, pfn);
+            } else {
+                p.clear(PageFlags::ACTIVE);
+                self.inactive.push_head(pages, pfn);
+                moved += 1;
+            }
+        }
+        moved
+    }
+}
+
+/// A batch of frame numbers each holding one reference.
+type Batch = Mutex<Vec<u32>>;
+
+/// LRU lists plus the per-thread batches feeding them.
+pub(crate) struct Lru {
+    lists: Mutex<LruLists>,
+    add: Box<[CachePadded<Batch>]>,
+    activate: Box<[CachePadded<Batch>]>,
+}
+
+impl Lru {
+    pub(crate) fn new(shards: usize) -> Lru {
+        let batches = || (0..shards).map(|_| CachePadded::new(Mutex::new(Vec::with_capacity(PAGEVEC_SIZE)))).collect();
+        Lru {
+            lists: Mutex::new(LruLists { inactive: List::EMPTY, active: List::EMPTY }),
+            add: batches(),
+            activate: batches(),
+        }
+    }
+
+    /// The LRU lock.
+    #[inline]
+    pub(crate) fn lock(&self) -> MutexGuard<'_, LruLists> {
+        self.lists.lock()
+    }
+
+    /// Queues a page (the caller holds a reference; the batch takes its own)
+    /// for the inactive list (`lru_cache_add`).
+    pub(crate) fn cache_add(&self, zone: &Zone, page: &Page, slot: usize) {
+        page.get_page();
+        let pfn = zone.page_to_pfn(page);
+        let full = {
+            let mut b = self.add[slot % self.add.len()].lock();
+            b.push(pfn);
+            (b.len() >= PAGEVEC_SIZE).then(|| std::mem::take(&mut *b))
+        };
+        if let Some(batch) = full {
+            self.add_batch(zone, batch);
+        }
+    }
+
+    fn add_batch(&self, zone: &Zone, batch: Vec<u32>) {
+        {
+            let mut lists = self.lists.lock();
+            for &pfn in &batch {
+                lists.add(&zone.pages, pfn);
+            }
+        }
+        // References are dropped outside the lock: a last put takes it again.
+        for pfn in batch {
+            zone.put_page(&zone.pages[pfn as usize]);
+        }
+    }
+
+    /// Second touch of an inactive page: queue it for the active list.
+    #[cold]
+    pub(crate) fn activate_page(&self, zone: &Zone, page: &Page, slot: usize) {
+        if !page.get_page_unless_zero() {
+            return;
+        }
+        let pfn = zone.page_to_pfn(page);
+        let full = {
+            let mut b = self.activate[slot % self.activate.len()].lock();
+            b.push(pfn);
+            (b.len() >= PAGEVEC_SIZE).then(|| std::mem::take(&mut *b))
+        };
+        if let Some(batch) = full {
+            self.activate_batch(zone, batch);
+        }
+    }
+
+    fn activate_batch(&self, zone: &Zone, batch: Vec<u32>) {
+        {
+            let mut lists = self.lists.lock();
+            for &pfn in &batch {
+                let p = &zone.pages[pfn as usize];
+                if p.test(PageFlags::LRU) {
+                    lists.activate(&zone.pages, pfn);
+                } else {
+                    // Still in an add batch: it will go straight to the active list.
+                    p.set(PageFlags::ACTIVE);
+                }
+            }
+        }
+        for pfn in batch {
+            zone.put_page(&zone.pages[pfn as usize]);
+        }
+    }
+
+    /// Drains every batch onto the lists (before reclaim scans, and in tests).
+    pub(crate) fn drain(&self, zone: &Zone) {
+        for i in 0..self.add.len() {
+            let batch = std::mem::take(&mut *self.add[i].lock());
+            if !batch.is_empty() {
+                self.add_batch(zone, batch);
+            }
+            let batch = std::mem::take(&mut *self.activate[i].lock());
+            if !batch.is_empty() {
+                self.activate_batch(zone, batch);
+            }
+        }
+    }
+
+    /// (active, inactive) list lengths.
+    pub(crate) fn sizes(&self) -> (usize, usize) {
+        let l = self.lists.lock();
+        (l.active.len, l.inactive.len)
+    }
+
+    /// Panics unless list membership matches the LRU and ACTIVE flags and
+    /// the counts agree. Drain the batches first for an exact check.
+    pub(crate) fn check_invariants(&self, pages: &[Page]) {
+        let lists = self.lists.lock();
+        let mut on_list = vec![false; pages.len()];
+        for (list, active) in [(&lists.inactive, false), (&lists.active, true)] {
+            let mut n = 0;
+            let mut prev = NO_PFN;
+            for pfn in list.iter(pages) {
+                let p = &pages[pfn as usize];
+                assert!(!on_list[pfn as usize], "page {pfn} on the LRU twice");
+                on_list[pfn as usize] = true;
+                assert!(p.test(PageFlags::LRU), "page {pfn} on a list without LRU");
+                assert_eq!(p.test(PageFlags::ACTIVE), active, "page {pfn}: ACTIVE disagrees with its list");
+                assert!(!p.test(PageFlags::BUDDY), "free page {pfn} on the LRU");
+                // Relaxed: under the LRU lock.
+                assert_eq!(p.lru_prev.load(Ordering::Relaxed), prev, "LRU links broken at {pfn}");
+                prev = pfn;
+                n += 1;
+            }
+            assert_eq!(list.tail, prev, "LRU tail wrong");
+            assert_eq!(n, list.len, "LRU count disagrees");
+        }
+        for (pfn, p) in pages.iter().enumerate() {
+            if p.test(PageFlags::LRU) {
+                assert!(on_list[pfn], "page {pfn} has LRU but is on no list");
+            }
+        }
+    }
+}

@@ -1,0 +1,463 @@
+//! The page cache proper: one [`AddressSpace`] per file, its radix tree of
+//! pages, and the lookup family, following `mm/filemap.c`
+//! (`find_get_page`, `find_lock_page`, `find_or_create_page`,
+//! `find_get_pages*`, `add_to_page_cache_lru`, `delete_from_page_cache`,
+//! `__remove_mapping` from `mm/vmscan.c`).
+//!
+//! # Lockless lookup
+//!
+//! A reader pins an epoch (tree nodes are freed through it; frames never
+//! are), loads the slot, and takes a reference with `get_page_unless_zero`,
+//! which refuses a page that is free or frozen for removal. It then checks
+//! that the page still names this mapping and index: a page removed and
+//! reused since the load has a different (or no) mapping. The check is
+//! sound because the reference count CAS synchronizes with the Release that
+//! made the frame live again, which came after the removal cleared
+//! `mapping`, so a stale "this mapping" cannot be read. Mapping and index
+//! are set before the page is published in the tree.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_epoch as epoch;
+use parking_lot::{Mutex, RwLock};
+
+use crate::backing::Backing;
+use crate::page::{LockedPage, Page, PageFlags, PageRef};
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+use crate::wait;
+use crate::xarray::{Mark, XArray};
+use crate::zone::Zone;
+
+/// Tags a page can carry in its mapping's tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tag {
+    /// The page is dirty.
+    Dirty,
+    /// The page is being written back.
+    Writeback,
+    /// The page was dirty when a sync began: the sync writes it.
+    ToWrite,
+}
+
+impl From<Tag> for Mark {
+    fn from(t: Tag) -> Mark {
+        match t {
+            Tag::Dirty => Mark::Dirty,
+            Tag::Writeback => Mark::Writeback,
+            Tag::ToWrite => Mark::ToWrite,
+        }
+    }
+}
+
+/// Write errors of a mapping, so every handle sees each one once
+/// (`lib/errseq.c`): a counter in the high 32 bits, the last errno below.
+#[derive(Default)]
+pub(crate) struct Errseq(AtomicU64);
+
+impl Errseq {
+    /// Records an error.
+    pub(crate) fn set(&self, err: &io::Error) {
+        let errno = err.raw_os_error().unwrap_or(libc::EIO) as u32 as u64;
+        // Relaxed load + AcqRel CAS: the value itself is the only shared state.
+        let mut cur = self.0.load(Ordering::Relaxed);
+        loop {
+            let next = ((cur >> 32) + 1) << 32 | errno;
+            match self.0.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// A cursor that has seen everything so far.
+    pub(crate) fn sample(&self) -> u64 {
+        // Acquire: pairs with the AcqRel in `set`.
+        self.0.load(Ordering::Acquire) >> 32
+    }
+
+    /// The error recorded since `since` last saw, if any; advances `since`.
+    pub(crate) fn check_and_advance(&self, since: &AtomicU64) -> io::Result<()> {
+        // Acquire: pairs with the AcqRel in `set`.
+        let cur = self.0.load(Ordering::Acquire);
+        let seq = cur >> 32;
+        // AcqRel swap: each handle's cursor moves once per error it reports.
+        let seen = since.swap(seq, Ordering::AcqRel);
+        if seen != seq {
+            Err(io::Error::from_raw_os_error((cur & 0xffff_ffff) as i32))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The cached pages of one file, and the file underneath.
+pub struct AddressSpace {
+    pub(crate) zone: Arc<Zone>,
+    pub(crate) id: u32,
+    pub(crate) tree: XArray,
+    pub(crate) backing: RwLock<Arc<dyn Backing>>,
+    /// The file size as the cache sees it (`i_size`).
+    pub(crate) size: AtomicU64,
+    pub(crate) errseq: Errseq,
+    /// Dirty pages of this mapping.
+    pub(crate) nr_dirty: AtomicUsize,
+    /// When the mapping went from clean to dirty (for expiry).
+    pub(crate) dirtied_when: Mutex<Option<Instant>>,
+    /// Serializes size changes (`i_rwsem` for truncate and extending writes).
+    pub(crate) size_lock: Mutex<()>,
+}
+
+impl AddressSpace {
+    pub(crate) fn new(zone: Arc<Zone>, backing: Arc<dyn Backing>, size: u64) -> Arc<AddressSpace> {
+        Arc::new_cyclic(|weak| {
+            let id = zone.register_mapping(weak.clone());
+            AddressSpace {
+                zone,
+                id,
+                tree: XArray::new(),
+                backing: RwLock::new(backing),
+                size: AtomicU64::new(size),
+                errseq: Errseq::default(),
+                nr_dirty: AtomicUsize::new(0),
+                dirtied_when: Mutex::new(None),
+                size_lock: Mutex::new(()),
+            }
+        })
+    }
+
+    /// The file size as the cache sees it.
+    #[inline]
+    pub fn size(&self) -> u64 {
+        // Acquire: pairs with the Release in `set_size`.
+        self.size.load(Ordering::Acquire)
+    }
+
+    #[inline]
+    pub(crate) fn set_size(&self, size: u64) {
+        // Release: pages written below the new size are visible to readers
+        // that see it.
+        self.size.store(size, Ordering::Release);
+    }
+
+    /// The file underneath.
+    #[inline]
+    pub(crate) fn backing(&self) -> Arc<dyn Backing> {
+        self.backing.read().clone()
+    }
+
+    #[inline]
+    fn page_ref<'a>(&'a self, page: &'a Page) -> PageRef<'a> {
+        PageRef::from_raw(page, &self.zone)
+    }
+
+    /// Takes a speculative reference on the page at `index` (the lockless
+    /// lookup of the module docs).
+    #[inline]
+    fn get_entry<'a>(&'a self, index: u64, guard: &epoch::Guard) -> Option<&'a Page> {
+        loop {
+            let pfn = self.tree.load(index, guard)?;
+            let page = self.zone.pfn_to_page(pfn);
+            if !page.get_page_unless_zero() {
+                // Being freed or frozen for removal: the slot changes soon.
+                std::hint::spin_loop();
+                continue;
+            }
+            if page.mapping_id() == self.id && page.index() == index {
+                return Some(page);
+            }
+            self.zone.put_page(page);
+        }
+    }
+
+    /// The page at `index`, with a reference, if cached.
+    #[inline]
+    pub fn find_get_page(&self, index: u64) -> Option<PageRef<'_>> {
+        let guard = epoch::pin();
+        self.get_entry(index, &guard).map(|p| self.page_ref(p))
+    }
+
+    /// The page at `index`, locked, if cached. Re-checks after taking the
+    /// lock that truncation did not take the page away meanwhile.
+    pub fn find_lock_page(&self, index: u64) -> Option<LockedPage<'_>> {
+        loop {
+            let page = self.find_get_page(index)?.lock();
+            if page.page().mapping_id() == self.id && page.index() == index {
+                return Some(page);
+            }
+        }
+    }
+
+    /// The page at `index`, locked; a new page (locked, not uptodate, on
+    /// the LRU) if none was cached. When threads race, one page wins and the
+    /// losers' frames go back to the pool.
+    pub fn find_or_create_page(&self, index: u64) -> io::Result<LockedPage<'_>> {
+        check_index(index)?;
+        loop {
+            if let Some(p) = self.find_lock_page(index) {
+                return Ok(p);
+            }
+            let page = self.zone.alloc_page()?;
+            let page = match page.try_lock() {
+                Ok(locked) => locked,
+                Err(_) => unreachable!("a freshly allocated page is unlocked"),
+            };
+            match self.add_to_page_cache_lru(&page, index) {
+                Ok(()) => return Ok(page),
+                Err(_) => continue, // lost the race: `page` drops and is freed
+            }
+        }
+    }
+
+    /// Inserts a locked page at `index` and queues it for the LRU. The page
+    /// cache takes its own reference. Fails with `AlreadyExists` if the slot
+    /// is taken.
+    pub fn add_to_page_cache_lru(&self, page: &LockedPage<'_>, index: u64) -> io::Result<()> {
+        self.add_to_page_cache(page, index)?;
+        self.zone.lru_cache_add(page.page());
+        Ok(())
+    }
+
+    /// Inserts a locked page at `index` without touching the LRU.
+    pub(crate) fn add_to_page_cache(&self, page: &LockedPage<'_>, index: u64) -> io::Result<()> {
+        check_index(index)?;
+        let p = page.page();
+        assert_eq!(p.mapping_id(), 0, "page already belongs to a mapping");
+        let pfn = self.zone.page_to_pfn(p);
+        let mut tree = self.tree.lock();
+        p.set_mapping(self.id, index);
+        p.get_page();
+        if tree.insert(index, pfn).is_err() {
+            p.set_mapping(0, 0);
+            drop(tree);
+            self.zone.put_page(p);
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "page already cached at this index"));
+        }
+        Ok(())
+    }
+
+    /// Removes a locked page from the cache even if others hold references
+    /// (truncate); drops the page cache's reference. A dirty page is cleaned.
+    pub fn delete_from_page_cache(&self, page: &LockedPage<'_>) {
+        let p = page.page();
+        if p.mapping_id() != self.id {
+            return;
+        }
+        {
+            let mut tree = self.tree.lock();
+            let removed = tree.erase(p.index());
+            assert_eq!(removed, Some(self.zone.page_to_pfn(p)), "page not at its index");
+            p.set_mapping(0, p.index());
+        }
+        if p.test_and_clear(PageFlags::DIRTY) {
+            self.account_cleaned();
+        }
+        self.zone.put_page(p);
+    }
+
+    /// Removes a locked, isolated page if nobody but the cache and the
+    /// caller holds it and it is clean (`__remove_mapping`): freezes the count
+    /// from exactly 2 to 0. On success the page is off the tree with a count
+    /// of 0, and the caller frees it.
+    pub(crate) fn remove_mapping(&self, page: &Page) -> bool {
+        let mut tree = self.tree.lock();
+        if page.mapping_id() != self.id || !page.ref_freeze(2) {
+            return false;
+        }
+        if page.test(PageFlags::DIRTY) || page.test(PageFlags::WRITEBACK) {
+            page.set_page_count(2);
+            return false;
+        }
+        let removed = tree.erase(page.index());
+        assert_eq!(removed, Some(self.zone.page_to_pfn(page)), "page not at its index");
+        page.set_mapping(0, page.index());
+        true
+    }
+
+    /// Up to `nr` cached pages from `start` on, in ascending index order.
+    pub fn find_get_pages(&self, start: u64, nr: usize) -> Vec<PageRef<'_>> {
+        self.gang(start, nr, |tree, s, n, out, g| tree.gang_lookup(s, n, out, g))
+    }
+
+    /// Up to `nr` cached pages from `start` on, stopping at the first hole.
+    pub fn find_get_pages_contig(&self, start: u64, nr: usize) -> Vec<PageRef<'_>> {
+        let mut pages = self.gang(start, nr, |tree, s, n, out, g| tree.contig(s, n, out, g));
+        // A page that vanished between the tree walk and its reference is a hole too.
+        let run = pages.iter().enumerate().take_while(|(i, p)| p.index() == start + *i as u64).count();
+        pages.truncate(run);
+        pages
+    }
+
+    /// Up to `nr` pages carrying `tag` from `*index` on; advances `*index`
+    /// past the last page returned (or to the end when none are left).
+    pub fn find_get_pages_tag(&self, index: &mut u64, tag: Tag, nr: usize) -> Vec<PageRef<'_>> {
+        let mark = Mark::from(tag);
+        let pages = self.gang(*index, nr, |tree, s, n, out, g| tree.gang_lookup_marked(s, mark, n, out, g));
+        match pages.last() {
+            Some(p) => *index = p.index().saturating_add(1),
+            None => *index = u64::MAX,
+        }
+        pages
+    }
+
+    fn gang(
+        &self,
+        start: u64,
+        nr: usize,
+        lookup: impl Fn(&XArray, u64, usize, &mut Vec<(u64, u32)>, &epoch::Guard),
+    ) -> Vec<PageRef<'_>> {
+        let guard = epoch::pin();
+        let mut entries = Vec::with_capacity(nr.min(64));
+        lookup(&self.tree, start, nr, &mut entries, &guard);
+        let mut pages = Vec::with_capacity(entries.len());
+        for (index, _) in entries {
+            // Re-take each through the full lockless protocol.
+            if let Some(p) = self.get_entry(index, &guard) {
+                pages.push(self.page_ref(p));
+            }
+        }
+        pages
+    }
+
+    /// Whether the page at `index` carries `tag`.
+    pub fn page_has_tag(&self, index: u64, tag: Tag) -> bool {
+        self.tree.get_mark(index, tag.into(), &epoch::pin())
+    }
+
+    /// Sets or clears a tag of the page at `index`.
+    pub(crate) fn tag(&self, index: u64, tag: Tag, on: bool) {
+        let mut tree = self.tree.lock();
+        if on {
+            tree.set_mark(index, tag.into());
+        } else {
+            tree.clear_mark(index, tag.into());
+        }
+    }
+
+    /// Number of cached pages.
+    pub fn nr_pages(&self) -> usize {
+        self.tree.len()
+    }
+
+    /// Dirty pages in this mapping.
+    pub fn nr_dirty(&self) -> usize {
+        // Relaxed: a statistic.
+        self.nr_dirty.load(Ordering::Relaxed)
+    }
+
+    /// Marks a locked page dirty and tags it (`__set_page_dirty_nobuffers`).
+    pub(crate) fn set_page_dirty(&self, page: &Page) {
+        if page.test_and_set(PageFlags::DIRTY) {
+            return;
+        }
+        {
+            let mut tree = self.tree.lock();
+            if page.mapping_id() == self.id {
+                tree.set_mark(page.index(), Mark::Dirty);
+            }
+        }
+        // Relaxed: counters.
+        self.zone.nr_dirty.fetch_add(1, Ordering::Relaxed);
+        if self.nr_dirty.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.dirtied_when.lock().get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// Accounts a page that stopped being dirty.
+    pub(crate) fn account_cleaned(&self) {
+        // Relaxed: counters.
+        self.zone.nr_dirty.fetch_sub(1, Ordering::Relaxed);
+        if self.nr_dirty.fetch_sub(1, Ordering::Relaxed) == 1 {
+            *self.dirtied_when.lock() = None;
+        }
+    }
+
+    /// Clears DIRTY of a locked page for writeback (`clear_page_dirty_for_io`)
+    /// and moves its tags from DIRTY/TOWRITE to WRITEBACK with the flag set.
+    /// False if the page was not dirty.
+    pub(crate) fn start_writeback(&self, page: &Page) -> bool {
+        if !page.test(PageFlags::DIRTY) {
+            return false;
+        }
+        {
+            let mut tree = self.tree.lock();
+            let index = page.index();
+            page.clear(PageFlags::DIRTY);
+            tree.clear_mark(index, Mark::Dirty);
+            tree.clear_mark(index, Mark::ToWrite);
+            tree.set_mark(index, Mark::Writeback);
+        }
+        assert!(!wait::set_page_writeback(page), "writeback started twice");
+        // Relaxed: counters.
+        self.zone.nr_writeback.fetch_add(1, Ordering::Relaxed);
+        self.account_cleaned();
+        true
+    }
+
+    /// Ends writeback of a page; a failed write puts it back to dirty (we
+    /// never drop data the file did not take). The caller holds a reference.
+    pub(crate) fn end_writeback(&self, page: &Page, failed: bool) {
+        {
+            let mut tree = self.tree.lock();
+            if page.mapping_id() == self.id {
+                tree.clear_mark(page.index(), Mark::Writeback);
+                if failed && !page.test_and_set(PageFlags::DIRTY) {
+                    tree.set_mark(page.index(), Mark::Dirty);
+                    drop(tree);
+                    // Relaxed: counters.
+                    self.zone.nr_dirty.fetch_add(1, Ordering::Relaxed);
+                    if self.nr_dirty.fetch_add(1, Ordering::Relaxed) == 0 {
+                        self.dirtied_when.lock().get_or_insert_with(Instant::now);
+                    }
+                }
+            }
+        }
+        // Relaxed: a counter.
+        self.zone.nr_writeback.fetch_sub(1, Ordering::Relaxed);
+        wait::end_page_writeback(page);
+    }
+
+    /// Panics unless the tree's invariants hold and every entry's page
+    /// names this mapping and its index.
+    pub fn check_invariants(&self) {
+        self.tree.check_invariants();
+        let guard = epoch::pin();
+        let mut out = Vec::new();
+        self.tree.gang_lookup(0, usize::MAX, &mut out, &guard);
+        for (index, pfn) in out {
+            let p = self.zone.pfn_to_page(pfn);
+            assert_eq!(p.mapping_id(), self.id, "page {pfn} at {index} names another mapping");
+            assert_eq!(p.index(), index, "page {pfn} at {index} has index {}", p.index());
+            assert!(p.page_count() >= 1, "cached page {pfn} without the cache's reference");
+        }
+    }
+}
+
+impl Drop for AddressSpace {
+    fn drop(&mut self) {
+        // Frames go back to the pool; the cache wrote dirty pages back
+        // before it let go of the mapping.
+        crate::truncate::truncate_pages_from(self, 0);
+    }
+}
+
+impl std::fmt::Debug for AddressSpace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddressSpace")
+            .field("id", &self.id)
+            .field("pages", &self.nr_pages())
+            .field("size", &self.size())
+            .finish()
+    }
+}
+
+/// Page indices stop where byte offsets would overflow a u64.
+pub(crate) const MAX_INDEX: u64 = u64::MAX / crate::PAGE_SIZE as u64;
+
+fn check_index(index: u64) -> io::Result<()> {
+    if index > MAX_INDEX {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("page index {index} past the largest file")));
+    }
+    Ok(())
+}

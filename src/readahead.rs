@@ -1,0 +1,247 @@
+//! On-demand readahead, following `mm/readahead.c`: a per-handle window
+//! {start, size, async_size} that grows 4x then 2x up to a maximum on
+//! sequential access; the page `async_size` pages before the window's end
+//! carries the READAHEAD marker, and reading it starts the next window on a
+//! worker thread. Random access reads only what was asked.
+
+use std::io::{self, IoSliceMut};
+use std::sync::{Arc, Weak};
+
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::mapping::AddressSpace;
+use crate::page::{LockedPage, PageFlags};
+use crate::stats::Event;
+use crate::sync::Ordering;
+use crate::zone::Zone;
+use crate::PAGE_SIZE;
+
+/// Marks a page that readahead brought in and nobody has read yet (for the
+/// readahead hit counter). Shares the flags word; not part of the public table.
+pub(crate) const RA_FRESH: PageFlags = PageFlags(1 << 17);
+
+/// One handle's readahead window (`struct file_ra_state`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RaState {
+    pub(crate) start: u64,
+    pub(crate) size: u64,
+    pub(crate) async_size: u64,
+    /// The last page index the handle read, plus one.
+    pub(crate) prev: u64,
+}
+
+/// The first window for a request of `req` pages (`get_init_ra_size`).
+fn init_size(req: u64, max: u64) -> u64 {
+    let n = req.next_power_of_two();
+    if n <= max / 32 {
+        n * 4
+    } else if n <= max / 4 {
+        n * 2
+    } else {
+        max
+    }
+    .min(max)
+}
+
+/// The window after one of `cur` pages (`get_next_ra_size`).
+fn next_size(cur: u64, max: u64) -> u64 {
+    if cur < max / 16 { cur * 4 } else { cur * 2 }.min(max)
+}
+
+impl RaState {
+    /// A miss at `index` for `req` pages (`page_cache_sync_readahead`):
+    /// returns the range to read now, `(start, nr, marker offset)`.
+    pub(crate) fn on_miss(&mut self, index: u64, req: u64, max: u64) -> (u64, u64, u64) {
+        let req = req.max(1);
+        let sequential = index == 0 || index == self.prev || index + 1 == self.prev;
+        if max == 0 || !sequential {
+            // Random access: just the pages asked for, and forget the window.
+            *self = RaState { prev: self.prev, ..RaState::default() };
+            return (index, req.min(max.max(1)), u64::MAX);
+        }
+        let size = if self.size > 0 && index == self.start + self.size {
+            next_size(self.size, max)
+        } else {
+            init_size(req, max)
+        }
+        .max(req.min(max));
+        self.start = index;
+        self.size = size;
+        self.async_size = size.saturating_sub(req).min(size);
+        (self.start, self.size, self.size - self.async_size)
+    }
+
+    /// The reader reached the marker page at `index` (`page_cache_async_readahead`):
+    /// the next window, `(start, nr, marker offset)`.
+    pub(crate) fn on_marker(&mut self, index: u64, max: u64) -> Option<(u64, u64, u64)> {
+        if max == 0 {
+            return None;
+        }
+        if index != self.start + self.size - self.async_size {
+            // Someone else's marker (another handle): start a window here.
+            self.start = index;
+            self.size = 1;
+        }
+        self.start += self.size;
+        self.size = next_size(self.size, max);
+        self.async_size = self.size;
+        Some((self.start, self.size, 0))
+    }
+}
+
+/// A readahead request for a worker thread.
+pub(crate) struct RaJob {
+    pub(crate) mapping: Weak<AddressSpace>,
+    pub(crate) start: u64,
+    pub(crate) nr: u64,
+}
+
+/// Starts the readahead worker threads; they exit when the sender drops.
+pub(crate) fn start_workers(
+    n: usize,
+    zone: Arc<Zone>,
+) -> io::Result<(Sender<RaJob>, Vec<std::thread::JoinHandle<()>>)> {
+    let (tx, rx) = crossbeam_channel::unbounded::<RaJob>();
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        let rx: Receiver<RaJob> = rx.clone();
+        let zone = zone.clone();
+        handles.push(std::thread::Builder::new().name(format!("page-cache-ra{i}")).spawn(move || loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(job) => {
+                    if let Some(m) = job.mapping.upgrade() {
+                        // Errors are left for the reader who needs the page.
+                        let _ = read_window(&m, job.start, job.nr, None, u64::MAX);
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            // Acquire: pairs with the Release store at shutdown.
+            if zone.shutting_down.load(Ordering::Acquire) {
+                return;
+            }
+        })?);
+    }
+    Ok((tx, handles))
+}
+
+/// Brings pages `[start, start + nr)` (clipped at EOF) into the cache:
+/// allocates the missing ones, inserts them locked, and reads each
+/// contiguous run with one vectored call. `wanted` is the page the caller
+/// needs (its failure is an error; others' failures just drop those pages).
+/// The page at `start + marker` gets the READAHEAD marker.
+pub(crate) fn read_window(m: &AddressSpace, start: u64, nr: u64, wanted: Option<u64>, marker: u64) -> io::Result<()> {
+    let size = m.size();
+    let end_index = size.div_ceil(PAGE_SIZE as u64);
+    let end = start.saturating_add(nr).min(end_index);
+    let mut run: Vec<LockedPage<'_>> = Vec::new();
+    let mut result = Ok(());
+    let mut index = start;
+    while index < end {
+        if m.find_get_page(index).is_some() {
+            result = result.and(flush_run(m, &mut run, wanted));
+            index += 1;
+            continue;
+        }
+        let page = match m.zone.alloc_page() {
+            Ok(p) => p,
+            Err(e) => {
+                // Out of frames: read what we have; fail only the page asked for.
+                result = result.and(flush_run(m, &mut run, wanted));
+                if wanted.is_some_and(|w| w >= index) {
+                    return result.and(Err(e));
+                }
+                return result;
+            }
+        };
+        let Ok(page) = page.try_lock() else { unreachable!("a fresh page is unlocked") };
+        if m.add_to_page_cache_lru(&page, index).is_err() {
+            // Someone else cached it meanwhile: the run ends here.
+            result = result.and(flush_run(m, &mut run, wanted));
+            index += 1;
+            continue;
+        }
+        if index - start == marker {
+            page.page().set(PageFlags::READAHEAD);
+        }
+        if Some(index) != wanted {
+            page.page().set(RA_FRESH);
+        }
+        run.push(page);
+        index += 1;
+    }
+    result.and(flush_run(m, &mut run, wanted))
+}
+
+/// Reads a run of locked, contiguous, new pages; unlocks them.
+fn flush_run(m: &AddressSpace, run: &mut Vec<LockedPage<'_>>, wanted: Option<u64>) -> io::Result<()> {
+    if run.is_empty() {
+        return Ok(());
+    }
+    let ra = run.iter().filter(|p| Some(p.index()) != wanted).count();
+    m.zone.count(Event::ReadaheadPages, ra as u64);
+    let res = read_pages(m, run);
+    for page in run.drain(..) {
+        match &res {
+            Ok(()) => {
+                page.page().clear(PageFlags::ERROR);
+                page.set_uptodate();
+            }
+            Err(_) if Some(page.index()) == wanted => page.page().set(PageFlags::ERROR),
+            Err(_) => m.delete_from_page_cache(&page),
+        }
+    }
+    res
+}
+
+/// Fills locked, contiguous pages from the file with one vectored read (more
+/// only if the file returns short); zeroes what lies past end of file.
+pub(crate) fn read_pages(m: &AddressSpace, run: &mut [LockedPage<'_>]) -> io::Result<()> {
+    let offset = run[0].index() * PAGE_SIZE as u64;
+    let backing = m.backing();
+    let mut bufs: Vec<IoSliceMut<'_>> = run.iter_mut().map(|p| IoSliceMut::new(p.data_mut())).collect();
+    let total = bufs.len() * PAGE_SIZE;
+    let mut done = 0usize;
+    let mut slices = &mut bufs[..];
+    m.zone.count(Event::ReadCalls, 1);
+    loop {
+        let n = match backing.read_vectored_at(slices, offset + done as u64) {
+            Ok(n) => n,
+            Err(e) => {
+                m.zone.count(Event::ReadErrors, 1);
+                return Err(e);
+            }
+        };
+        done += n;
+        if n == 0 || done == total {
+            break;
+        }
+        IoSliceMut::advance_slices(&mut slices, n);
+        m.zone.count(Event::ReadCalls, 1);
+    }
+    drop(bufs);
+    // Past end of file: zeros.
+    for (i, p) in run.iter_mut().enumerate() {
+        let page_start = i * PAGE_SIZE;
+        if done < page_start + PAGE_SIZE {
+            let from = done.saturating_sub(page_start);
+            p.data_mut()[from..].fill(0);
+        }
+    }
+    Ok(())
+}
+
+/// The cache's readahead context for a handle: where to send async jobs.
+pub(crate) struct Readahead {
+    pub(crate) tx: Sender<RaJob>,
+}
+
+impl Readahead {
+    /// Queues the next window for a worker.
+    pub(crate) fn submit(&self, m: &Arc<AddressSpace>, start: u64, nr: u64) {
+        let _ = self.tx.send(RaJob { mapping: Arc::downgrade(m), start, nr });
+    }
+}

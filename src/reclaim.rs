@@ -1,0 +1,188 @@
+//! Page reclaim, following `mm/vmscan.c`: isolate pages from the inactive
+//! tail, free the clean unreferenced ones through the refcount freeze, write
+//! dirty ones out first (kswapd only), age the active list to keep the
+//! inactive list large enough, and run it from a background kswapd thread
+//! (free frames below the low watermark, up to the high one) or directly in
+//! an allocating thread (below min).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::page::{Page, PageFlags};
+use crate::stats::Event;
+use crate::sync::Ordering;
+use crate::wait;
+use crate::zone::Zone;
+
+/// Pages isolated from the LRU per batch.
+pub(crate) const SWAP_CLUSTER_MAX: usize = 32;
+
+/// Who reclaims: the background thread may write dirty pages; an
+/// allocating thread does not (it wakes the flusher instead).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Reclaimer {
+    Kswapd,
+    Direct,
+    /// `PageCache::shrink`: clean pages only.
+    Shrink,
+}
+
+enum Verdict {
+    Freed,
+    Keep,
+}
+
+impl Zone {
+    /// Wakes kswapd (cheap when it is already awake).
+    #[inline]
+    pub(crate) fn wake_kswapd(&self) {
+        self.kswapd.wake();
+    }
+
+    /// Direct reclaim in the allocating thread.
+    #[cold]
+    pub(crate) fn direct_reclaim(&self, nr: usize) -> usize {
+        self.shrink_lists(nr, Reclaimer::Direct)
+    }
+
+    /// Frees up to `nr` pages; returns how many were freed.
+    pub(crate) fn shrink_lists(&self, nr: usize, who: Reclaimer) -> usize {
+        self.lru.drain(self);
+        let total = {
+            let l = self.lru.lock();
+            l.active.len + l.inactive.len
+        };
+        let mut freed = 0;
+        let mut scanned = 0;
+        while freed < nr && scanned <= total {
+            {
+                let mut lists = self.lru.lock();
+                // Keep the inactive list at least as large as the active one.
+                if lists.inactive.len < lists.active.len {
+                    let excess = (lists.active.len - lists.inactive.len) / 2;
+                    lists.shrink_active(&self.pages, excess.clamp(1, SWAP_CLUSTER_MAX));
+                }
+            }
+            let batch = self.isolate_inactive(SWAP_CLUSTER_MAX);
+            if batch.is_empty() {
+                let moved = self.lru.lock().shrink_active(&self.pages, SWAP_CLUSTER_MAX);
+                if moved == 0 {
+                    break;
+                }
+                scanned += moved;
+                continue;
+            }
+            scanned += batch.len();
+            let mut keep = Vec::with_capacity(batch.len());
+            for pfn in batch {
+                match self.shrink_page(self.pfn_to_page(pfn), who) {
+                    Verdict::Freed => freed += 1,
+                    Verdict::Keep => keep.push(pfn),
+                }
+            }
+            self.putback(keep);
+        }
+        if freed > 0 {
+            let e = match who {
+                Reclaimer::Kswapd => Event::KswapdReclaims,
+                _ => Event::DirectReclaims,
+            };
+            self.count(e, freed as u64);
+            self.count(Event::Evictions, freed as u64);
+        }
+        freed
+    }
+
+    /// Takes up to `nr` pages off the inactive tail, each with a reference.
+    fn isolate_inactive(&self, nr: usize) -> Vec<u32> {
+        let mut out = Vec::with_capacity(nr);
+        let mut lists = self.lru.lock();
+        let mut pfn = lists.inactive_tail();
+        let mut scanned = 0;
+        while pfn != crate::page::NO_PFN && out.len() < nr && scanned < 4 * nr {
+            scanned += 1;
+            let prev = crate::lru::LruLists::prev(&self.pages, pfn);
+            let page = self.pfn_to_page(pfn);
+            if page.get_page_unless_zero() {
+                lists.del(&self.pages, pfn);
+                out.push(pfn);
+            }
+            pfn = prev;
+        }
+        out
+    }
+
+    /// Puts isolated pages back on their lists and drops our references.
+    fn putback(&self, pfns: Vec<u32>) {
+        if pfns.is_empty() {
+            return;
+        }
+        {
+            let mut lists = self.lru.lock();
+            for &pfn in &pfns {
+                lists.add(&self.pages, pfn);
+            }
+        }
+        for pfn in pfns {
+            self.put_page(self.pfn_to_page(pfn));
+        }
+    }
+
+    /// Tries to free one isolated page (`shrink_page_list` for one page).
+    fn shrink_page(&self, page: &Page, who: Reclaimer) -> Verdict {
+        if page.test(PageFlags::ACTIVE) || !wait::trylock_page(page) {
+            return Verdict::Keep;
+        }
+        let verdict = self.shrink_locked_page(page, who);
+        if let Verdict::Keep = verdict {
+            wait::unlock_page(page);
+        }
+        verdict
+    }
+
+    fn shrink_locked_page(&self, page: &Page, who: Reclaimer) -> Verdict {
+        if page.test(PageFlags::WRITEBACK) {
+            return Verdict::Keep;
+        }
+        let Some(mapping) = self.mapping(page.mapping_id()) else {
+            return Verdict::Keep;
+        };
+        if page.test(PageFlags::DIRTY) {
+            if who != Reclaimer::Kswapd {
+                self.flusher.wake();
+                return Verdict::Keep;
+            }
+            // Page out: written with the page locked, then freed below.
+            page.set(PageFlags::RECLAIM);
+            let ok = crate::writeback::pageout(&mapping, page);
+            page.clear(PageFlags::RECLAIM);
+            if !ok {
+                return Verdict::Keep;
+            }
+        }
+        // Two references: the page cache's and our isolation's.
+        if !mapping.remove_mapping(page) {
+            return Verdict::Keep;
+        }
+        // Count is 0 and the page is off the LRU: straight back to the pool.
+        self.buddy.free(&self.pages, self.page_to_pfn(page), 0, false);
+        Verdict::Freed
+    }
+}
+
+/// The kswapd thread: sleeps until woken below the low watermark, then
+/// reclaims until the high watermark is met or nothing more can be freed.
+pub(crate) fn kswapd(zone: Arc<Zone>) {
+    loop {
+        zone.kswapd.sleep(Duration::from_millis(200));
+        // Acquire: pairs with the Release store at shutdown.
+        if zone.shutting_down.load(Ordering::Acquire) {
+            return;
+        }
+        while zone.buddy.nr_free() < zone.watermarks.high {
+            if zone.shrink_lists(SWAP_CLUSTER_MAX, Reclaimer::Kswapd) == 0 {
+                break;
+            }
+        }
+    }
+}

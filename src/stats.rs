@@ -1,0 +1,151 @@
+//! Counters and their snapshot, following `mm/vmstat.c`: per-thread-ish
+//! counter shards summed on read, printable like /proc/meminfo and
+//! /proc/vmstat.
+
+use std::fmt;
+
+use crossbeam_utils::CachePadded;
+
+use crate::buddy::MAX_ORDER;
+use crate::sync::{AtomicU64, Ordering};
+
+/// What a counter counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub(crate) enum Event {
+    Hit,
+    Miss,
+    ReadaheadPages,
+    ReadaheadHits,
+    ReadCalls,
+    WriteCalls,
+    WritebackPages,
+    Evictions,
+    KswapdReclaims,
+    DirectReclaims,
+    WriteErrors,
+    ReadErrors,
+    Throttles,
+}
+
+const NR_EVENTS: usize = Event::ReadErrors as usize + 2;
+
+/// Event counters, sharded so hot-path increments do not share a cache line.
+pub(crate) struct Counters {
+    shards: Box<[CachePadded<[AtomicU64; NR_EVENTS]>]>,
+}
+
+impl Counters {
+    pub(crate) fn new(shards: usize) -> Counters {
+        Counters { shards: (0..shards).map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0)))).collect() }
+    }
+
+    /// Adds `n` to counter `e` in shard `slot`.
+    #[inline]
+    pub(crate) fn add(&self, slot: usize, e: Event, n: u64) {
+        // Relaxed: statistics, no ordering with other memory.
+        self.shards[slot % self.shards.len()][e as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sum over shards.
+    pub(crate) fn get(&self, e: Event) -> u64 {
+        // Relaxed: statistics.
+        self.shards.iter().map(|s| s[e as usize].load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// A snapshot of the cache's counters and list sizes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Page lookups by reads that found the page uptodate in the cache.
+    pub hits: u64,
+    /// Page lookups by reads that had to read the file.
+    pub misses: u64,
+    /// Pages read by readahead.
+    pub readahead_pages: u64,
+    /// First accesses to pages that readahead brought in.
+    pub readahead_hits: u64,
+    /// Read calls issued to files (one per contiguous run).
+    pub read_calls: u64,
+    /// Write calls issued to files (one per contiguous run).
+    pub write_calls: u64,
+    /// Pages written back to files.
+    pub writeback_pages: u64,
+    /// Pages reclaimed (evicted from the cache).
+    pub evictions: u64,
+    /// Pages freed by the background reclaimer (kswapd).
+    pub kswapd_reclaims: u64,
+    /// Pages freed by allocating threads (direct reclaim).
+    pub direct_reclaims: u64,
+    /// Failed writebacks.
+    pub write_errors: u64,
+    /// Failed reads.
+    pub read_errors: u64,
+    /// Times a writer was throttled above the dirty limit.
+    pub throttles: u64,
+    /// Dirty pages now.
+    pub dirty_pages: u64,
+    /// Pages under writeback now.
+    pub writeback_now: u64,
+    /// Free frames now.
+    pub free_pages: u64,
+    /// Pages in the page cache now.
+    pub cached_pages: u64,
+    /// Pages on the active list.
+    pub active_pages: u64,
+    /// Pages on the inactive list.
+    pub inactive_pages: u64,
+    /// Total frames.
+    pub total_pages: u64,
+    /// Free blocks per order, like /proc/buddyinfo.
+    pub free_blocks: [usize; MAX_ORDER + 1],
+}
+
+impl Stats {
+    pub(crate) fn fill_events(&mut self, c: &Counters) {
+        self.hits = c.get(Event::Hit);
+        self.misses = c.get(Event::Miss);
+        self.readahead_pages = c.get(Event::ReadaheadPages);
+        self.readahead_hits = c.get(Event::ReadaheadHits);
+        self.read_calls = c.get(Event::ReadCalls);
+        self.write_calls = c.get(Event::WriteCalls);
+        self.writeback_pages = c.get(Event::WritebackPages);
+        self.evictions = c.get(Event::Evictions);
+        self.kswapd_reclaims = c.get(Event::KswapdReclaims);
+        self.direct_reclaims = c.get(Event::DirectReclaims);
+        self.write_errors = c.get(Event::WriteErrors);
+        self.read_errors = c.get(Event::ReadErrors);
+        self.throttles = c.get(Event::Throttles);
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kb = |pages: u64| pages * 4;
+        writeln!(f, "MemTotal:       {:>10} kB", kb(self.total_pages))?;
+        writeln!(f, "MemFree:        {:>10} kB", kb(self.free_pages))?;
+        writeln!(f, "Cached:         {:>10} kB", kb(self.cached_pages))?;
+        writeln!(f, "Active(file):   {:>10} kB", kb(self.active_pages))?;
+        writeln!(f, "Inactive(file): {:>10} kB", kb(self.inactive_pages))?;
+        writeln!(f, "Dirty:          {:>10} kB", kb(self.dirty_pages))?;
+        writeln!(f, "Writeback:      {:>10} kB", kb(self.writeback_now))?;
+        writeln!(f, "pgcache_hit {}", self.hits)?;
+        writeln!(f, "pgcache_miss {}", self.misses)?;
+        writeln!(f, "pgreadahead {}", self.readahead_pages)?;
+        writeln!(f, "pgreadahead_hit {}", self.readahead_hits)?;
+        writeln!(f, "read_calls {}", self.read_calls)?;
+        writeln!(f, "write_calls {}", self.write_calls)?;
+        writeln!(f, "pgwriteback {}", self.writeback_pages)?;
+        writeln!(f, "pgsteal {}", self.evictions)?;
+        writeln!(f, "pgsteal_kswapd {}", self.kswapd_reclaims)?;
+        writeln!(f, "pgsteal_direct {}", self.direct_reclaims)?;
+        writeln!(f, "write_errors {}", self.write_errors)?;
+        writeln!(f, "read_errors {}", self.read_errors)?;
+        writeln!(f, "throttles {}", self.throttles)?;
+        write!(f, "buddyinfo")?;
+        for n in self.free_blocks {
+            write!(f, " {n}")?;
+        }
+        Ok(())
+    }
+}

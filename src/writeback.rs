@@ -1,0 +1,272 @@
+//! Writeback, following `mm/page-writeback.c` (`write_cache_pages`,
+//! `tag_pages_for_writeback`, `balance_dirty_pages`) and `fs/fs-writeback.c`
+//! (the flusher thread): dirty pages are written in index order, contiguous
+//! runs in one vectored call; a failed write keeps the pages dirty and
+//! records the error in the mapping's errseq.
+
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::mapping::{AddressSpace, Tag};
+use crate::page::{Page, PageFlags};
+use crate::stats::Event;
+use crate::sync::Ordering;
+use crate::wait;
+use crate::xarray::Mark;
+use crate::zone::Zone;
+use crate::PAGE_SIZE;
+
+/// Pages looked up per batch.
+const BATCH: usize = 64;
+
+/// How a writeback pass runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum SyncMode {
+    /// Best effort: skip locked pages and pages already under writeback;
+    /// stop after `n` pages.
+    Background(usize),
+    /// Data integrity: every page dirty when the pass began is written.
+    Integrity,
+}
+
+/// Tags every DIRTY page TOWRITE, so an integrity pass writes only what was
+/// dirty when it began (`tag_pages_for_writeback`).
+fn tag_pages_for_writeback(m: &AddressSpace) {
+    let mut start = 0u64;
+    let mut out = Vec::with_capacity(256);
+    loop {
+        out.clear();
+        let mut tree = m.tree.lock();
+        tree.gang_lookup_marked(start, Mark::Dirty, 256, &mut out);
+        for &(index, _) in &out {
+            tree.set_mark(index, Mark::ToWrite);
+        }
+        drop(tree);
+        match out.last() {
+            Some(&(last, _)) if out.len() == 256 && last < u64::MAX => start = last + 1,
+            _ => return,
+        }
+    }
+}
+
+/// Writes the dirty pages of `m` (`write_cache_pages`); returns pages
+/// written, or the first error (also recorded in the errseq).
+pub(crate) fn write_cache_pages(m: &AddressSpace, mode: SyncMode) -> io::Result<usize> {
+    let tag = match mode {
+        SyncMode::Integrity => {
+            tag_pages_for_writeback(m);
+            Tag::ToWrite
+        }
+        SyncMode::Background(_) => Tag::Dirty,
+    };
+    let mut index = 0u64;
+    let mut written = 0usize;
+    let mut result = Ok(());
+    'outer: loop {
+        let pages = m.find_get_pages_tag(&mut index, tag, BATCH);
+        if pages.is_empty() {
+            break;
+        }
+        let mut run: Vec<&Page> = Vec::with_capacity(pages.len());
+        for page in &pages {
+            let locked = match mode {
+                SyncMode::Integrity => page.clone().lock(),
+                SyncMode::Background(_) => match page.clone().try_lock() {
+                    Ok(l) => l,
+                    Err(_) => continue,
+                },
+            };
+            if locked.page().mapping_id() != m.id {
+                continue;
+            }
+            if locked.is_writeback() {
+                if mode != SyncMode::Integrity {
+                    continue;
+                }
+                locked.wait_on_page_writeback();
+            }
+            if !m.start_writeback(page.page()) {
+                if tag == Tag::ToWrite {
+                    m.tag(page.index(), Tag::ToWrite, false);
+                }
+                continue;
+            }
+            drop(locked);
+            if run.last().is_some_and(|p| p.index() + 1 != page.index()) {
+                written += run.len();
+                result = result.and(write_run(m, &mut run));
+            }
+            run.push(page.page());
+        }
+        written += run.len();
+        result = result.and(write_run(m, &mut run));
+        if let SyncMode::Background(n) = mode {
+            if written >= n {
+                break 'outer;
+            }
+        }
+        if index == u64::MAX {
+            break;
+        }
+    }
+    result.map(|()| written)
+}
+
+/// Writes one locked, dirty page (reclaim's `pageout`); true on success.
+/// The caller holds a reference and the page lock.
+pub(crate) fn pageout(m: &AddressSpace, page: &Page) -> bool {
+    if !m.start_writeback(page) {
+        return !page.test(PageFlags::DIRTY);
+    }
+    write_run(m, &mut vec![page]).is_ok()
+}
+
+/// Writes a run of contiguous pages under writeback with one vectored call
+/// (more if the file takes it short), then ends their writeback.
+fn write_run(m: &AddressSpace, run: &mut Vec<&Page>) -> io::Result<()> {
+    if run.is_empty() {
+        return Ok(());
+    }
+    let backing = m.backing();
+    let size = m.size();
+    let offset = run[0].index() * PAGE_SIZE as u64;
+    let direct = backing.is_direct();
+    let mut bufs: Vec<IoSlice<'_>> = run
+        .iter()
+        .map_while(|p| {
+            let start = p.index() * PAGE_SIZE as u64;
+            let len = if direct { PAGE_SIZE as u64 } else { size.saturating_sub(start).min(PAGE_SIZE as u64) };
+            // SAFETY: the page is under writeback, which only this pass can
+            // end, and every writer of the bytes waits for writeback to end
+            // after taking the page lock (`LockedPage::data_mut`), so the
+            // bytes are stable while this borrow lives; the frame lives as
+            // long as the zone.
+            let bytes = unsafe { &*m.zone.frame(p) };
+            (start < size).then(|| IoSlice::new(&bytes[..len as usize]))
+        })
+        .collect();
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    let mut done = 0;
+    let mut slices = &mut bufs[..];
+    let mut result = Ok(());
+    while done < total {
+        m.zone.count(Event::WriteCalls, 1);
+        match backing.write_vectored_at(slices, offset + done as u64) {
+            Ok(0) => {
+                result = Err(io::Error::new(io::ErrorKind::WriteZero, "file took no bytes"));
+                break;
+            }
+            Ok(n) => {
+                done += n;
+                IoSlice::advance_slices(&mut slices, n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    if result.is_ok() && direct && offset + total as u64 > size {
+        // O_DIRECT wrote whole pages: cut the file back to its size.
+        let now = m.size();
+        if backing.len().map_or(true, |l| l > now) {
+            result = backing.set_len(now);
+        }
+    }
+    drop(bufs);
+    let failed = result.is_err();
+    if let Err(e) = &result {
+        m.errseq.set(e);
+        m.zone.count(Event::WriteErrors, 1);
+    } else {
+        m.zone.count(Event::WritebackPages, run.len() as u64);
+    }
+    for page in run.drain(..) {
+        m.end_writeback(page, failed);
+    }
+    result
+}
+
+/// Waits for every page of `m` under writeback (`filemap_fdatawait`).
+pub(crate) fn wait_writeback(m: &AddressSpace) {
+    let mut index = 0;
+    loop {
+        let pages = m.find_get_pages_tag(&mut index, Tag::Writeback, BATCH);
+        if pages.is_empty() {
+            return;
+        }
+        for p in &pages {
+            wait::wait_on_page_writeback(p.page());
+        }
+        if index == u64::MAX {
+            return;
+        }
+    }
+}
+
+/// Writes and waits for every page dirty now, then `fdatasync`s (or
+/// `fsync`s): the durable part of `sync_data`/`sync_all`. Errors land in the
+/// errseq, where each handle collects them.
+pub(crate) fn sync_mapping(m: &AddressSpace, all: bool) -> io::Result<()> {
+    let written = write_cache_pages(m, SyncMode::Integrity);
+    wait_writeback(m);
+    let backing = m.backing();
+    let r = if all { backing.sync_all() } else { backing.sync_data() };
+    if let Err(e) = &r {
+        m.errseq.set(e);
+    }
+    written.map(|_| ()).and(r)
+}
+
+/// Called after a write dirtied pages: wakes the flusher above the
+/// background threshold, and makes the writer write back its own pages
+/// above the dirty limit (`balance_dirty_pages`), so memory stays bounded
+/// without a cross-thread handoff.
+#[inline]
+pub(crate) fn balance_dirty_pages(m: &AddressSpace) {
+    // Relaxed: a threshold check on a counter.
+    let dirty = m.zone.nr_dirty.load(Ordering::Relaxed);
+    if dirty > m.zone.dirty.background {
+        m.zone.flusher.wake();
+        if dirty > m.zone.dirty.limit {
+            throttle(m);
+        }
+    }
+}
+
+#[cold]
+fn throttle(m: &AddressSpace) {
+    m.zone.count(Event::Throttles, 1);
+    let _ = write_cache_pages(m, SyncMode::Background(BATCH * 4));
+}
+
+/// The flusher thread: every so often, or when woken, writes back mappings
+/// while dirty pages exceed the background threshold, and every mapping
+/// whose dirty data is older than the expiry.
+pub(crate) fn flusher(zone: Arc<Zone>) {
+    loop {
+        zone.flusher.sleep(Duration::from_millis(500));
+        // Acquire: pairs with the Release store at shutdown.
+        if zone.shutting_down.load(Ordering::Acquire) {
+            return;
+        }
+        flush_once(&zone);
+    }
+}
+
+/// One flusher pass.
+pub(crate) fn flush_once(zone: &Zone) {
+    let mappings: Vec<Arc<AddressSpace>> = zone.mappings.read().iter().filter_map(|w| w.upgrade()).collect();
+    for m in mappings {
+        let expired = m.dirtied_when.lock().is_some_and(|t| t.elapsed() >= zone.dirty.expire);
+        // Relaxed: a threshold check.
+        let over = zone.nr_dirty.load(Ordering::Relaxed) > zone.dirty.background;
+        if expired {
+            let _ = write_cache_pages(&m, SyncMode::Background(usize::MAX));
+        } else if over && m.nr_dirty() > 0 {
+            let _ = write_cache_pages(&m, SyncMode::Background(1024));
+        }
+    }
+}

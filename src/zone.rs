@@ -1,0 +1,301 @@
+//! The memory zone: arena, `mem_map`, buddy allocator, LRU lists and
+//! counters of one cache, following `include/linux/mmzone.h` and the
+//! allocation entry points of `mm/page_alloc.c` (`alloc_pages`, `put_page`,
+//! `__free_pages`).
+
+use std::io;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::arena::Arena;
+use crate::buddy::Buddy;
+use crate::lru::Lru;
+use crate::mapping::AddressSpace;
+use crate::page::{Page, PageFlags, PageRef};
+use crate::stats::{Counters, Event};
+use crate::sync::{AtomicBool, AtomicUsize, Ordering};
+use crate::PAGE_SIZE;
+
+thread_local! {
+    static SLOT: u8 = const { 0 };
+}
+
+/// A number that differs between live threads, for picking per-thread
+/// shards: the address of a thread-local, hashed. Costs no atomic.
+#[inline]
+pub(crate) fn thread_slot() -> usize {
+    SLOT.with(|s| ((s as *const u8 as usize >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize)
+}
+
+/// Free-frame watermarks, in frames.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Watermarks {
+    /// Below this an allocation reclaims directly.
+    pub(crate) min: usize,
+    /// Below this kswapd is woken.
+    pub(crate) low: usize,
+    /// kswapd reclaims until this many frames are free.
+    pub(crate) high: usize,
+}
+
+impl Watermarks {
+    /// The kernel's proportions, scaled to small caches: min 1/128 of the
+    /// frames (at least 4), low 5/4 of min, high 3/2 of min.
+    pub(crate) fn for_frames(n: usize) -> Watermarks {
+        let min = (n / 128).clamp(4.min(n / 4).max(1), 16384);
+        Watermarks { min, low: min + min / 4 + 1, high: min + min / 2 + 2 }
+    }
+}
+
+/// Wakes a background thread (kswapd, the flusher).
+pub(crate) struct Wakeup {
+    pub(crate) wanted: Mutex<bool>,
+    pub(crate) cv: Condvar,
+}
+
+impl Wakeup {
+    fn new() -> Wakeup {
+        Wakeup { wanted: Mutex::new(false), cv: Condvar::new() }
+    }
+
+    /// Wakes the thread (cheap when it is already awake).
+    #[inline]
+    pub(crate) fn wake(&self) {
+        let mut wanted = self.wanted.lock();
+        if !*wanted {
+            *wanted = true;
+            self.cv.notify_one();
+        }
+    }
+
+    /// Sleeps until woken or `timeout`, unless a wake is pending.
+    pub(crate) fn sleep(&self, timeout: Duration) {
+        let mut wanted = self.wanted.lock();
+        if !*wanted {
+            self.cv.wait_for(&mut wanted, timeout);
+        }
+        *wanted = false;
+    }
+}
+
+/// Dirty page thresholds, in pages, and the age at which dirty data is
+/// written regardless.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DirtyLimits {
+    pub(crate) background: usize,
+    pub(crate) limit: usize,
+    pub(crate) expire: Duration,
+}
+
+/// One cache's memory: frames, descriptors, allocator, LRU, counters.
+pub(crate) struct Zone {
+    pub(crate) arena: Arena,
+    pub(crate) pages: Box<[Page]>,
+    pub(crate) buddy: Buddy,
+    pub(crate) lru: Lru,
+    pub(crate) counters: Counters,
+    pub(crate) watermarks: Watermarks,
+    /// Mapping ids to mappings (id 0 is "none"). Weak: the cache's file
+    /// table owns the mappings.
+    pub(crate) mappings: RwLock<Vec<Weak<AddressSpace>>>,
+    /// Dirty pages, and pages under writeback, over all mappings.
+    pub(crate) nr_dirty: AtomicUsize,
+    pub(crate) nr_writeback: AtomicUsize,
+    pub(crate) kswapd: Wakeup,
+    pub(crate) flusher: Wakeup,
+    pub(crate) dirty: DirtyLimits,
+    pub(crate) shutting_down: AtomicBool,
+}
+
+impl Zone {
+    pub(crate) fn new(nr_frames: usize, huge_pages: bool, dirty: DirtyLimits) -> io::Result<Zone> {
+        let arena = Arena::new(nr_frames, huge_pages)?;
+        let pages: Box<[Page]> = (0..nr_frames).map(|_| Page::new()).collect();
+        let buddy = Buddy::new(&pages);
+        let shards = (2 * std::thread::available_parallelism().map_or(2, |n| n.get())).next_power_of_two();
+        Ok(Zone {
+            arena,
+            buddy,
+            lru: Lru::new(shards),
+            counters: Counters::new(shards),
+            watermarks: Watermarks::for_frames(nr_frames),
+            mappings: RwLock::new(vec![Weak::new()]),
+            nr_dirty: AtomicUsize::new(0),
+            nr_writeback: AtomicUsize::new(0),
+            kswapd: Wakeup::new(),
+            flusher: Wakeup::new(),
+            dirty,
+            shutting_down: AtomicBool::new(false),
+            pages,
+        })
+    }
+
+    /// Number of frames.
+    #[inline]
+    pub(crate) fn nr_frames(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// Frame number of a descriptor in this zone's `mem_map`.
+    #[inline]
+    pub(crate) fn page_to_pfn(&self, page: &Page) -> u32 {
+        let off = (page as *const Page as usize).wrapping_sub(self.pages.as_ptr() as usize);
+        let pfn = off / std::mem::size_of::<Page>();
+        assert!(pfn < self.pages.len(), "descriptor outside this zone's mem_map");
+        pfn as u32
+    }
+
+    /// Descriptor of a frame (`pfn_to_page`).
+    #[inline]
+    pub(crate) fn pfn_to_page(&self, pfn: u32) -> &Page {
+        &self.pages[pfn as usize]
+    }
+
+    /// Descriptor of an address inside the arena (`virt_to_page`).
+    pub(crate) fn virt_to_page(&self, addr: *const u8) -> Option<&Page> {
+        self.arena.virt_to_pfn(addr).map(|pfn| self.pfn_to_page(pfn))
+    }
+
+    /// The bytes of a page's frame, as a raw slice (the page protocols say
+    /// who may turn it into a reference).
+    #[inline]
+    pub(crate) fn frame(&self, page: &Page) -> *const [u8] {
+        std::ptr::slice_from_raw_parts(self.arena.page_address(self.page_to_pfn(page)), PAGE_SIZE)
+    }
+
+    /// Allocates one frame with one reference, reclaiming if memory is low.
+    /// Fails with `OutOfMemory` after a bounded effort when every page is pinned.
+    #[inline]
+    pub(crate) fn alloc_page(&self) -> io::Result<PageRef<'_>> {
+        let free = self.buddy.nr_free();
+        if free <= self.watermarks.low {
+            self.wake_kswapd();
+        }
+        if free > self.watermarks.min {
+            if let Ok(pfn) = self.buddy.alloc(&self.pages, 0) {
+                return Ok(self.make_live(pfn));
+            }
+        }
+        self.alloc_page_slow()
+    }
+
+    #[cold]
+    fn alloc_page_slow(&self) -> io::Result<PageRef<'_>> {
+        let deadline = std::time::Instant::now() + Duration::from_millis(500);
+        loop {
+            self.direct_reclaim(crate::reclaim::SWAP_CLUSTER_MAX);
+            if let Ok(pfn) = self.buddy.alloc(&self.pages, 0) {
+                return Ok(self.make_live(pfn));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    "page cache full: every page is pinned, dirty or locked",
+                ));
+            }
+            // Writeback may be about to free pages; give it a moment.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Allocates a compound block of 2^order frames (`alloc_pages`): the
+    /// head carries one reference and its order; it is freed whole when the
+    /// last reference drops.
+    pub(crate) fn alloc_pages(&self, order: usize) -> io::Result<PageRef<'_>> {
+        if order == 0 {
+            return self.alloc_page();
+        }
+        let pfn = match self.buddy.alloc(&self.pages, order) {
+            Ok(pfn) => pfn,
+            Err(_) => {
+                // Frames parked in per-thread lists may complete a block.
+                self.buddy.drain_pcp(&self.pages);
+                self.buddy.alloc(&self.pages, order)?
+            }
+        };
+        // Relaxed: the block is ours alone until published by set_page_count.
+        self.pfn_to_page(pfn).index.store(order as u64, Ordering::Relaxed);
+        Ok(self.make_live(pfn))
+    }
+
+    #[inline]
+    fn make_live(&self, pfn: u32) -> PageRef<'_> {
+        let page = self.pfn_to_page(pfn);
+        page.set_page_count(1);
+        PageRef::from_raw(page, self)
+    }
+
+    /// Drops a reference; the last one frees the frame (`put_page`).
+    #[inline]
+    pub(crate) fn put_page(&self, page: &Page) {
+        if page.put_page_testzero() {
+            self.free_page(page, false);
+        }
+    }
+
+    /// A page whose count reached zero: off the LRU, back to the buddy pool
+    /// (`__page_cache_release` + `free_unref_page`).
+    #[cold]
+    pub(crate) fn free_page(&self, page: &Page, cold: bool) {
+        if page.test(PageFlags::LRU) {
+            let mut lists = self.lru.lock();
+            if page.test(PageFlags::LRU) {
+                lists.del(&self.pages, self.page_to_pfn(page));
+            }
+        }
+        let order = if page.test(PageFlags::HEAD) { page.index() as usize } else { 0 };
+        self.buddy.free(&self.pages, self.page_to_pfn(page), order, cold);
+    }
+
+    /// Two-touch promotion (`mark_page_accessed`); takes no lock unless the
+    /// page moves to the active list.
+    #[inline]
+    pub(crate) fn mark_page_accessed(&self, page: &Page) {
+        let f = page.flags();
+        if f.0 & PageFlags::REFERENCED.0 == 0 {
+            page.set(PageFlags::REFERENCED);
+        } else if f.0 & PageFlags::ACTIVE.0 == 0 {
+            self.lru.activate_page(self, page, thread_slot());
+        }
+    }
+
+    /// Queues a new page for the LRU (`lru_cache_add`).
+    #[inline]
+    pub(crate) fn lru_cache_add(&self, page: &Page) {
+        self.lru.cache_add(self, page, thread_slot());
+    }
+
+    /// Registers a mapping and returns its id.
+    pub(crate) fn register_mapping(&self, mapping: Weak<AddressSpace>) -> u32 {
+        let mut table = self.mappings.write();
+        if let Some(id) = table.iter().skip(1).position(|w| w.strong_count() == 0) {
+            table[id + 1] = mapping;
+            return id as u32 + 1;
+        }
+        table.push(mapping);
+        (table.len() - 1) as u32
+    }
+
+    /// The mapping with this id, if it is alive.
+    pub(crate) fn mapping(&self, id: u32) -> Option<Arc<AddressSpace>> {
+        self.mappings.read().get(id as usize).and_then(Weak::upgrade)
+    }
+
+    /// Marks a locked page dirty through its mapping (`set_page_dirty`).
+    pub(crate) fn set_page_dirty(&self, page: &Page) {
+        match self.mapping(page.mapping_id()) {
+            Some(m) => m.set_page_dirty(page),
+            None => {
+                page.set(PageFlags::DIRTY);
+            }
+        }
+    }
+
+    /// Counts an event in this thread's shard.
+    #[inline]
+    pub(crate) fn count(&self, e: Event, n: u64) {
+        self.counters.add(thread_slot(), e, n);
+    }
+}
