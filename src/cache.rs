@@ -238,15 +238,7 @@ impl PageCache {
                 }
             }
         };
-        let file = CachedFile {
-            file: Arc::new(OpenFile {
-                cache: self.inner.clone(),
-                errseq_since: AtomicU64::new(mapping.errseq.sample()),
-                mapping,
-                ra: Mutex::new(RaState::default()),
-                writable,
-            }),
-        };
+        let file = self.handle(mapping, writable);
         if truncated && file.file.mapping.size() > 0 {
             let m = &file.file.mapping;
             let _size = m.size_lock.lock();
@@ -254,6 +246,31 @@ impl PageCache {
             crate::truncate::truncate_pages_from(m, 0);
         }
         Ok(file)
+    }
+
+    /// Opens a file whose pages are read and written through `backing`
+    /// (any [`Backing`]: a file with injected faults in tests, a device, a
+    /// remote blob). Each call makes a new mapping; `writable` says whether
+    /// the handle may write.
+    pub fn open_backing(&self, backing: Arc<dyn Backing>, writable: bool) -> io::Result<CachedFile> {
+        let size = backing.len()?;
+        let mapping = AddressSpace::new(self.inner.zone.clone(), backing, size);
+        // A key no real file has: device u64::MAX, inode = mapping id.
+        let key = (u64::MAX, mapping.id as u64);
+        self.inner.files.lock().insert(key, FileEntry { mapping: mapping.clone(), opens: 1, writable });
+        Ok(self.handle(mapping, writable))
+    }
+
+    fn handle(&self, mapping: Arc<AddressSpace>, writable: bool) -> CachedFile {
+        CachedFile {
+            file: Arc::new(OpenFile {
+                cache: self.inner.clone(),
+                errseq_since: AtomicU64::new(mapping.errseq.sample()),
+                mapping,
+                ra: Mutex::new(RaState::default()),
+                writable,
+            }),
+        }
     }
 
     fn mappings(&self) -> Vec<Arc<AddressSpace>> {
