@@ -67,6 +67,6 @@ impl Arena {
     #[inline]
     pub(crate) fn virt_to_pfn(&self, addr: *const u8) -> Option<u32> {
         let off = (addr as usize).wrapping_sub(self.base as usize);
-        (off < self.nr_frames as usize * PAGE_SIZE).then(|| (off / PAGE_SIZE) as u32)
+        (off < self.nr_frames as usize * PAGE_SIZE).then_some((off / PAGE_SIZE) as u32)
     }
 }

@@ -22,6 +22,10 @@ pub trait Backing: Send + Sync {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// The file's size as the file system sees it.
     fn len(&self) -> io::Result<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Whether buffers and offsets must be page-aligned (O_DIRECT).
     fn is_direct(&self) -> bool {
         false

@@ -96,7 +96,16 @@ impl Buddy {
         if order > MAX_ORDER {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("order {order} > {MAX_ORDER}")));
         }
-        let pfn = if order == 0 { self.alloc_pcp(pages) } else { self.area.lock().alloc(pages, order) };
+        let pfn = if order == 0 {
+            self.alloc_pcp(pages)
+        } else {
+            let pfn = self.area.lock().alloc(pages, order);
+            // Frames parked in per-thread lists may complete a block.
+            pfn.or_else(|| {
+                self.drain_pcp(pages);
+                self.area.lock().alloc(pages, order)
+            })
+        };
         let Some(pfn) = pfn else {
             return Err(io::Error::new(io::ErrorKind::OutOfMemory, "page cache arena exhausted"));
         };
@@ -340,5 +349,114 @@ impl FreeArea {
             order += 1;
         }
         self.push(pages, pfn, order, cold);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn mem_map(n: usize) -> Box<[Page]> {
+        (0..n).map(|_| Page::new()).collect()
+    }
+
+    /// Allocated blocks must not overlap each other or any free frame.
+    fn check_model(pages: &[Page], buddy: &Buddy, held: &[(u32, usize)]) {
+        buddy.check_invariants(pages);
+        let mut used = vec![false; pages.len()];
+        for &(pfn, order) in held {
+            for f in pfn..pfn + (1 << order) {
+                assert!(!used[f as usize], "frame {f} handed out twice");
+                used[f as usize] = true;
+                assert!(!pages[f as usize].test(PageFlags::BUDDY), "allocated frame {f} marked free");
+            }
+        }
+        let held_frames: usize = held.iter().map(|&(_, o)| 1usize << o).sum();
+        assert_eq!(held_frames + buddy.nr_free(), pages.len());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn alloc_free_matches_model(
+            frames in 1usize..3000,
+            ops in prop::collection::vec((any::<bool>(), 0usize..=MAX_ORDER, any::<prop::sample::Index>(), any::<bool>()), 1..200),
+        ) {
+            let pages = mem_map(frames);
+            let buddy = Buddy::new(&pages);
+            let mut held: Vec<(u32, usize)> = Vec::new();
+            for (alloc, order, which, cold) in ops {
+                if alloc || held.is_empty() {
+                    match buddy.alloc(&pages, order) {
+                        Ok(pfn) => {
+                            prop_assert_eq!(pfn as usize % (1 << order), 0, "block misaligned");
+                            held.push((pfn, order));
+                        }
+                        Err(e) => {
+                            prop_assert_eq!(e.kind(), io::ErrorKind::OutOfMemory);
+                            // Only fails when no free block of that order exists.
+                            buddy.drain_pcp(&pages);
+                            let blocks = buddy.free_blocks();
+                            prop_assert!(blocks[order..].iter().all(|&n| n == 0), "alloc failed with a block free");
+                        }
+                    }
+                } else {
+                    let (pfn, order) = held.swap_remove(which.index(held.len()));
+                    buddy.free(&pages, pfn, order, cold);
+                }
+                check_model(&pages, &buddy, &held);
+            }
+            for (pfn, order) in held.drain(..) {
+                buddy.free(&pages, pfn, order, false);
+            }
+            buddy.drain_pcp(&pages);
+            buddy.check_invariants(&pages);
+            // Whole again: exactly the initial carving into maximal blocks.
+            let fresh_pages = mem_map(frames);
+            let fresh = Buddy::new(&fresh_pages);
+            prop_assert_eq!(buddy.free_blocks(), fresh.free_blocks());
+        }
+    }
+
+    #[test]
+    fn bad_order_is_invalid_input() {
+        let pages = mem_map(16);
+        let buddy = Buddy::new(&pages);
+        assert_eq!(buddy.alloc(&pages, MAX_ORDER + 1).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn many_threads_alloc_and_free() {
+        let pages = mem_map(4096);
+        let buddy = Buddy::new(&pages);
+        std::thread::scope(|s| {
+            for t in 0..6 {
+                let (pages, buddy) = (&pages, &buddy);
+                s.spawn(move || {
+                    let mut held = Vec::new();
+                    for i in 0..20_000usize {
+                        let order = if (i + t) % 7 == 0 { (i % 4) + 1 } else { 0 };
+                        if i % 3 != 2 {
+                            if let Ok(pfn) = buddy.alloc(pages, order) {
+                                // Write a tag into the descriptor we own to detect double hand-out.
+                                pages[pfn as usize].mapping.store(t as u32 + 1, Ordering::Relaxed);
+                                held.push((pfn, order));
+                            }
+                        } else if let Some((pfn, order)) = held.pop() {
+                            assert_eq!(pages[pfn as usize].mapping.load(Ordering::Relaxed), t as u32 + 1);
+                            buddy.free(pages, pfn, order, i % 2 == 0);
+                        }
+                    }
+                    for (pfn, order) in held {
+                        assert_eq!(pages[pfn as usize].mapping.load(Ordering::Relaxed), t as u32 + 1);
+                        buddy.free(pages, pfn, order, false);
+                    }
+                });
+            }
+        });
+        buddy.drain_pcp(&pages);
+        buddy.check_invariants(&pages);
+        assert_eq!(buddy.free_blocks()[MAX_ORDER], 4);
     }
 }

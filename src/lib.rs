@@ -78,6 +78,9 @@ mod writeback;
 mod xarray;
 mod zone;
 
+#[cfg(all(test, loom))]
+mod loom_models;
+
 /// Bytes in a page (and a frame).
 pub const PAGE_SIZE: usize = 4096;
 

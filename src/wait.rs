@@ -146,3 +146,107 @@ pub(crate) fn wait_for_readers(page: &Page) {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize as StdAtomicUsize;
+    use std::sync::Arc;
+
+    #[test]
+    fn lock_excludes_and_loses_nothing() {
+        // More threads than cores, a few pages, counted critical sections.
+        let pages: Arc<Vec<Page>> = Arc::new((0..3).map(|_| Page::new()).collect());
+        let inside: Arc<Vec<StdAtomicUsize>> = Arc::new((0..3).map(|_| StdAtomicUsize::new(0)).collect());
+        let counts: Arc<Vec<StdAtomicUsize>> = Arc::new((0..3).map(|_| StdAtomicUsize::new(0)).collect());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (pages, inside, counts) = (pages.clone(), inside.clone(), counts.clone());
+                std::thread::spawn(move || {
+                    for i in 0..20_000usize {
+                        let k = (i + t) % 3;
+                        lock_page(&pages[k]);
+                        assert_eq!(inside[k].fetch_add(1, Ordering::SeqCst), 0, "two holders of one page lock");
+                        counts[k].fetch_add(1, Ordering::Relaxed);
+                        if i % 64 == 0 {
+                            std::thread::yield_now();
+                        }
+                        inside[k].fetch_sub(1, Ordering::SeqCst);
+                        unlock_page(&pages[k]);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let total: usize = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        assert_eq!(total, 8 * 20_000);
+        for p in pages.iter() {
+            assert!(!p.test(PageFlags::LOCKED));
+        }
+    }
+
+    #[test]
+    fn trylock_fails_while_held() {
+        let p = Page::new();
+        assert!(trylock_page(&p));
+        assert!(!trylock_page(&p));
+        unlock_page(&p);
+        assert!(trylock_page(&p));
+        unlock_page(&p);
+        // No waiter ever slept: the WAITERS bit was never set.
+        assert!(!p.test(PageFlags::WAITERS));
+    }
+
+    #[test]
+    fn all_writeback_waiters_wake() {
+        let page = Arc::new(Page::new());
+        page.set_page_count(1);
+        assert!(trylock_page(&page));
+        assert!(!set_page_writeback(&page));
+        unlock_page(&page);
+        let woke = Arc::new(StdAtomicUsize::new(0));
+        let waiters: Vec<_> = (0..16)
+            .map(|_| {
+                let (page, woke) = (page.clone(), woke.clone());
+                std::thread::spawn(move || {
+                    wait_on_page_writeback(&page);
+                    assert!(!page.test(PageFlags::WRITEBACK));
+                    woke.fetch_add(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        // Let them sleep, then end writeback once.
+        while !page.test(PageFlags::WB_WAITERS) {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(woke.load(Ordering::SeqCst), 0, "a waiter passed before writeback ended");
+        end_page_writeback(&page);
+        for w in waiters {
+            w.join().unwrap();
+        }
+        assert_eq!(woke.load(Ordering::SeqCst), 16);
+        assert!(!page.test(PageFlags::WB_WAITERS));
+    }
+
+    #[test]
+    fn readers_block_writer_and_writer_blocks_readers() {
+        let page = Arc::new(Page::new());
+        read_lock(&page);
+        lock_page(&page);
+        let p2 = page.clone();
+        let writer = std::thread::spawn(move || {
+            wait_for_readers(&p2);
+            unlock_page(&p2);
+        });
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(!writer.is_finished(), "writer went ahead of a reader");
+        read_unlock(&page);
+        writer.join().unwrap();
+        read_lock(&page);
+        read_unlock(&page);
+        assert_eq!(page.mapcount.load(Ordering::SeqCst), 0);
+    }
+}

@@ -26,7 +26,7 @@ thread_local! {
 /// shards: the address of a thread-local, hashed. Costs no atomic.
 #[inline]
 pub(crate) fn thread_slot() -> usize {
-    SLOT.with(|s| ((s as *const u8 as usize >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize)
+    SLOT.with(|s| (s as *const u8 as usize >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40)
 }
 
 /// Free-frame watermarks, in frames.
@@ -207,14 +207,7 @@ impl Zone {
         if order == 0 {
             return self.alloc_page();
         }
-        let pfn = match self.buddy.alloc(&self.pages, order) {
-            Ok(pfn) => pfn,
-            Err(_) => {
-                // Frames parked in per-thread lists may complete a block.
-                self.buddy.drain_pcp(&self.pages);
-                self.buddy.alloc(&self.pages, order)?
-            }
-        };
+        let pfn = self.buddy.alloc(&self.pages, order)?;
         // Relaxed: the block is ours alone until published by set_page_count.
         self.pfn_to_page(pfn).index.store(order as u64, Ordering::Relaxed);
         Ok(self.make_live(pfn))
