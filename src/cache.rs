@@ -268,6 +268,7 @@ impl PageCache {
                 errseq_since: AtomicU64::new(mapping.errseq.sample()),
                 mapping,
                 ra: Mutex::new(RaState::default()),
+                ra_prev: AtomicU64::new(0),
                 writable,
             }),
         }

@@ -12,7 +12,7 @@ use crate::mapping::AddressSpace;
 use crate::page::{LockedPage, PageFlags, PageRef};
 use crate::readahead::{self, RaState, RA_FRESH};
 use crate::stats::Event;
-use crate::sync::AtomicU64;
+use crate::sync::{AtomicU64, Ordering};
 use crate::writeback;
 use crate::PAGE_SIZE;
 
@@ -25,6 +25,9 @@ pub(crate) struct OpenFile {
     pub(crate) cache: Arc<CacheInner>,
     pub(crate) mapping: Arc<AddressSpace>,
     pub(crate) ra: Mutex<RaState>,
+    /// The last page index read through this open, plus one (readahead's
+    /// sequential test); outside the window's lock so hits take no lock.
+    pub(crate) ra_prev: AtomicU64,
     pub(crate) errseq_since: AtomicU64,
     pub(crate) writable: bool,
 }
@@ -92,7 +95,11 @@ impl CachedFile {
             buf[done..done + n].copy_from_slice(&page.read()[off..off + n]);
             pos += n as u64;
         }
-        self.file.ra.lock().prev = last_index + 1;
+        // Relaxed: a hint for readahead; stored only when it changes, so
+        // threads sharing an open do not bounce the line on every hit.
+        if self.file.ra_prev.load(Ordering::Relaxed) != last_index + 1 {
+            self.file.ra_prev.store(last_index + 1, Ordering::Relaxed);
+        }
         Ok((pos - offset) as usize)
     }
 
@@ -132,7 +139,9 @@ impl CachedFile {
         loop {
             let Some(page) = m.find_get_page(index) else {
                 m.zone.count(Event::Miss, 1);
-                let (start, nr, marker) = self.file.ra.lock().on_miss(index, req, max);
+                // Relaxed: a hint (see `ra_prev`).
+                let prev = self.file.ra_prev.load(Ordering::Relaxed);
+                let (start, nr, marker) = self.file.ra.lock().on_miss(index, req, max, prev);
                 readahead::read_window(m, start, nr, Some(index), marker)?;
                 // The page may already be gone again (reclaim): look again.
                 if let Some(page) = m.find_get_page(index) {

@@ -28,8 +28,6 @@ pub(crate) struct RaState {
     pub(crate) start: u64,
     pub(crate) size: u64,
     pub(crate) async_size: u64,
-    /// The last page index the handle read, plus one.
-    pub(crate) prev: u64,
 }
 
 /// The first window for a request of `req` pages (`get_init_ra_size`).
@@ -53,12 +51,13 @@ fn next_size(cur: u64, max: u64) -> u64 {
 impl RaState {
     /// A miss at `index` for `req` pages (`page_cache_sync_readahead`):
     /// returns the range to read now, `(start, nr, marker offset)`.
-    pub(crate) fn on_miss(&mut self, index: u64, req: u64, max: u64) -> (u64, u64, u64) {
+    /// `prev` is the last page index the handle read, plus one.
+    pub(crate) fn on_miss(&mut self, index: u64, req: u64, max: u64, prev: u64) -> (u64, u64, u64) {
         let req = req.max(1);
-        let sequential = index == 0 || index == self.prev || index + 1 == self.prev;
+        let sequential = index == 0 || index == prev || index + 1 == prev;
         if max == 0 || !sequential {
             // Random access: just the pages asked for, and forget the window.
-            *self = RaState { prev: self.prev, ..RaState::default() };
+            *self = RaState::default();
             return (index, req.min(max.max(1)), u64::MAX);
         }
         let size = if self.size > 0 && index == self.start + self.size {
