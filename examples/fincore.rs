@@ -38,7 +38,7 @@ fn main() -> ExitCode {
         }
     };
     let mut status = ExitCode::SUCCESS;
-    println!("{:>10} {:>8} {:>12}  {}  FILE", "RES", "PAGES", "SIZE", "MAP");
+    println!("{:>10} {:>8} {:>12}  MAP{:32}FILE", "RES", "PAGES", "SIZE", "");
     for name in files {
         let file = match cache.open(&name) {
             Ok(f) => f,
