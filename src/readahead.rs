@@ -58,7 +58,7 @@ impl RaState {
         if max == 0 || !sequential {
             // Random access: just the pages asked for, and forget the window.
             *self = RaState::default();
-            return (index, req.min(max.max(1)), u64::MAX);
+            return (index, req.min(max.max(32)), u64::MAX);
         }
         let size = if self.size > 0 && index == self.start + self.size {
             next_size(self.size, max)
@@ -242,5 +242,48 @@ impl Readahead {
     /// Queues the next window for a worker.
     pub(crate) fn submit(&self, m: &Arc<AddressSpace>, start: u64, nr: u64) {
         let _ = self.tx.send(RaJob { mapping: Arc::downgrade(m), start, nr });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequential_windows_grow_then_cap() {
+        let max = 512;
+        let mut ra = RaState::default();
+        // First read of a file: index 0, 1 page asked.
+        let (start, nr, marker) = ra.on_miss(0, 1, max, 0);
+        assert_eq!((start, nr, marker), (0, 4, 1));
+        // The reader hits the marker at index 1: the next window follows on.
+        let mut sizes = vec![nr];
+        let mut at = 1;
+        for _ in 0..8 {
+            let (s, n, m) = ra.on_marker(at, max).unwrap();
+            assert_eq!(s, start + sizes.iter().sum::<u64>(), "windows are contiguous");
+            assert_eq!(m, 0, "the async window's first page is the marker");
+            at = s;
+            sizes.push(n);
+        }
+        assert_eq!(sizes, vec![4, 16, 64, 128, 256, 512, 512, 512, 512]);
+    }
+
+    #[test]
+    fn random_access_reads_only_what_was_asked() {
+        let mut ra = RaState::default();
+        assert_eq!(ra.on_miss(1000, 1, 512, 17), (1000, 1, u64::MAX));
+        assert_eq!(ra.on_miss(5, 2, 512, 1001), (5, 2, u64::MAX));
+        // Readahead off: still reads the request.
+        assert_eq!(ra.on_miss(0, 3, 0, 0), (0, 3, u64::MAX));
+    }
+
+    #[test]
+    fn a_miss_right_after_the_window_grows_it() {
+        let mut ra = RaState::default();
+        let (_, nr, _) = ra.on_miss(0, 1, 512, 0);
+        let (start, nr2, _) = ra.on_miss(nr, 1, 512, nr);
+        assert_eq!(start, nr);
+        assert_eq!(nr2, 16);
     }
 }
