@@ -99,18 +99,16 @@ impl Buddy {
         let pfn = if order == 0 {
             self.alloc_pcp(pages)
         } else {
-            let pfn = self.area.lock().alloc(pages, order);
+            let pfn = self.alloc_area(pages, order);
             // Frames parked in per-thread lists may complete a block.
             pfn.or_else(|| {
                 self.drain_pcp(pages);
-                self.area.lock().alloc(pages, order)
+                self.alloc_area(pages, order)
             })
         };
         let Some(pfn) = pfn else {
             return Err(io::Error::new(io::ErrorKind::OutOfMemory, "page cache arena exhausted"));
         };
-        // Relaxed: a counter.
-        self.nr_free.fetch_sub(1 << order, Ordering::Relaxed);
         if order > 0 {
             pages[pfn as usize].set(PageFlags::HEAD);
             for t in pfn + 1..pfn + (1 << order) {
@@ -122,13 +120,29 @@ impl Buddy {
         Ok(pfn)
     }
 
+    fn alloc_area(&self, pages: &[Page], order: usize) -> Option<u32> {
+        let mut area = self.area.lock();
+        let pfn = area.alloc(pages, order);
+        if pfn.is_some() {
+            // Relaxed: a counter, changed under the buddy lock.
+            self.nr_free.fetch_sub(1 << order, Ordering::Relaxed);
+        }
+        pfn
+    }
+
     #[inline]
     fn alloc_pcp(&self, pages: &[Page]) -> Option<u32> {
         let mut pcp = self.pcp[pcp_slot(self.pcp.len())].lock();
-        if let Some(pfn) = pcp.pop_back() {
-            return Some(pfn);
+        let pfn = match pcp.pop_back() {
+            Some(pfn) => Some(pfn),
+            None => self.refill_pcp(pages, &mut pcp),
+        };
+        if pfn.is_some() {
+            // Relaxed: a counter, changed under the list lock so that
+            // `check_invariants` (which takes every lock) sees it exact.
+            self.nr_free.fetch_sub(1, Ordering::Relaxed);
         }
-        self.refill_pcp(pages, &mut pcp)
+        pfn
     }
 
     #[cold]
@@ -145,15 +159,13 @@ impl Buddy {
         if let Some(pfn) = pcp.pop_back() {
             return Some(pfn);
         }
-        // The free lists are empty: take what other threads' lists hold.
+        // The free lists are empty: move what other threads' lists hold.
         for other in self.pcp.iter() {
             if let Some(mut o) = other.try_lock() {
-                if let Some(pfn) = o.pop_back() {
-                    return Some(pfn);
-                }
+                pcp.extend(o.drain(..));
             }
         }
-        None
+        pcp.pop_back()
     }
 
     /// Frees a block allocated at `order`. `cold` frames go to the far end of
@@ -189,8 +201,9 @@ impl Buddy {
                 }
             }
         } else {
-            self.area.lock().free(pages, pfn, order, cold);
-            // Relaxed: a counter.
+            let mut area = self.area.lock();
+            area.free(pages, pfn, order, cold);
+            // Relaxed: a counter, changed under the buddy lock.
             self.nr_free.fetch_add(1 << order, Ordering::Relaxed);
         }
     }

@@ -161,6 +161,13 @@ impl std::fmt::Debug for PageCache {
     }
 }
 
+fn not_regular(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{}: not a regular file; the page cache holds regular files only", path.display()),
+    )
+}
+
 fn access_mode(file: &File) -> io::Result<(bool, bool)> {
     crate::backing::access_mode(file)
 }
@@ -189,7 +196,14 @@ impl PageCache {
     /// Opens a file with the given options (read access is added).
     pub fn open_with(&self, path: impl AsRef<Path>, options: &OpenOptions) -> io::Result<CachedFile> {
         let path = path.as_ref();
-        let prior = std::fs::metadata(path).ok().filter(|m| m.is_file()).map(|m| (m.dev(), m.ino(), m.len()));
+        let before = std::fs::metadata(path).ok();
+        if let Some(m) = &before {
+            // Refuse FIFOs and devices before open(2), which could block on them.
+            if !m.is_file() && !m.is_dir() {
+                return Err(not_regular(path));
+            }
+        }
+        let prior = before.filter(|m| m.is_file()).map(|m| (m.dev(), m.ino(), m.len()));
         let mut opts = options.clone();
         opts.read(true);
         let (file, direct) = if self.inner.direct_io {
@@ -209,10 +223,7 @@ impl PageCache {
             return Err(io::Error::new(io::ErrorKind::IsADirectory, format!("{}: is a directory", path.display())));
         }
         if !meta.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{}: not a regular file; the page cache holds regular files only", path.display()),
-            ));
+            return Err(not_regular(path));
         }
         let (_, writable) = access_mode(&file)?;
         let key = (meta.dev(), meta.ino());
@@ -400,6 +411,8 @@ impl Drop for CacheInner {
         self.zone.shutting_down.store(true, Ordering::Release);
         self.zone.kswapd.wake();
         self.zone.flusher.wake();
+        // Readahead workers exit when their channel disconnects.
+        drop(std::mem::replace(&mut self.readahead.tx, crossbeam_channel::unbounded().0));
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }

@@ -222,7 +222,7 @@ impl CachedFile {
         }
         let end = offset
             .checked_add(buf.len() as u64)
-            .filter(|&e| e <= crate::mapping::MAX_INDEX * PS)
+            .filter(|&e| e <= crate::mapping::MAX_FILE_SIZE)
             .ok_or_else(|| invalid("write past the largest file size"))?;
         let m = &*self.file.mapping;
         let written = {
@@ -264,6 +264,11 @@ impl CachedFile {
         }
         page.data_mut()[off..off + src.len()].copy_from_slice(src);
         page.set_uptodate();
+        // i_size covers the bytes before the page can be written back.
+        let end = index * PS + (off + src.len()) as u64;
+        if end > m.size() {
+            m.set_size(end);
+        }
         m.set_page_dirty(page.page());
         page.mark_accessed();
         Ok(())
@@ -286,7 +291,7 @@ impl CachedFile {
     /// Truncates or extends the file (extension reads as zeros).
     pub fn set_len(&self, size: u64) -> io::Result<()> {
         self.check_writable()?;
-        if size > crate::mapping::MAX_INDEX * PS {
+        if size > crate::mapping::MAX_FILE_SIZE {
             return Err(invalid("file size too large"));
         }
         crate::truncate::set_len(&self.file.mapping, size)

@@ -422,9 +422,10 @@ impl AddressSpace {
     /// names this mapping and its index.
     pub fn check_invariants(&self) {
         self.tree.check_invariants();
-        let guard = epoch::pin();
+        // Under the tree lock: removal changes `mapping` only while holding it.
+        let tree = self.tree.lock();
         let mut out = Vec::new();
-        self.tree.gang_lookup(0, usize::MAX, &mut out, &guard);
+        tree.gang_lookup(0, usize::MAX, &mut out);
         for (index, pfn) in out {
             let p = self.zone.pfn_to_page(pfn);
             assert_eq!(p.mapping_id(), self.id, "page {pfn} at {index} names another mapping");
@@ -452,8 +453,11 @@ impl std::fmt::Debug for AddressSpace {
     }
 }
 
-/// Page indices stop where byte offsets would overflow a u64.
-pub(crate) const MAX_INDEX: u64 = u64::MAX / crate::PAGE_SIZE as u64;
+/// The largest file size: file offsets are `off_t`, a signed 64-bit number.
+pub(crate) const MAX_FILE_SIZE: u64 = i64::MAX as u64;
+
+/// Page indices stop where byte offsets would overflow `off_t`.
+pub(crate) const MAX_INDEX: u64 = MAX_FILE_SIZE / crate::PAGE_SIZE as u64;
 
 fn check_index(index: u64) -> io::Result<()> {
     if index > MAX_INDEX {

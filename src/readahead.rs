@@ -145,7 +145,9 @@ pub(crate) fn read_window(m: &AddressSpace, start: u64, nr: u64, wanted: Option<
             index += 1;
             continue;
         }
-        let page = match m.zone.alloc_page() {
+        // Never wait for a frame while holding the run's pages locked: in a
+        // cache smaller than the window that waits on ourselves.
+        let page = match if run.is_empty() { m.zone.alloc_page() } else { m.zone.try_alloc_page() } {
             Ok(p) => p,
             Err(e) => {
                 // Out of frames: read what we have; fail only the page asked for.

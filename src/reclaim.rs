@@ -73,6 +73,7 @@ impl Zone {
                 continue;
             }
             scanned += batch.len();
+            let scanned_batch = batch.len();
             let mut keep = Vec::with_capacity(batch.len());
             for pfn in batch {
                 match self.shrink_page(self.pfn_to_page(pfn), who) {
@@ -80,7 +81,14 @@ impl Zone {
                     Verdict::Keep => keep.push(pfn),
                 }
             }
+            let stuck = keep.len() == scanned_batch;
             self.putback(keep);
+            if stuck {
+                // Nothing on the inactive tail can go now (dirty, locked,
+                // under writeback): age the active list so its clean pages
+                // get their turn.
+                self.lru.lock().shrink_active(&self.pages, SWAP_CLUSTER_MAX);
+            }
         }
         if freed > 0 {
             let e = match who {

@@ -200,6 +200,19 @@ impl Zone {
         }
     }
 
+    /// One frame without waiting (readahead's `__GFP_NORETRY`): the free
+    /// lists, then one round of direct reclaim.
+    pub(crate) fn try_alloc_page(&self) -> io::Result<PageRef<'_>> {
+        if self.buddy.nr_free() <= self.watermarks.low {
+            self.wake_kswapd();
+        }
+        if let Ok(pfn) = self.buddy.alloc(&self.pages, 0) {
+            return Ok(self.make_live(pfn));
+        }
+        self.direct_reclaim(crate::reclaim::SWAP_CLUSTER_MAX);
+        self.buddy.alloc(&self.pages, 0).map(|pfn| self.make_live(pfn))
+    }
+
     /// Allocates a compound block of 2^order frames (`alloc_pages`): the
     /// head carries one reference and its order; it is freed whole when the
     /// last reference drops.

@@ -1,0 +1,644 @@
+//! The file API against std's semantics: a model test over two handles of
+//! one file, write errors (ENOSPC) reported to every handle, readahead,
+//! sharing between opens, end-of-file behaviour, durability on drop, the
+//! cursor, and error kinds.
+
+use std::fs::OpenOptions;
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use page_cache::{CachedFile, PageCache, Stats, PAGE_SIZE};
+use proptest::prelude::*;
+
+const PS: u64 = PAGE_SIZE as u64;
+
+// ---- helpers ------------------------------------------------------------------
+
+fn rw() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.read(true).write(true);
+    o
+}
+
+/// Byte `i` of the test pattern with seed `seed`.
+fn pat(seed: u64, i: u64) -> u8 {
+    let x = (i ^ seed.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (x >> 56) as u8
+}
+
+fn pattern(seed: u64, start: u64, len: usize) -> Vec<u8> {
+    (0..len as u64).map(|i| pat(seed, start + i)).collect()
+}
+
+/// Where two byte strings first differ, for readable failures.
+fn first_diff(a: &[u8], b: &[u8]) -> Option<String> {
+    if a == b {
+        return None;
+    }
+    let i = a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+    Some(format!(
+        "lengths {} vs {}; first difference at byte {i} (page {}): {:?} vs {:?}",
+        a.len(),
+        b.len(),
+        i / PAGE_SIZE,
+        a.get(i),
+        b.get(i)
+    ))
+}
+
+#[track_caller]
+fn assert_same(what: &str, got: &[u8], want: &[u8]) {
+    if let Some(d) = first_diff(got, want) {
+        panic!("{what}: {d}");
+    }
+}
+
+/// Waits until the cache's background threads (readahead workers, kswapd,
+/// the flusher) have gone quiet, and leaves enough frames free that kswapd's
+/// periodic pass has nothing to do, so `check_invariants` sees a still cache.
+fn settle(cache: &PageCache) {
+    fn quiet(cache: &PageCache) {
+        let key = |s: Stats| (s.free_pages, s.cached_pages, s.evictions, s.read_calls, s.write_calls, s.dirty_pages);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut last = key(cache.stats());
+        let mut stable = 0;
+        while stable < 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+            let now = key(cache.stats());
+            if now == last {
+                stable += 1;
+            } else {
+                stable = 0;
+                last = now;
+            }
+        }
+    }
+    quiet(cache);
+    let s = cache.stats();
+    // Above any high watermark the cache uses (1.5/128 of the frames + 2).
+    let want_free = (s.total_pages / 32 + 8).min(s.total_pages);
+    if s.free_pages < want_free {
+        cache.shrink((want_free - s.free_pages) as usize * PAGE_SIZE);
+    }
+    quiet(cache);
+}
+
+// ---- 1. model test ----------------------------------------------------------------
+
+const MAX_OFF: u64 = 72 << 10;
+const MAX_LEN: usize = 12 << 10;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Read { h: usize, off: u64, len: usize },
+    Write { h: usize, off: u64, len: usize, seed: u64 },
+    SetLen { h: usize, len: u64 },
+    Sync { h: usize },
+}
+
+/// Offsets anywhere, or within a few bytes of a page boundary.
+fn offset() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        0..MAX_OFF,
+        (0..=MAX_OFF / PS, -3i64..=3).prop_map(|(p, d)| (p * PS).saturating_add_signed(d).min(MAX_OFF)),
+    ]
+}
+
+fn length() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        0..=MAX_LEN,
+        (0..=3usize, -2isize..=2).prop_map(|(p, d)| (p * PAGE_SIZE).saturating_add_signed(d).min(MAX_LEN)),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..2usize, offset(), length()).prop_map(|(h, off, len)| Op::Read { h, off, len }),
+        4 => (0..2usize, offset(), length(), any::<u64>()).prop_map(|(h, off, len, seed)| Op::Write { h, off, len, seed }),
+        1 => (0..2usize, offset()).prop_map(|(h, len)| Op::SetLen { h, len }),
+        1 => (0..2usize).prop_map(|h| Op::Sync { h }),
+    ]
+}
+
+fn run_model(cache: &PageCache, path: &Path, initial_len: usize, ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut model = pattern(1, 0, initial_len);
+    std::fs::write(path, &model).unwrap();
+    let hs = [cache.open_with(path, &rw()).unwrap(), cache.open_with(path, &rw()).unwrap()];
+    for (step, op) in ops.iter().enumerate() {
+        match *op {
+            Op::Read { h, off, len } => {
+                let mut buf = vec![0xA5; len];
+                let n = hs[h].read_at(&mut buf, off).unwrap();
+                let want = if off >= model.len() as u64 { 0 } else { len.min(model.len() - off as usize) };
+                prop_assert_eq!(n, want, "step {}: read_at({}, {}) count, size {}", step, off, len, model.len());
+                let o = (off as usize).min(model.len());
+                if let Some(d) = first_diff(&buf[..n], &model[o..o + n]) {
+                    prop_assert!(false, "step {}: read_at({}, {}) bytes: {}", step, off, len, d);
+                }
+            }
+            Op::Write { h, off, len, seed } => {
+                let data = pattern(seed, 0, len);
+                let n = hs[h].write_at(&data, off).unwrap();
+                prop_assert_eq!(n, len, "step {}: write_at({}, {}) was short", step, off, len);
+                if len > 0 {
+                    let (o, end) = (off as usize, off as usize + len);
+                    if end > model.len() {
+                        model.resize(end, 0);
+                    }
+                    model[o..end].copy_from_slice(&data);
+                }
+            }
+            Op::SetLen { h, len } => {
+                hs[h].set_len(len).unwrap();
+                model.resize(len as usize, 0);
+            }
+            Op::Sync { h } => hs[h].sync_data().unwrap(),
+        }
+        for f in &hs {
+            prop_assert_eq!(f.len(), model.len() as u64, "step {}: size after {:?}", step, op);
+        }
+    }
+    hs[0].sync_all().unwrap();
+    hs[1].sync_all().unwrap();
+    let disk = std::fs::read(path).unwrap();
+    if let Some(d) = first_diff(&disk, &model) {
+        prop_assert!(false, "file after sync_all: {}", d);
+    }
+    settle(cache);
+    cache.check_invariants();
+    Ok(())
+}
+
+/// Runs the model test in one cache of `capacity` bytes (a cache per case
+/// would cost more to start and stop than the case itself). Each case gets a
+/// new file, and later cases run against the pages earlier ones left behind.
+fn model_test(capacity: usize) {
+    use proptest::test_runner::TestRunner;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PageCache::new(capacity).unwrap();
+    let case = std::cell::Cell::new(0);
+    // No failure file: this crate keeps its regressions in the tests themselves.
+    let config = ProptestConfig {
+        cases: 48,
+        max_shrink_iters: 1000,
+        max_shrink_time: 15_000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let mut runner = TestRunner::new(config);
+    let strategy = (0..=(64usize << 10), prop::collection::vec(op(), 1..48));
+    let result = runner.run(&strategy, |(initial, ops)| {
+        case.set(case.get() + 1);
+        run_model(&cache, &dir.path().join(format!("f{}", case.get())), initial, &ops)
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn model_two_handles_big_cache() {
+    model_test(4 << 20);
+}
+
+#[test]
+fn model_two_handles_eight_page_cache() {
+    model_test(8 * PAGE_SIZE);
+}
+
+/// The model test's data loss, made likely: extending multi-page writes while
+/// another thread syncs. Writeback must never see a dirty page beyond the
+/// file size it reads (the size must cover a page before the page can be
+/// written back), or it writes nothing of it, marks it clean, and the bytes
+/// never reach the file.
+#[test]
+fn extending_writes_racing_with_sync_lose_nothing() {
+    const CHUNK: usize = 16 * PAGE_SIZE + 123;
+    const CHUNKS: usize = 128;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let cache = PageCache::new(16 << 20).unwrap();
+    let f = cache.create(&path).unwrap();
+    let data = pattern(11, 0, CHUNK * CHUNKS);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                f.sync_data().unwrap();
+            }
+        });
+        for (i, chunk) in data.chunks(CHUNK).enumerate() {
+            f.write_all_at(chunk, (i * CHUNK) as u64).unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    f.sync_all().unwrap();
+    assert_same("file after extending writes racing with sync", &std::fs::read(&path).unwrap(), &data);
+}
+
+// ---- 2. ENOSPC ----------------------------------------------------------------------
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+/// Unmounts on drop, also when the test panics.
+struct Umount(PathBuf);
+
+impl Drop for Umount {
+    fn drop(&mut self) {
+        let ok = Command::new("umount").arg(&self.0).status().is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// Fills the file system holding `path` with a file there, then frees
+/// `leave` bytes of it again.
+fn fill_fs(path: &Path, leave: u64) {
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0x55u8; 64 << 10];
+    let mut written = 0u64;
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(n) => written += n as u64,
+            Err(e) if e.kind() == ErrorKind::StorageFull => break,
+            Err(e) => panic!("filling the file system: {e}"),
+        }
+    }
+    f.set_len(written.saturating_sub(leave)).unwrap();
+}
+
+#[test]
+fn enospc_is_reported_to_every_handle_and_data_survives() {
+    if !is_root() {
+        eprintln!("skipping enospc test: needs root to mount a tmpfs");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    // 512 KiB: room for the 256 KiB file once the filler is gone.
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"]).arg(&mnt).status();
+    if !mounted.is_ok_and(|s| s.success()) {
+        eprintln!("skipping enospc test: mount -t tmpfs failed");
+        return;
+    }
+    let _umount = Umount(mnt.clone());
+    let cache = PageCache::new(16 << 20).unwrap();
+    let path = mnt.join("data");
+    let a = cache.create(&path).unwrap();
+    let b = cache.open_with(&path, &rw()).unwrap();
+    let filler = mnt.join("filler");
+    fill_fs(&filler, 8 << 10);
+
+    let data = pattern(7, 0, 256 << 10);
+    assert_eq!(a.write_at(&data, 0).unwrap(), data.len(), "a cached write cannot run out of disk space");
+    let mut back = vec![0; data.len()];
+    b.read_exact_at(&mut back, 0).unwrap();
+    assert_same("read through b before sync", &back, &data);
+
+    let e = a.sync_data().expect_err("sync on a full file system must fail");
+    assert_eq!(e.kind(), ErrorKind::StorageFull, "a: {e}");
+    let e = b.sync_data().expect_err("b must see the write error too");
+    assert_eq!(e.kind(), ErrorKind::StorageFull, "b: {e}");
+    // The data the file did not take stays in the cache, dirty.
+    assert!(a.mapping().nr_dirty() > 0, "failed pages must stay dirty");
+    b.read_exact_at(&mut back, 0).unwrap();
+    assert_same("read after failed syncs", &back, &data);
+
+    std::fs::remove_file(&filler).unwrap();
+    // b has seen every error so far; this sync writes everything.
+    b.sync_data().expect("b: sync after freeing space");
+    // a has not seen the error of b's failed attempt: it gets it once...
+    let e = a.sync_data().expect_err("a must get the error from b's failed writeback once");
+    assert_eq!(e.kind(), ErrorKind::StorageFull, "a: {e}");
+    // ...and then no more.
+    a.sync_data().expect("a: error reported twice");
+    b.sync_data().expect("b: error reported twice");
+    assert_eq!(a.mapping().nr_dirty(), 0);
+    assert_same("file after recovery", &std::fs::read(&path).unwrap(), &data);
+    drop((a, b));
+    drop(cache);
+}
+
+// ---- 3. readahead --------------------------------------------------------------------
+
+#[test]
+fn sequential_reads_read_ahead_and_random_reads_do_not() {
+    const SIZE: usize = 64 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big");
+    let content = pattern(3, 0, SIZE);
+    std::fs::write(&path, &content).unwrap();
+
+    let cache = PageCache::new(128 << 20).unwrap();
+    let f = cache.open(&path).unwrap();
+    let t = Instant::now();
+    let mut buf = vec![0u8; 1 << 20];
+    for (i, want) in content.chunks(1 << 20).enumerate() {
+        f.read_exact_at(&mut buf, (i << 20) as u64).unwrap();
+        assert_same("sequential read", &buf, want);
+    }
+    let s = cache.stats();
+    let pages = (SIZE / PAGE_SIZE) as u64;
+    eprintln!(
+        "sequential: {pages} pages, {} read calls, {} readahead pages, {} readahead hits, {:?}",
+        s.read_calls,
+        s.readahead_pages,
+        s.readahead_hits,
+        t.elapsed()
+    );
+    assert!(s.read_calls <= pages / 16, "{} read calls for {pages} pages", s.read_calls);
+    assert!(s.readahead_pages >= pages / 2, "readahead brought in only {} pages", s.readahead_pages);
+    drop(f);
+    drop(cache);
+
+    // Random page-aligned 4 KiB reads: each reads its page and no more.
+    let cache = PageCache::new(128 << 20).unwrap();
+    let f = cache.open(&path).unwrap();
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    const READS: u64 = 2000;
+    let mut page = vec![0u8; PAGE_SIZE];
+    for _ in 0..READS {
+        let off = next() % pages * PS;
+        f.read_exact_at(&mut page, off).unwrap();
+        assert_same("random aligned read", &page, &content[off as usize..off as usize + PAGE_SIZE]);
+    }
+    let s = cache.stats();
+    eprintln!("random aligned: {READS} reads, {} read calls, {} readahead pages", s.read_calls, s.readahead_pages);
+    assert!(s.readahead_pages <= READS / 16, "random aligned reads read ahead {} pages", s.readahead_pages);
+    assert!(s.read_calls <= READS, "{} read calls for {READS} reads", s.read_calls);
+
+    // Unaligned 4 KiB reads ask for two pages each: at most that.
+    let before = cache.stats();
+    for _ in 0..READS {
+        let off = next() % (SIZE as u64 - PS);
+        f.read_exact_at(&mut page, off).unwrap();
+        assert_same("random unaligned read", &page, &content[off as usize..off as usize + PAGE_SIZE]);
+    }
+    let s = cache.stats();
+    let (ra, calls) = (s.readahead_pages - before.readahead_pages, s.read_calls - before.read_calls);
+    eprintln!("random unaligned: {READS} reads, {calls} read calls, {ra} readahead pages");
+    assert!(ra <= READS + READS / 16, "random unaligned reads read ahead {ra} pages");
+    assert!(calls <= READS, "{calls} read calls for {READS} reads");
+}
+
+// ---- 4. two opens share pages -------------------------------------------------------
+
+#[test]
+fn two_opens_of_one_path_share_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    std::fs::write(&path, pattern(4, 0, 5 * PAGE_SIZE)).unwrap();
+    let cache = PageCache::new(4 << 20).unwrap();
+    let a = cache.open_with(&path, &rw()).unwrap();
+    let b = cache.open_with(&path, &rw()).unwrap();
+    let data = pattern(5, 0, 3 * PAGE_SIZE + 100);
+    a.write_all_at(&data, 2000).unwrap();
+    let mut back = vec![0; data.len()];
+    b.read_exact_at(&mut back, 2000).unwrap();
+    assert_same("b sees a's unsynced write", &back, &data);
+    assert!(a.mapping().nr_pages() > 0);
+    assert_eq!(a.mapping().nr_pages(), b.mapping().nr_pages());
+    assert!(std::ptr::eq(a.mapping(), b.mapping()), "two opens of one file must share the mapping");
+    let (pa, pb) = (a.mapping().find_get_page(1).unwrap(), b.mapping().find_get_page(1).unwrap());
+    assert_eq!(pa.pfn(), pb.pfn());
+    drop((pa, pb));
+    // A write extending the file is seen through the other handle's size.
+    b.write_all_at(b"tail", 10 * PS).unwrap();
+    assert_eq!(a.len(), 10 * PS + 4);
+    // A read-only open shares the same pages too.
+    let c = cache.open(&path).unwrap();
+    let mut tail = [0u8; 4];
+    c.read_exact_at(&mut tail, 10 * PS).unwrap();
+    assert_eq!(&tail, b"tail");
+    assert_eq!(c.mapping().nr_pages(), a.mapping().nr_pages());
+}
+
+// ---- 5. end of file -------------------------------------------------------------------
+
+fn read_vec(f: &CachedFile, off: u64, len: usize) -> Vec<u8> {
+    let mut buf = vec![0xEE; len];
+    let n = f.read_at(&mut buf, off).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn reads_past_eof_holes_and_regrown_tails_are_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let cache = PageCache::new(4 << 20).unwrap();
+    let f = cache.create(&path).unwrap();
+    let data = pattern(6, 0, 10_000);
+    f.write_all_at(&data, 0).unwrap();
+
+    // At and after EOF: 0; across EOF: short.
+    assert_eq!(f.read_at(&mut [0; 10], 10_000).unwrap(), 0);
+    assert_eq!(f.read_at(&mut [0; 10], 1 << 40).unwrap(), 0);
+    assert_eq!(f.read_at(&mut [0; 100], 9_950).unwrap(), 50);
+    assert_eq!(f.read_at(&mut [], 0).unwrap(), 0);
+
+    // Extending with set_len: the rest of the last partial page, and beyond, read as zeros.
+    f.set_len(20_000).unwrap();
+    let got = read_vec(&f, 0, 30_000);
+    assert_eq!(got.len(), 20_000);
+    assert_same("data before old EOF", &got[..10_000], &data);
+    assert_same("extension", &got[10_000..], &[0; 10_000]);
+
+    // Shrink to mid-page, then grow: the regrown part is zeros.
+    f.set_len(5_000).unwrap();
+    assert_eq!(f.len(), 5_000);
+    assert_eq!(read_vec(&f, 4_000, 2_000).len(), 1_000);
+    f.set_len(12_000).unwrap();
+    let got = read_vec(&f, 0, 12_000);
+    assert_same("kept part", &got[..5_000], &data[..5_000]);
+    assert_same("regrown part", &got[5_000..], &[0; 7_000]);
+
+    // A write far past EOF leaves a hole of zeros.
+    let far = (1 << 20) + 123;
+    f.write_all_at(b"far", far).unwrap();
+    assert_eq!(f.len(), far + 3);
+    let got = read_vec(&f, 0, far as usize + 10);
+    assert_eq!(got.len(), far as usize + 3);
+    assert_same("kept part", &got[..5_000], &data[..5_000]);
+    assert!(got[5_000..far as usize].iter().all(|&b| b == 0), "hole not zero");
+    assert_eq!(&got[far as usize..], b"far");
+
+    f.sync_all().unwrap();
+    let disk = std::fs::read(&path).unwrap();
+    assert_same("on disk", &disk, &got);
+
+    // The same through pages that come from the file rather than from writes.
+    drop(f);
+    drop(cache);
+    std::fs::write(&path, &data).unwrap();
+    let cache = PageCache::new(4 << 20).unwrap();
+    let f = cache.open_with(&path, &rw()).unwrap();
+    assert_same("read from file", &read_vec(&f, 0, 20_000), &data);
+    f.set_len(6_000).unwrap(); // last page cached
+    f.set_len(9_000).unwrap();
+    let mut want = data[..6_000].to_vec();
+    want.resize(9_000, 0);
+    assert_same("shrink/grow of a cached page from the file", &read_vec(&f, 0, 20_000), &want);
+    f.sync_all().unwrap();
+    assert_same("on disk after shrink/grow", &std::fs::read(&path).unwrap(), &want);
+    cache.check_invariants();
+}
+
+// ---- 6. drop without sync -------------------------------------------------------------
+
+#[test]
+fn dropping_handles_and_cache_without_sync_keeps_data() {
+    let dir = tempfile::tempdir().unwrap();
+    for cache_first in [false, true] {
+        let path = dir.path().join(format!("f{cache_first}"));
+        let cache = PageCache::new(4 << 20).unwrap();
+        let f = cache.create(&path).unwrap();
+        let data = pattern(8, 0, 300_001);
+        f.write_all_at(&data, 0).unwrap();
+        if cache_first {
+            drop(cache);
+            drop(f);
+        } else {
+            drop(f);
+            drop(cache);
+        }
+        assert_same(&format!("file (cache dropped first: {cache_first})"), &std::fs::read(&path).unwrap(), &data);
+    }
+}
+
+// ---- 7. cursor ----------------------------------------------------------------------------
+
+#[test]
+fn cursor_reads_writes_and_seeks_like_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let cache = PageCache::new(4 << 20).unwrap();
+    let f = cache.create(&path).unwrap();
+    let data = pattern(9, 0, 100_000);
+    let mut c = f.cursor();
+    for chunk in data.chunks(777) {
+        c.write_all(chunk).unwrap();
+    }
+    assert_eq!(c.position(), data.len() as u64);
+    assert_eq!(c.stream_position().unwrap(), data.len() as u64);
+
+    c.seek(SeekFrom::Start(0)).unwrap();
+    let mut out = Vec::new();
+    let n = std::io::copy(&mut c, &mut out).unwrap();
+    assert_eq!(n, data.len() as u64);
+    assert_same("io::copy", &out, &data);
+
+    assert_eq!(c.seek(SeekFrom::End(-10)).unwrap(), data.len() as u64 - 10);
+    let mut tail = Vec::new();
+    c.read_to_end(&mut tail).unwrap();
+    assert_same("tail", &tail, &data[data.len() - 10..]);
+    assert_eq!(c.seek(SeekFrom::Current(-20)).unwrap(), data.len() as u64 - 20);
+    let e = c.seek(SeekFrom::Current(-(data.len() as i64) - 1)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert_eq!(c.position(), data.len() as u64 - 20, "a failed seek must not move the cursor");
+
+    // Seek past the end and write: a hole.
+    c.seek(SeekFrom::End(5000)).unwrap();
+    c.write_all(b"xyz").unwrap();
+    c.flush().unwrap();
+    let mut want = data.clone();
+    want.resize(data.len() + 5000, 0);
+    want.extend_from_slice(b"xyz");
+    c.rewind().unwrap();
+    let mut out = Vec::new();
+    std::io::copy(&mut c, &mut out).unwrap();
+    assert_same("io::copy after hole", &out, &want);
+
+    f.sync_data().unwrap();
+    assert_same("on disk", &std::fs::read(&path).unwrap(), &want);
+    // A second cursor is independent.
+    let mut d = f.cursor();
+    let mut first = [0u8; 16];
+    d.read_exact(&mut first).unwrap();
+    assert_eq!(&first, &want[..16]);
+    assert_eq!(c.position(), want.len() as u64);
+}
+
+// ---- 8. error kinds ------------------------------------------------------------------------
+
+#[test]
+fn error_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PageCache::new(1 << 20).unwrap();
+
+    let e = cache.open(dir.path().join("missing")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+
+    let e = PageCache::new(0).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    let e = PageCache::new(PAGE_SIZE - 1).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+
+    let e = cache.open(dir.path()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::IsADirectory, "{e}");
+
+    let path = dir.path().join("f");
+    std::fs::write(&path, b"hello").unwrap();
+    let ro = cache.open(&path).unwrap();
+    let e = ro.write_at(b"x", 0).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    let e = ro.set_len(0).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    let mut buf = [0u8; 5];
+    ro.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf, b"hello", "a refused write must not change the file");
+
+    let f = cache.open_with(&path, &rw()).unwrap();
+    for off in [u64::MAX, u64::MAX - 1, u64::MAX - PS, u64::MAX / 2 * 2 - 1] {
+        let e = f.write_at(b"ab", off).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "write at {off}: {e}");
+    }
+    let e = f.set_len(u64::MAX).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert_eq!(f.len(), 5, "failed calls must not change the size");
+    assert_eq!(f.read_at(&mut buf, u64::MAX).unwrap(), 0);
+    // The read-only handle still refuses writes after a writable open of the same file.
+    let e = ro.write_at(b"x", 0).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+}
+
+/// std's `File::write_at` refuses offsets a file cannot have (`off_t` is
+/// signed: EINVAL at 2^63 and above). The cache must refuse them when the
+/// write is made, not accept bytes that no writeback can ever store.
+#[test]
+fn writes_beyond_off_t_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    std::fs::write(&path, b"hello").unwrap();
+    let std_err = std::os::unix::fs::FileExt::write_at(
+        &std::fs::File::options().write(true).open(&path).unwrap(),
+        b"ab",
+        1 << 63,
+    )
+    .unwrap_err();
+    assert_eq!(std_err.kind(), ErrorKind::InvalidInput, "std: {std_err}");
+    let cache = PageCache::new(1 << 20).unwrap();
+    let f = cache.open_with(&path, &rw()).unwrap();
+    for off in [1u64 << 63, (1u64 << 63) + 3 * PS + 17, u64::MAX - 2 * PS] {
+        if let Ok(n) = f.write_at(b"ab", off) {
+            let sync = f.sync_data();
+            panic!("write_at({off}) accepted {n} bytes (file size now {}); sync_data then says {sync:?}", f.len());
+        }
+    }
+    let e = f.set_len(1 << 63).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert_eq!(f.len(), 5);
+}
