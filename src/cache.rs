@@ -17,7 +17,7 @@ use crate::backing::{Backing, FileBacking, O_DIRECT};
 use crate::filemap::{CachedFile, OpenFile};
 use crate::mapping::AddressSpace;
 use crate::page::{Page, PageRef};
-use crate::readahead::{self, RaState, Readahead};
+use crate::readahead::{self, RaContext};
 use crate::reclaim::Reclaimer;
 use crate::stats::Stats;
 use crate::sync::{AtomicU64, Ordering};
@@ -113,8 +113,9 @@ impl Builder {
             limit: (frames * self.dirty_limit as usize / 100).max(2),
             expire: self.dirty_expire,
         };
-        let zone = Arc::new(Zone::new(frames, self.huge_pages, dirty)?);
+        let zone = Arc::new(Zone::new(frames, self.huge_pages, dirty, (self.readahead_max / PAGE_SIZE) as u64)?);
         let (tx, mut threads) = readahead::start_workers(self.readahead_threads, zone.clone())?;
+        *zone.ra_tx.lock() = Some(tx);
         let spawn = |name: &str, f: fn(Arc<Zone>), z: Arc<Zone>| {
             std::thread::Builder::new().name(name.into()).spawn(move || f(z))
         };
@@ -124,8 +125,6 @@ impl Builder {
             inner: Arc::new(CacheInner {
                 zone,
                 files: Mutex::new(HashMap::new()),
-                readahead: Readahead { tx },
-                ra_max_pages: (self.readahead_max / PAGE_SIZE) as u64,
                 direct_io: self.direct_io,
                 threads: Mutex::new(threads),
             }),
@@ -142,8 +141,6 @@ struct FileEntry {
 pub(crate) struct CacheInner {
     pub(crate) zone: Arc<Zone>,
     files: Mutex<HashMap<(u64, u64), FileEntry>>,
-    pub(crate) readahead: Readahead,
-    pub(crate) ra_max_pages: u64,
     direct_io: bool,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -278,8 +275,7 @@ impl PageCache {
                 cache: self.inner.clone(),
                 errseq_since: AtomicU64::new(mapping.errseq.sample()),
                 mapping,
-                ra: Mutex::new(RaState::default()),
-                ra_prev: AtomicU64::new(0),
+                ra: RaContext::default(),
                 writable,
             }),
         }
@@ -412,7 +408,7 @@ impl Drop for CacheInner {
         self.zone.kswapd.wake();
         self.zone.flusher.wake();
         // Readahead workers exit when their channel disconnects.
-        drop(std::mem::replace(&mut self.readahead.tx, crossbeam_channel::unbounded().0));
+        drop(self.zone.ra_tx.lock().take());
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }

@@ -5,14 +5,12 @@
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-
 use crate::cache::CacheInner;
 use crate::mapping::AddressSpace;
 use crate::page::{LockedPage, PageFlags, PageRef};
-use crate::readahead::{self, RaState, RA_FRESH};
+use crate::readahead::{self, RaContext, RA_FRESH};
 use crate::stats::Event;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::AtomicU64;
 use crate::writeback;
 use crate::PAGE_SIZE;
 
@@ -24,10 +22,7 @@ const PS: u64 = PAGE_SIZE as u64;
 pub(crate) struct OpenFile {
     pub(crate) cache: Arc<CacheInner>,
     pub(crate) mapping: Arc<AddressSpace>,
-    pub(crate) ra: Mutex<RaState>,
-    /// The last page index read through this open, plus one (readahead's
-    /// sequential test); outside the window's lock so hits take no lock.
-    pub(crate) ra_prev: AtomicU64,
+    pub(crate) ra: RaContext,
     pub(crate) errseq_since: AtomicU64,
     pub(crate) writable: bool,
 }
@@ -83,7 +78,7 @@ impl CachedFile {
             let index = pos / PS;
             let off = (pos % PS) as usize;
             let n = ((PS - off as u64).min(end - pos)) as usize;
-            let page = match self.get_read_page(index, last_index - index + 1) {
+            let page = match read_cache_page(m, &self.file.ra, index, last_index - index + 1) {
                 Ok(p) => p,
                 Err(e) if pos > offset => {
                     let _ = e;
@@ -95,11 +90,7 @@ impl CachedFile {
             buf[done..done + n].copy_from_slice(&page.read()[off..off + n]);
             pos += n as u64;
         }
-        // Relaxed: a hint for readahead; stored only when it changes, so
-        // threads sharing an open do not bounce the line on every hit.
-        if self.file.ra_prev.load(Ordering::Relaxed) != last_index + 1 {
-            self.file.ra_prev.store(last_index + 1, Ordering::Relaxed);
-        }
+        self.file.ra.note_read(last_index);
         Ok((pos - offset) as usize)
     }
 
@@ -115,92 +106,6 @@ impl CachedFile {
             }
         }
         Ok(())
-    }
-
-    /// An uptodate page for reading, through readahead on a miss.
-    #[inline]
-    fn get_read_page(&self, index: u64, req: u64) -> io::Result<PageRef<'_>> {
-        let m = &*self.file.mapping;
-        if let Some(page) = m.find_get_page(index) {
-            let f = page.page().flags();
-            if f.0 & (PageFlags::UPTODATE.0 | PageFlags::READAHEAD.0 | RA_FRESH.0) == PageFlags::UPTODATE.0 {
-                m.zone.count(Event::Hit, 1);
-                page.mark_accessed();
-                return Ok(page);
-            }
-        }
-        self.get_read_page_slow(index, req)
-    }
-
-    #[cold]
-    fn get_read_page_slow(&self, index: u64, req: u64) -> io::Result<PageRef<'_>> {
-        let m = &*self.file.mapping;
-        let max = self.file.cache.ra_max_pages;
-        loop {
-            let Some(page) = m.find_get_page(index) else {
-                m.zone.count(Event::Miss, 1);
-                // Relaxed: a hint (see `ra_prev`).
-                let prev = self.file.ra_prev.load(Ordering::Relaxed);
-                let (start, nr, marker) = self.file.ra.lock().on_miss(index, req, max, prev);
-                readahead::read_window(m, start, nr, Some(index), marker)?;
-                // The page may already be gone again (reclaim): look again.
-                if let Some(page) = m.find_get_page(index) {
-                    if page.is_uptodate() {
-                        page.page().clear(RA_FRESH);
-                        page.mark_accessed();
-                        return Ok(page);
-                    }
-                }
-                continue;
-            };
-            if page.page().test(RA_FRESH) && page.page().test_and_clear(RA_FRESH) {
-                m.zone.count(Event::ReadaheadHits, 1);
-            }
-            if page.page().test(PageFlags::READAHEAD) && page.page().test_and_clear(PageFlags::READAHEAD) {
-                let next = self.file.ra.lock().on_marker(index, max);
-                if let Some((start, nr, _)) = next {
-                    self.file.cache.readahead.submit(&self.file.mapping, start, nr);
-                }
-            }
-            if page.is_uptodate() {
-                m.zone.count(Event::Hit, 1);
-                page.mark_accessed();
-                return Ok(page);
-            }
-            // Being read by someone else, or a read failed: take the lock.
-            let was_locked = page.is_locked();
-            let mut locked = page.lock();
-            if locked.page().mapping_id() != m.id {
-                continue; // truncated or reclaimed meanwhile
-            }
-            if locked.is_uptodate() {
-                m.zone.count(Event::Hit, 1);
-                return Ok(locked.unlock());
-            }
-            if was_locked && locked.is_error() {
-                return Err(io::Error::other(format!("read of page {index} failed")));
-            }
-            m.zone.count(Event::Miss, 1);
-            self.read_one(&mut locked)?;
-            return Ok(locked.unlock());
-        }
-    }
-
-    /// Fills one locked page from the file (`filemap_read_page`).
-    fn read_one(&self, page: &mut LockedPage<'_>) -> io::Result<()> {
-        let m = &*self.file.mapping;
-        let res = readahead::read_pages(m, std::slice::from_mut(page));
-        match res {
-            Ok(()) => {
-                page.page().clear(PageFlags::ERROR);
-                page.set_uptodate();
-                Ok(())
-            }
-            Err(e) => {
-                page.page().set(PageFlags::ERROR);
-                Err(e)
-            }
-        }
     }
 
     fn check_writable(&self) -> io::Result<()> {
@@ -259,7 +164,7 @@ impl CachedFile {
             if index * PS >= m.size() {
                 page.data_mut().fill(0);
             } else {
-                self.read_one(&mut page)?;
+                read_one(m, &mut page)?;
             }
         }
         page.data_mut()[off..off + src.len()].copy_from_slice(src);
@@ -375,6 +280,92 @@ impl Seek for FileCursor {
                 Ok(p)
             }
             None => Err(invalid("invalid seek to a negative or overflowing position")),
+        }
+    }
+}
+
+/// An uptodate page for reading, through readahead on a miss.
+#[inline]
+pub(crate) fn read_cache_page<'a>(
+    m: &'a AddressSpace,
+    ra: &RaContext,
+    index: u64,
+    req: u64,
+) -> io::Result<PageRef<'a>> {
+    if let Some(page) = m.find_get_page(index) {
+        let f = page.page().flags();
+        if f.0 & (PageFlags::UPTODATE.0 | PageFlags::READAHEAD.0 | RA_FRESH.0) == PageFlags::UPTODATE.0 {
+            m.zone.count(Event::Hit, 1);
+            page.mark_accessed();
+            return Ok(page);
+        }
+    }
+    read_cache_page_slow(m, ra, index, req)
+}
+
+#[cold]
+fn read_cache_page_slow<'a>(m: &'a AddressSpace, ra: &RaContext, index: u64, req: u64) -> io::Result<PageRef<'a>> {
+    let max = m.zone.ra_max_pages;
+    loop {
+        let Some(page) = m.find_get_page(index) else {
+            m.zone.count(Event::Miss, 1);
+            let (start, nr, marker) = ra.on_miss(index, req, max);
+            readahead::read_window(m, start, nr, Some(index), marker)?;
+            // The page may already be gone again (reclaim): look again.
+            if let Some(page) = m.find_get_page(index) {
+                if page.is_uptodate() {
+                    page.page().clear(RA_FRESH);
+                    page.mark_accessed();
+                    return Ok(page);
+                }
+            }
+            continue;
+        };
+        if page.page().test(RA_FRESH) && page.page().test_and_clear(RA_FRESH) {
+            m.zone.count(Event::ReadaheadHits, 1);
+        }
+        if page.page().test(PageFlags::READAHEAD) && page.page().test_and_clear(PageFlags::READAHEAD) {
+            let next = ra.window.lock().on_marker(index, max);
+            if let Some((start, nr, _)) = next {
+                readahead::submit(m, start, nr);
+            }
+        }
+        if page.is_uptodate() {
+            m.zone.count(Event::Hit, 1);
+            page.mark_accessed();
+            return Ok(page);
+        }
+        // Being read by someone else, or a read failed: take the lock.
+        let was_locked = page.is_locked();
+        let mut locked = page.lock();
+        if locked.page().mapping_id() != m.id {
+            continue; // truncated or reclaimed meanwhile
+        }
+        if locked.is_uptodate() {
+            m.zone.count(Event::Hit, 1);
+            return Ok(locked.unlock());
+        }
+        if was_locked && locked.is_error() {
+            return Err(io::Error::other(format!("read of page {index} failed")));
+        }
+        m.zone.count(Event::Miss, 1);
+        read_one(m, &mut locked)?;
+        return Ok(locked.unlock());
+    }
+}
+
+/// Fills one locked page from the file (`filemap_read_page`).
+pub(crate) fn read_one(m: &AddressSpace, page: &mut LockedPage<'_>) -> io::Result<()> {
+    let res = readahead::read_pages(m, std::slice::from_mut(page));
+    match res {
+        Ok(()) => {
+            page.page().clear(PageFlags::ERROR);
+            page.set_uptodate();
+            Ok(())
+        }
+        Err(e) => {
+            page.page().set(PageFlags::ERROR);
+            Err(e)
         }
     }
 }

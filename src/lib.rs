@@ -60,6 +60,8 @@ mod arena;
 mod backing;
 mod buddy;
 mod cache;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 mod filemap;
 mod lru;
 mod mapping;

@@ -17,7 +17,7 @@
 //! are set before the page is published in the tree.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use crossbeam_epoch as epoch;
@@ -25,6 +25,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::backing::Backing;
 use crate::page::{LockedPage, Page, PageFlags, PageRef};
+use crate::readahead::RaContext;
 use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 use crate::wait;
 use crate::xarray::{Mark, XArray};
@@ -107,6 +108,10 @@ pub struct AddressSpace {
     pub(crate) dirtied_when: Mutex<Option<Instant>>,
     /// Serializes size changes (`i_rwsem` for truncate and extending writes).
     pub(crate) size_lock: Mutex<()>,
+    /// Readahead for page-level readers (`read_page`).
+    pub(crate) ra: RaContext,
+    /// This mapping, for jobs handed to worker threads.
+    pub(crate) self_weak: Weak<AddressSpace>,
 }
 
 impl AddressSpace {
@@ -123,6 +128,8 @@ impl AddressSpace {
                 nr_dirty: AtomicUsize::new(0),
                 dirtied_when: Mutex::new(None),
                 size_lock: Mutex::new(()),
+                ra: RaContext::default(),
+                self_weak: weak.clone(),
             }
         })
     }
@@ -208,6 +215,15 @@ impl AddressSpace {
                 Err(_) => continue, // lost the race: `page` drops and is freed
             }
         }
+    }
+
+    /// The page at `index`, uptodate: found, or created and filled from the
+    /// file, with readahead for sequential callers (`read_cache_page`).
+    pub fn read_page(&self, index: u64) -> io::Result<PageRef<'_>> {
+        check_index(index)?;
+        let page = crate::filemap::read_cache_page(self, &self.ra, index, 1)?;
+        self.ra.note_read(index);
+        Ok(page)
     }
 
     /// Inserts a locked page at `index` and queues it for the LRU. The page

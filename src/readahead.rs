@@ -7,6 +7,8 @@
 use std::io::{self, IoSliceMut};
 use std::sync::{Arc, Weak};
 
+use parking_lot::Mutex;
+
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -14,7 +16,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crate::mapping::AddressSpace;
 use crate::page::{LockedPage, PageFlags};
 use crate::stats::Event;
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering};
 use crate::zone::Zone;
 use crate::PAGE_SIZE;
 
@@ -235,15 +237,39 @@ pub(crate) fn read_pages(m: &AddressSpace, run: &mut [LockedPage<'_>]) -> io::Re
     Ok(())
 }
 
-/// The cache's readahead context for a handle: where to send async jobs.
-pub(crate) struct Readahead {
-    pub(crate) tx: Sender<RaJob>,
+/// A reader's readahead state (`struct file_ra_state`): the window, under
+/// a lock taken only on misses and markers, and the last page read, a hint
+/// kept outside the lock so hits take none.
+#[derive(Default)]
+pub(crate) struct RaContext {
+    pub(crate) window: Mutex<RaState>,
+    /// The last page index read, plus one.
+    pub(crate) prev: AtomicU64,
 }
 
-impl Readahead {
-    /// Queues the next window for a worker.
-    pub(crate) fn submit(&self, m: &Arc<AddressSpace>, start: u64, nr: u64) {
-        let _ = self.tx.send(RaJob { mapping: Arc::downgrade(m), start, nr });
+impl RaContext {
+    /// Records that the reader's last page was `last`.
+    #[inline]
+    pub(crate) fn note_read(&self, last: u64) {
+        // Relaxed: a hint for the sequential test; stored only when it
+        // changes, so threads sharing a reader do not bounce the line.
+        if self.prev.load(Ordering::Relaxed) != last + 1 {
+            self.prev.store(last + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// A miss: the window to read now (see `RaState::on_miss`).
+    pub(crate) fn on_miss(&self, index: u64, req: u64, max: u64) -> (u64, u64, u64) {
+        // Relaxed: a hint (see `note_read`).
+        let prev = self.prev.load(Ordering::Relaxed);
+        self.window.lock().on_miss(index, req, max, prev)
+    }
+}
+
+/// Queues the window after the marker page for a worker thread.
+pub(crate) fn submit(m: &AddressSpace, start: u64, nr: u64) {
+    if let Some(tx) = m.zone.ra_tx.lock().as_ref() {
+        let _ = tx.send(RaJob { mapping: m.self_weak.clone(), start, nr });
     }
 }
 

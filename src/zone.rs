@@ -7,6 +7,7 @@ use std::io;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::arena::Arena;
@@ -14,6 +15,7 @@ use crate::buddy::Buddy;
 use crate::lru::Lru;
 use crate::mapping::AddressSpace;
 use crate::page::{Page, PageFlags, PageRef};
+use crate::readahead::RaJob;
 use crate::stats::{Counters, Event};
 use crate::sync::{AtomicBool, AtomicUsize, Ordering};
 use crate::PAGE_SIZE;
@@ -107,10 +109,14 @@ pub(crate) struct Zone {
     pub(crate) flusher: Wakeup,
     pub(crate) dirty: DirtyLimits,
     pub(crate) shutting_down: AtomicBool,
+    /// Where asynchronous readahead goes (None once the cache shuts down).
+    pub(crate) ra_tx: Mutex<Option<Sender<RaJob>>>,
+    /// Largest readahead window, in pages.
+    pub(crate) ra_max_pages: u64,
 }
 
 impl Zone {
-    pub(crate) fn new(nr_frames: usize, huge_pages: bool, dirty: DirtyLimits) -> io::Result<Zone> {
+    pub(crate) fn new(nr_frames: usize, huge_pages: bool, dirty: DirtyLimits, ra_max_pages: u64) -> io::Result<Zone> {
         let arena = Arena::new(nr_frames, huge_pages)?;
         let pages: Box<[Page]> = (0..nr_frames).map(|_| Page::new()).collect();
         let buddy = Buddy::new(&pages);
@@ -128,6 +134,8 @@ impl Zone {
             flusher: Wakeup::new(),
             dirty,
             shutting_down: AtomicBool::new(false),
+            ra_tx: Mutex::new(None),
+            ra_max_pages,
             pages,
         })
     }

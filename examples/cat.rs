@@ -1,0 +1,291 @@
+//! `cat [--cache-size=BYTES] [FILE]...`: concatenate files to standard output
+//! through one [`PageCache`].
+//!
+//! Regular files are walked page by page with `mapping().read_page(i)` and
+//! each page's bytes are written straight from the cached page to an
+//! unbuffered standard output: no intermediate copy buffer. Standard input
+//! (`-` or no operand) and files that are not regular (pipes, character
+//! devices, directories) are streamed with plain reads and writes.
+//!
+//! The cache capacity comes from `--cache-size=BYTES`, else from the
+//! `PAGE_CACHE_BYTES` environment variable, else 64 MiB. `BYTES` may carry a
+//! binary suffix: `K`, `M`, `G` (also `KiB`, `MiB`, `GiB`).
+//!
+//! Errors are reported like coreutils `cat`: `cat: NAME: reason` on standard
+//! error, the remaining operands are still copied, and the exit status is 1.
+//! A broken pipe on standard output ends the program quietly with status 1.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::process::ExitCode;
+
+use page_cache::{CachedFile, PageCache, PAGE_SIZE};
+
+/// `eprintln!` that never panics (a closed or broken standard error is
+/// ignored).
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `println!` that never panics.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+const STREAM_BUF: usize = 128 * 1024;
+
+/// Why a copy stopped.
+enum CopyError {
+    /// Reading the input failed: report it, go on with the next operand.
+    Read(io::Error),
+    /// Writing standard output failed: stop everything.
+    Write(io::Error),
+}
+
+fn main() -> ExitCode {
+    ExitCode::from(run())
+}
+
+fn run() -> u8 {
+    let mut operands: Vec<OsString> = Vec::new();
+    let mut cache_bytes: Option<usize> = None;
+    if let Some(v) = std::env::var_os("PAGE_CACHE_BYTES") {
+        match parse_size(&v) {
+            Some(n) => cache_bytes = Some(n),
+            None => {
+                errln!("cat: invalid PAGE_CACHE_BYTES: {}", quote(&v));
+                return 1;
+            }
+        }
+    }
+
+    let mut options_done = false;
+    for arg in std::env::args_os().skip(1) {
+        let bytes = arg.as_encoded_bytes();
+        if options_done || bytes.len() < 2 || bytes[0] != b'-' {
+            operands.push(arg);
+            continue;
+        }
+        if bytes == b"--" {
+            options_done = true;
+        } else if let Some(value) = bytes.strip_prefix(b"--cache-size=") {
+            let value = OsStr::from_bytes(value);
+            match parse_size(value) {
+                Some(n) => cache_bytes = Some(n),
+                None => {
+                    errln!("cat: invalid cache size: {}", quote(value));
+                    return 1;
+                }
+            }
+        } else if bytes == b"--help" {
+            outln!(
+                "Usage: cat [--cache-size=BYTES] [-u] [FILE]...\n\
+                 Concatenate FILE(s) to standard output through a user-space page cache.\n\n\
+                 With no FILE, or when FILE is -, read standard input.\n\n\
+                 \x20 --cache-size=BYTES  page cache capacity (default: $PAGE_CACHE_BYTES, else 64M)\n\
+                 \x20 -u                  (ignored)\n\
+                 \x20 --help              display this help and exit"
+            );
+            return 0;
+        } else if bytes.starts_with(b"--") {
+            errln!("cat: unrecognized option {}", quote(&arg));
+            errln!("Try 'cat --help' for more information.");
+            return 1;
+        } else {
+            // Short options: only -u (unbuffered, which this cat always is).
+            if let Some(&c) = bytes[1..].iter().find(|&&c| c != b'u') {
+                errln!("cat: invalid option -- '{}'", char::from(c));
+                errln!("Try 'cat --help' for more information.");
+                return 1;
+            }
+        }
+    }
+    if operands.is_empty() {
+        operands.push(OsString::from("-"));
+    }
+
+    // Standard output, unbuffered: a File on a duplicate of descriptor 1.
+    let mut out = match io::stdout().as_fd().try_clone_to_owned().map(File::from) {
+        Ok(f) => f,
+        Err(e) => {
+            errln!("cat: write error: {}", reason(&e));
+            return 1;
+        }
+    };
+    let out_id = out
+        .metadata()
+        .ok()
+        .filter(|m| m.file_type().is_file())
+        .map(|m| (m.dev(), m.ino()));
+
+    let capacity = cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES);
+    let mut cache: Option<PageCache> = None;
+    let mut status = 0u8;
+
+    for name in &operands {
+        let shown = name.to_string_lossy();
+        let result = if name == "-" {
+            let stdin = io::stdin();
+            let mut input = stdin.lock();
+            if let (Some(out_id), Ok(Some((in_id, in_len)))) = (out_id, stdin_regular_id(&stdin)) {
+                if out_id == in_id && in_len > 0 {
+                    errln!("cat: -: input file is output file");
+                    status = 1;
+                    continue;
+                }
+            }
+            stream(&mut input, &mut out)
+        } else {
+            let file = match File::open(name) {
+                Ok(f) => f,
+                Err(e) => {
+                    errln!("cat: {}: {}", shown, reason(&e));
+                    status = 1;
+                    continue;
+                }
+            };
+            let meta = match file.metadata() {
+                Ok(m) => m,
+                Err(e) => {
+                    errln!("cat: {}: {}", shown, reason(&e));
+                    status = 1;
+                    continue;
+                }
+            };
+            if meta.file_type().is_file() {
+                if out_id == Some((meta.dev(), meta.ino())) && meta.len() > 0 {
+                    errln!("cat: {}: input file is output file", shown);
+                    status = 1;
+                    continue;
+                }
+                drop(file);
+                if cache.is_none() {
+                    match PageCache::new(capacity) {
+                        Ok(c) => cache = Some(c),
+                        Err(e) => {
+                            errln!("cat: cannot create a page cache of {capacity} bytes: {e}");
+                            return 1;
+                        }
+                    }
+                }
+                let Some(c) = cache.as_ref() else {
+                    return 1;
+                };
+                match c.open(name) {
+                    Ok(cached) => copy_cached(&cached, &mut out),
+                    Err(e) => Err(CopyError::Read(e)),
+                }
+            } else {
+                let mut file = file;
+                stream(&mut file, &mut out)
+            }
+        };
+        match result {
+            Ok(()) => {}
+            Err(CopyError::Read(e)) => {
+                errln!("cat: {}: {}", shown, reason(&e));
+                status = 1;
+            }
+            Err(CopyError::Write(e)) => {
+                if e.kind() != io::ErrorKind::BrokenPipe {
+                    errln!("cat: write error: {}", reason(&e));
+                }
+                return 1;
+            }
+        }
+    }
+    status
+}
+
+/// (dev, ino) and size of standard input when it is a regular file.
+fn stdin_regular_id(stdin: &io::Stdin) -> io::Result<Option<((u64, u64), u64)>> {
+    let fd = stdin.as_fd().try_clone_to_owned()?;
+    let meta = File::from(fd).metadata()?;
+    Ok(meta
+        .file_type()
+        .is_file()
+        .then(|| ((meta.dev(), meta.ino()), meta.len())))
+}
+
+/// Write a regular file's pages straight from the page cache.
+fn copy_cached(file: &CachedFile, out: &mut File) -> Result<(), CopyError> {
+    let page_size = PAGE_SIZE as u64;
+    let mut index: u64 = 0;
+    loop {
+        let start = index.saturating_mul(page_size);
+        let len = file.len();
+        if start >= len {
+            return Ok(());
+        }
+        let n = (len - start).min(page_size) as usize;
+        let page = file.mapping().read_page(index).map_err(CopyError::Read)?;
+        let data = page.read();
+        let n = n.min(data.len());
+        write_all(out, &data[..n])?;
+        index += 1;
+    }
+}
+
+/// Stream a non-regular input (or standard input) with plain reads.
+fn stream(input: &mut dyn Read, out: &mut File) -> Result<(), CopyError> {
+    let mut buf = vec![0u8; STREAM_BUF];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Read(e)),
+        };
+        write_all(out, &buf[..n])?;
+    }
+}
+
+fn write_all(out: &mut File, data: &[u8]) -> Result<(), CopyError> {
+    out.write_all(data).map_err(CopyError::Write)
+}
+
+/// Parse a cache size: digits with an optional K/M/G (KiB/MiB/GiB) suffix.
+fn parse_size(s: &OsStr) -> Option<usize> {
+    let s = s.to_str()?;
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return None;
+    }
+    let n: usize = s[..digits].parse().ok()?;
+    let shift = match &s[digits..] {
+        "" => 0,
+        "K" | "k" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1usize.checked_shl(shift)?)
+}
+
+/// The error's text as coreutils prints it: strerror without Rust's
+/// " (os error N)" suffix.
+fn reason(e: &io::Error) -> String {
+    let text = match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code).to_string(),
+        None => return e.to_string(),
+    };
+    match text.rfind(" (os error ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+fn quote(s: &OsStr) -> String {
+    format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"))
+}
