@@ -123,11 +123,7 @@ fn run() -> u8 {
             return 1;
         }
     };
-    let out_id = out
-        .metadata()
-        .ok()
-        .filter(|m| m.file_type().is_file())
-        .map(|m| (m.dev(), m.ino()));
+    let out_id = out.metadata().ok().filter(|m| m.file_type().is_file()).map(|m| (m.dev(), m.ino()));
 
     let capacity = cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES);
     let mut cache: Option<PageCache> = None;
@@ -212,10 +208,7 @@ fn run() -> u8 {
 fn stdin_regular_id(stdin: &io::Stdin) -> io::Result<Option<((u64, u64), u64)>> {
     let fd = stdin.as_fd().try_clone_to_owned()?;
     let meta = File::from(fd).metadata()?;
-    Ok(meta
-        .file_type()
-        .is_file()
-        .then(|| ((meta.dev(), meta.ino()), meta.len())))
+    Ok(meta.file_type().is_file().then(|| ((meta.dev(), meta.ino()), meta.len())))
 }
 
 /// Write a regular file's pages straight from the page cache.

@@ -124,18 +124,11 @@ fn fatal(msg: &str) -> Exit {
 }
 
 fn operand_is<'a>(operand: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    operand
-        .strip_prefix(name.as_bytes())
-        .and_then(|rest| rest.strip_prefix(b"="))
+    operand.strip_prefix(name.as_bytes()).and_then(|rest| rest.strip_prefix(b"="))
 }
 
 /// `parse_symbols` of coreutils: a comma list; `exclusive` keeps the last.
-fn parse_symbols<T: Copy>(
-    val: &[u8],
-    table: &[(&str, T)],
-    what: &str,
-    mut apply: impl FnMut(T),
-) -> Result<(), Exit> {
+fn parse_symbols<T: Copy>(val: &[u8], table: &[(&str, T)], what: &str, mut apply: impl FnMut(T)) -> Result<(), Exit> {
     for word in val.split(|&b| b == b',') {
         match table.iter().find(|(name, _)| name.as_bytes() == word) {
             Some(&(_, v)) => apply(v),
@@ -211,11 +204,8 @@ const FLAGS: &[(&str, FlagSym)] = &[
     ("seek_bytes", FlagSym::SeekBytes),
 ];
 
-const STATUSES: &[(&str, Status)] = &[
-    ("none", Status::None),
-    ("noxfer", Status::Noxfer),
-    ("progress", Status::Progress),
-];
+const STATUSES: &[(&str, Status)] =
+    &[("none", Status::None), ("noxfer", Status::Noxfer), ("progress", Status::Progress)];
 
 fn apply_flag(flags: &mut Flags, sym: FlagSym, unsupported: &mut Option<&'static str>) {
     match sym {
@@ -263,24 +253,15 @@ fn parse_args(args: &[OsString]) -> Result<Opts, Exit> {
                     return Err(Exit(0));
                 }
                 _ if operand.starts_with(b"--") => {
-                    return Err(usage_error(&format!(
-                        "unrecognized option {}",
-                        quote_bytes(operand)
-                    )));
+                    return Err(usage_error(&format!("unrecognized option {}", quote_bytes(operand))));
                 }
                 _ => {
-                    return Err(usage_error(&format!(
-                        "invalid option -- '{}'",
-                        char::from(operand[1])
-                    )));
+                    return Err(usage_error(&format!("invalid option -- '{}'", char::from(operand[1]))));
                 }
             }
         }
         if !operand.contains(&b'=') {
-            return Err(usage_error(&format!(
-                "unrecognized operand {}",
-                quote_bytes(operand)
-            )));
+            return Err(usage_error(&format!("unrecognized operand {}", quote_bytes(operand))));
         }
         if let Some(v) = operand_is(operand, "if") {
             input = Some(OsStr::from_bytes(v).to_os_string());
@@ -302,13 +283,9 @@ fn parse_args(args: &[OsString]) -> Result<Opts, Exit> {
                 ConvSym::Unsupported(name) => unsupported = unsupported.or(Some(name)),
             })?;
         } else if let Some(v) = operand_is(operand, "iflag") {
-            parse_symbols(v, FLAGS, "invalid input flag", |sym| {
-                apply_flag(&mut iflag, sym, &mut unsupported)
-            })?;
+            parse_symbols(v, FLAGS, "invalid input flag", |sym| apply_flag(&mut iflag, sym, &mut unsupported))?;
         } else if let Some(v) = operand_is(operand, "oflag") {
-            parse_symbols(v, FLAGS, "invalid output flag", |sym| {
-                apply_flag(&mut oflag, sym, &mut unsupported)
-            })?;
+            parse_symbols(v, FLAGS, "invalid output flag", |sym| apply_flag(&mut oflag, sym, &mut unsupported))?;
         } else if let Some(v) = operand_is(operand, "status") {
             parse_symbols(v, STATUSES, "invalid status level", |s| status = s)?;
         } else {
@@ -327,15 +304,11 @@ fn parse_args(args: &[OsString]) -> Result<Opts, Exit> {
                 (1, max_blocksize)
             } else if operand_is(operand, "cbs").is_some() {
                 (1, max_blocksize)
-            } else if operand_is(operand, "skip").is_some()
-                || operand_is(operand, "iseek").is_some()
-            {
+            } else if operand_is(operand, "skip").is_some() || operand_is(operand, "iseek").is_some() {
                 skip = n;
                 skip_b = has_b;
                 (0, INTMAX)
-            } else if operand_is(operand, "seek").is_some()
-                || operand_is(operand, "oseek").is_some()
-            {
+            } else if operand_is(operand, "seek").is_some() || operand_is(operand, "oseek").is_some() {
                 seek = n;
                 seek_b = has_b;
                 (0, INTMAX)
@@ -344,10 +317,7 @@ fn parse_args(args: &[OsString]) -> Result<Opts, Exit> {
                 count_b = has_b;
                 (0, INTMAX)
             } else {
-                return Err(usage_error(&format!(
-                    "unrecognized operand {}",
-                    quote_bytes(operand)
-                )));
+                return Err(usage_error(&format!("unrecognized operand {}", quote_bytes(operand))));
             };
             let err = if err != NumErr::Ok {
                 err
@@ -366,9 +336,7 @@ fn parse_args(args: &[OsString]) -> Result<Opts, Exit> {
                         quote_bytes(val)
                     )))
                 }
-                NumErr::Invalid => {
-                    return Err(fatal(&format!("invalid number: {}", quote_bytes(val))))
-                }
+                NumErr::Invalid => return Err(fatal(&format!("invalid number: {}", quote_bytes(val)))),
             }
         }
     }
@@ -388,23 +356,14 @@ fn parse_args(args: &[OsString]) -> Result<Opts, Exit> {
         return Err(usage_error("invalid output flag: 'fullblock'"));
     }
     iflag.skip_bytes |= skip_b;
-    let (skip_records, skip_bytes) = if iflag.skip_bytes && skip != 0 {
-        (skip / ibs as u64, skip % ibs as u64)
-    } else {
-        (skip, 0)
-    };
+    let (skip_records, skip_bytes) =
+        if iflag.skip_bytes && skip != 0 { (skip / ibs as u64, skip % ibs as u64) } else { (skip, 0) };
     iflag.count_bytes |= count_b;
-    let (max_records, max_bytes) = if iflag.count_bytes && count != INTMAX {
-        (count / ibs as u64, count % ibs as u64)
-    } else {
-        (count, 0)
-    };
+    let (max_records, max_bytes) =
+        if iflag.count_bytes && count != INTMAX { (count / ibs as u64, count % ibs as u64) } else { (count, 0) };
     oflag.seek_bytes |= seek_b;
-    let (seek_records, seek_bytes) = if oflag.seek_bytes && seek != 0 {
-        (seek / obs as u64, seek % obs as u64)
-    } else {
-        (seek, 0)
-    };
+    let (seek_records, seek_bytes) =
+        if oflag.seek_bytes && seek != 0 { (seek / obs as u64, seek % obs as u64) } else { (seek, 0) };
     if conv.lcase && conv.ucase {
         return Err(fatal("cannot combine lcase and ucase"));
     }
@@ -418,10 +377,7 @@ fn parse_args(args: &[OsString]) -> Result<Opts, Exit> {
         errln!("dd: you probably want conv=notrunc with oflag=append");
     }
     if let Some(name) = unsupported {
-        return Err(fatal(&format!(
-            "{} is not supported by this dd",
-            quote_bytes(name.as_bytes())
-        )));
+        return Err(fatal(&format!("{} is not supported by this dd", quote_bytes(name.as_bytes()))));
     }
     Ok(Opts {
         input,
@@ -495,11 +451,7 @@ struct StrtolErr {
 
 /// gnulib `xstrtoumax(s, &end, 10, &n, "bcEGkKMPQRTwYZ0")`.
 fn xstrtoumax(s: &[u8]) -> (u64, usize, StrtolErr) {
-    let mut err = StrtolErr {
-        overflow: false,
-        invalid: false,
-        invalid_suffix: false,
-    };
+    let mut err = StrtolErr { overflow: false, invalid: false, invalid_suffix: false };
     let mut i = 0;
     while i < s.len() && matches!(s[i], b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r') {
         i += 1;
@@ -515,10 +467,7 @@ fn xstrtoumax(s: &[u8]) -> (u64, usize, StrtolErr) {
     let digits_start = j;
     let mut tmp: u64 = 0;
     while j < s.len() && s[j].is_ascii_digit() {
-        match tmp
-            .checked_mul(10)
-            .and_then(|t| t.checked_add(u64::from(s[j] - b'0')))
-        {
+        match tmp.checked_mul(10).and_then(|t| t.checked_add(u64::from(s[j] - b'0'))) {
             Some(t) => tmp = t,
             None => {
                 tmp = u64::MAX;
@@ -658,8 +607,7 @@ fn quoteaf(s: &str) -> String {
 fn quotef(s: &str) -> String {
     let plain = !s.is_empty()
         && !s.starts_with(['#', '~'])
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"%+,-./:=@_^{}]".contains(&b) || b >= 0x80);
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"%+,-./:=@_^{}]".contains(&b) || b >= 0x80);
     if plain {
         s.to_string()
     } else {
@@ -675,15 +623,8 @@ enum Input {
 }
 
 enum Output {
-    Cached {
-        file: CachedFile,
-        pos: u64,
-        append: bool,
-    },
-    Plain {
-        file: File,
-        append: bool,
-    },
+    Cached { file: CachedFile, pos: u64, append: bool },
+    Plain { file: File, append: bool },
 }
 
 fn read_retry(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
@@ -725,10 +666,7 @@ impl Input {
     fn seek_cur(&mut self, off: u64) -> io::Result<u64> {
         match self {
             Input::Cached { pos, .. } => {
-                let new = pos
-                    .checked_add(off)
-                    .filter(|&p| p <= INTMAX)
-                    .ok_or_else(|| os_err(EINVAL))?;
+                let new = pos.checked_add(off).filter(|&p| p <= INTMAX).ok_or_else(|| os_err(EINVAL))?;
                 *pos = new;
                 Ok(new)
             }
@@ -771,12 +709,7 @@ impl Input {
 impl Output {
     /// `iwrite`: write all of `buf`, returning how much was written and the
     /// error that stopped it, if any.
-    fn write(
-        &mut self,
-        buf: &[u8],
-        sparse: &mut bool,
-        final_seek: &mut bool,
-    ) -> (usize, Option<io::Error>) {
+    fn write(&mut self, buf: &[u8], sparse: &mut bool, final_seek: &mut bool) -> (usize, Option<io::Error>) {
         *final_seek = false;
         if *sparse && !buf.is_empty() && buf.iter().all(|&b| b == 0) {
             match self {
@@ -785,15 +718,13 @@ impl Output {
                     *final_seek = true;
                     return (buf.len(), None);
                 }
-                Output::Plain { file, .. } => {
-                    match i64::try_from(buf.len()).map(|n| file.seek(SeekFrom::Current(n))) {
-                        Ok(Ok(_)) => {
-                            *final_seek = true;
-                            return (buf.len(), None);
-                        }
-                        _ => *sparse = false,
+                Output::Plain { file, .. } => match i64::try_from(buf.len()).map(|n| file.seek(SeekFrom::Current(n))) {
+                    Ok(Ok(_)) => {
+                        *final_seek = true;
+                        return (buf.len(), None);
                     }
-                }
+                    _ => *sparse = false,
+                },
             }
         }
         match self {
@@ -829,10 +760,7 @@ impl Output {
     fn seek_cur(&mut self, off: u64) -> io::Result<u64> {
         match self {
             Output::Cached { pos, .. } => {
-                let new = pos
-                    .checked_add(off)
-                    .filter(|&p| p <= INTMAX)
-                    .ok_or_else(|| os_err(EINVAL))?;
+                let new = pos.checked_add(off).filter(|&p| p <= INTMAX).ok_or_else(|| os_err(EINVAL))?;
                 *pos = new;
                 Ok(new)
             }
@@ -912,9 +840,7 @@ fn cache_capacity() -> Result<usize, Exit> {
     };
     let s = v.as_bytes();
     let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
-    let n = std::str::from_utf8(&s[..digits])
-        .ok()
-        .and_then(|d| d.parse::<usize>().ok());
+    let n = std::str::from_utf8(&s[..digits]).ok().and_then(|d| d.parse::<usize>().ok());
     let shift = match &s[digits..] {
         b"" => Some(0),
         b"K" | b"k" | b"KiB" => Some(10),
@@ -923,13 +849,8 @@ fn cache_capacity() -> Result<usize, Exit> {
         _ => None,
     };
     match (n, shift) {
-        (Some(n), Some(shift)) if n.checked_shl(shift).is_some_and(|v| v >> shift == n) => {
-            Ok(n << shift)
-        }
-        _ => Err(fatal(&format!(
-            "invalid PAGE_CACHE_BYTES: {}",
-            quote_bytes(s)
-        ))),
+        (Some(n), Some(shift)) if n.checked_shl(shift).is_some_and(|v| v >> shift == n) => Ok(n << shift),
+        _ => Err(fatal(&format!("invalid PAGE_CACHE_BYTES: {}", quote_bytes(s)))),
     }
 }
 
@@ -981,11 +902,7 @@ impl Stats {
         } else {
             "Infinity B/s".to_string()
         };
-        let time = if progress {
-            format!("{secs:.0} s")
-        } else {
-            format!("{} s", format_g(secs))
-        };
+        let time = if progress { format!("{secs:.0} s") } else { format!("{} s", format_g(secs)) };
         let lacks_prefix = |s: &str| s.as_bytes().get(s.len().wrapping_sub(2)) == Some(&b' ');
         let line = if lacks_prefix(&si) {
             let unit = if self.w_bytes == 1 { "byte" } else { "bytes" };
@@ -993,10 +910,7 @@ impl Stats {
         } else if lacks_prefix(&iec) {
             format!("{} bytes ({si}) copied, {time}, {rate}", self.w_bytes)
         } else {
-            format!(
-                "{} bytes ({si}, {iec}) copied, {time}, {rate}",
-                self.w_bytes
-            )
+            format!("{} bytes ({si}, {iec}) copied, {time}, {rate}", self.w_bytes)
         };
         let mut err = io::stderr().lock();
         if progress {
@@ -1044,11 +958,7 @@ fn human(n: u64, base: u64) -> String {
             let r2 = (r10 % base) * 2 + (rounding >> 1);
             amt /= base;
             tenths = r10 / base;
-            rounding = if r2 < base {
-                u64::from(r2 + rounding != 0)
-            } else {
-                2 + u64::from(base < r2 + rounding)
-            };
+            rounding = if r2 < base { u64::from(r2 + rounding != 0) } else { 2 + u64::from(base < r2 + rounding) };
             exponent += 1;
             if !(base <= amt && exponent < LETTERS.len() - 1) {
                 break;
@@ -1158,14 +1068,10 @@ fn run(args: &[OsString]) -> Result<u8, Exit> {
     let mut cache: Option<PageCache> = None;
     cache_capacity()?;
 
-    let input_name = opts.input.as_ref().map_or_else(
-        || "standard input".to_string(),
-        |p| p.to_string_lossy().into_owned(),
-    );
-    let output_name = opts.output.as_ref().map_or_else(
-        || "standard output".to_string(),
-        |p| p.to_string_lossy().into_owned(),
-    );
+    let input_name =
+        opts.input.as_ref().map_or_else(|| "standard input".to_string(), |p| p.to_string_lossy().into_owned());
+    let output_name =
+        opts.output.as_ref().map_or_else(|| "standard output".to_string(), |p| p.to_string_lossy().into_owned());
 
     // Input.
     let mut input = match &opts.input {
@@ -1175,13 +1081,8 @@ fn run(args: &[OsString]) -> Result<u8, Exit> {
                 return Err(fatal(&format!("{}: {}", quotef(&input_name), reason(&e))));
             }
         },
-        Some(path) => open_input(path, &mut cache).map_err(|e| {
-            fatal(&format!(
-                "failed to open {}: {}",
-                quoteaf(&input_name),
-                reason(&e)
-            ))
-        })?,
+        Some(path) => open_input(path, &mut cache)
+            .map_err(|e| fatal(&format!("failed to open {}: {}", quoteaf(&input_name), reason(&e))))?,
     };
     let (mut input_seekable, mut input_seek_errno) = (true, 0);
     let mut input_offset: Option<u64> = match input.tell() {
@@ -1197,10 +1098,7 @@ fn run(args: &[OsString]) -> Result<u8, Exit> {
     let mut exit_status = 0u8;
     let mut output = match &opts.output {
         None => match dup_stdio(io::stdout().as_fd()) {
-            Ok(f) => Output::Plain {
-                file: f,
-                append: opts.oflag.append,
-            },
+            Ok(f) => Output::Plain { file: f, append: opts.oflag.append },
             Err(e) => {
                 return Err(fatal(&format!("{}: {}", quotef(&output_name), reason(&e))));
             }
@@ -1217,13 +1115,8 @@ fn run(args: &[OsString]) -> Result<u8, Exit> {
                     opts.seek_records, opts.obs
                 )));
             }
-            let out = open_output(path, &opts, &mut cache).map_err(|e| {
-                fatal(&format!(
-                    "failed to open {}: {}",
-                    quoteaf(&output_name),
-                    reason(&e)
-                ))
-            })?;
+            let out = open_output(path, &opts, &mut cache)
+                .map_err(|e| fatal(&format!("failed to open {}: {}", quoteaf(&output_name), reason(&e))))?;
             if opts.seek_records != 0 && !opts.conv.notrunc {
                 let size = size.unwrap_or(0);
                 let res = match &out {
@@ -1264,11 +1157,7 @@ fn run(args: &[OsString]) -> Result<u8, Exit> {
 
     // An allocation failure ends dd without statistics, as in coreutils.
     let mut ibuf = alloc_buffer(opts.ibs, "input")?;
-    let mut obuf = if opts.two_buffers() {
-        alloc_buffer(opts.obs, "output")?
-    } else {
-        Vec::new()
-    };
+    let mut obuf = if opts.two_buffers() { alloc_buffer(opts.obs, "output")? } else { Vec::new() };
 
     let mut copier = Copier {
         opts: &opts,
@@ -1303,11 +1192,7 @@ fn run(args: &[OsString]) -> Result<u8, Exit> {
         }
     };
     let sync_status = synchronize_output(&opts, &mut output, &output_name);
-    let status = if sync_status != 0 {
-        sync_status
-    } else {
-        status
-    };
+    let status = if sync_status != 0 { sync_status } else { status };
     stats.print();
     // `output` and `input` are dropped before `cache` (reverse declaration
     // order), and dropping the cache writes back dirty pages.
@@ -1319,10 +1204,7 @@ fn open_input(path: &OsStr, cache: &mut Option<PageCache>) -> io::Result<Input> 
     if file.metadata()?.file_type().is_file() {
         drop(file);
         let cached = get_cache(cache)?.open(Path::new(path))?;
-        Ok(Input::Cached {
-            file: cached,
-            pos: 0,
-        })
+        Ok(Input::Cached { file: cached, pos: 0 })
     } else {
         Ok(Input::Plain(file))
     }
@@ -1349,11 +1231,7 @@ fn open_output(path: &OsStr, opts: &Opts, cache: &mut Option<PageCache>) -> io::
             file.set_len(0)?;
         }
         let pos = if opts.oflag.append { file.len() } else { 0 };
-        Ok(Output::Cached {
-            file,
-            pos,
-            append: opts.oflag.append,
-        })
+        Ok(Output::Cached { file, pos, append: opts.oflag.append })
     } else {
         if opts.seek_records == 0 && !opts.conv.notrunc && !opts.oflag.append {
             oo.truncate(true);
@@ -1366,10 +1244,7 @@ fn open_output(path: &OsStr, opts: &Opts, cache: &mut Option<PageCache>) -> io::
         } else {
             oo.open(path)?
         };
-        Ok(Output::Plain {
-            file,
-            append: false,
-        })
+        Ok(Output::Plain { file, append: false })
     }
 }
 
@@ -1408,8 +1283,7 @@ impl Copier<'_> {
     /// `iread`, with the partial-read warning.
     fn iread(&mut self, input: &mut Input, buf: &mut [u8]) -> io::Result<usize> {
         let nread = input.read(buf)?;
-        if nread > 0 && self.warn_partial_read && 0 < self.prev_nread && self.prev_nread < buf.len()
-        {
+        if nread > 0 && self.warn_partial_read && 0 < self.prev_nread && self.prev_nread < buf.len() {
             if self.opts.status != Status::None {
                 let prev = self.prev_nread;
                 let unit = if prev == 1 { "byte" } else { "bytes" };
@@ -1450,21 +1324,14 @@ impl Copier<'_> {
         buf: &mut [u8],
         input_offset: &mut Option<u64>,
     ) -> Result<u64, Exit> {
-        let offset = records
-            .checked_mul(blocksize as u64)
-            .and_then(|o| o.checked_add(bytes))
-            .filter(|&o| o <= INTMAX);
+        let offset = records.checked_mul(blocksize as u64).and_then(|o| o.checked_add(bytes)).filter(|&o| o <= INTMAX);
         let mut lseek_err: Option<io::Error> = None;
         if let Some(mut offset) = offset {
             match input.seek_cur(offset) {
                 Ok(_) => {
-                    let size = input.regular_size().map_err(|e| {
-                        fatal(&format!(
-                            "cannot fstat {}: {}",
-                            quoteaf(self.input_name),
-                            reason(&e)
-                        ))
-                    })?;
+                    let size = input
+                        .regular_size()
+                        .map_err(|e| fatal(&format!("cannot fstat {}: {}", quoteaf(self.input_name), reason(&e))))?;
                     let mut left = 0;
                     if let (Some(size), Some(io)) = (size, *input_offset) {
                         if size.checked_sub(io).is_none_or(|avail| avail < offset) {
@@ -1480,28 +1347,16 @@ impl Copier<'_> {
         }
         if input.seek_end().is_ok() {
             let e = lseek_err.unwrap_or_else(|| os_err(EOVERFLOW));
-            errln!(
-                "dd: {}: cannot skip: {}",
-                quotef(self.input_name),
-                reason(&e)
-            );
+            errln!("dd: {}: cannot skip: {}", quotef(self.input_name), reason(&e));
             return Err(Exit(1));
         }
         let mut records = records;
         let mut bytes = bytes;
         loop {
-            let want = if records != 0 {
-                blocksize
-            } else {
-                bytes as usize
-            };
+            let want = if records != 0 { blocksize } else { bytes as usize };
             match self.iread_fnc(input, &mut buf[..want]) {
                 Err(e) => {
-                    errln!(
-                        "dd: error reading {}: {}",
-                        quoteaf(self.input_name),
-                        reason(&e)
-                    );
+                    errln!("dd: error reading {}: {}", quoteaf(self.input_name), reason(&e));
                     return Err(Exit(1));
                 }
                 Ok(0) => break,
@@ -1528,10 +1383,7 @@ impl Copier<'_> {
         bytes: u64,
         buf: &mut [u8],
     ) -> Result<(u64, u64), Exit> {
-        let offset = records
-            .checked_mul(blocksize as u64)
-            .and_then(|o| o.checked_add(bytes))
-            .filter(|&o| o <= INTMAX);
+        let offset = records.checked_mul(blocksize as u64).and_then(|o| o.checked_add(bytes)).filter(|&o| o <= INTMAX);
         let mut lseek_err: Option<io::Error> = None;
         if let Some(offset) = offset {
             match output.seek_cur(offset) {
@@ -1541,28 +1393,16 @@ impl Copier<'_> {
         }
         let lseek_err = lseek_err.unwrap_or_else(|| os_err(EOVERFLOW));
         if output.seek_end().is_ok() {
-            errln!(
-                "dd: {}: cannot seek: {}",
-                quotef(self.output_name),
-                reason(&lseek_err)
-            );
+            errln!("dd: {}: cannot seek: {}", quotef(self.output_name), reason(&lseek_err));
             return Err(Exit(1));
         }
         let mut records = records;
         let mut bytes = bytes;
         loop {
-            let want = if records != 0 {
-                blocksize
-            } else {
-                bytes as usize
-            };
+            let want = if records != 0 { blocksize } else { bytes as usize };
             match output.read(&mut buf[..want]) {
                 Err(_) => {
-                    errln!(
-                        "dd: {}: cannot seek: {}",
-                        quotef(self.output_name),
-                        reason(&lseek_err)
-                    );
+                    errln!("dd: {}: cannot seek: {}", quotef(self.output_name), reason(&lseek_err));
                     return Err(Exit(1));
                 }
                 Ok(0) => break,
@@ -1598,28 +1438,15 @@ impl Copier<'_> {
         let mut exit_status = 0u8;
 
         if opts.skip_records != 0 || opts.skip_bytes != 0 {
-            let us_bytes = opts
-                .skip_records
-                .checked_mul(ibs as u64)
-                .and_then(|b| b.checked_add(opts.skip_bytes));
+            let us_bytes = opts.skip_records.checked_mul(ibs as u64).and_then(|b| b.checked_add(opts.skip_bytes));
             let offset0 = *input_offset;
-            let us_blocks = self.skip_input(
-                input,
-                opts.skip_records,
-                ibs,
-                opts.skip_bytes,
-                ibuf,
-                input_offset,
-            )?;
+            let us_blocks = self.skip_input(input, opts.skip_records, ibs, opts.skip_bytes, ibuf, input_offset)?;
             let short = match (*input_offset, offset0) {
                 (Some(now), Some(then)) => us_bytes != Some(now - then),
                 _ => false,
             };
             if (us_blocks != 0 || short) && opts.status != Status::None {
-                errln!(
-                    "dd: {}: cannot skip to specified offset",
-                    quotef(self.input_name)
-                );
+                errln!("dd: {}: cannot skip to specified offset", quotef(self.input_name));
             }
         }
 
@@ -1632,19 +1459,11 @@ impl Copier<'_> {
                 seek_buf.fill(0);
                 let zeros: &[u8] = seek_buf;
                 loop {
-                    let size = if write_records != 0 {
-                        obs
-                    } else {
-                        bytes as usize
-                    };
+                    let size = if write_records != 0 { obs } else { bytes as usize };
                     let (n, err) = self.iwrite(output, &zeros[..size]);
                     if n != size {
                         let e = err.unwrap_or_else(|| os_err(ENOSPC));
-                        errln!(
-                            "dd: writing to {}: {}",
-                            quoteaf(self.output_name),
-                            reason(&e)
-                        );
+                        errln!("dd: writing to {}: {}", quoteaf(self.output_name), reason(&e));
                         return Err(Exit(1));
                     }
                     if write_records != 0 {
@@ -1684,11 +1503,7 @@ impl Copier<'_> {
             if opts.conv.sync && opts.conv.noerror {
                 ibuf.fill(0);
             }
-            let want = if records >= opts.max_records {
-                opts.max_bytes as usize
-            } else {
-                ibs
-            };
+            let want = if records >= opts.max_records { opts.max_bytes as usize } else { ibs };
             let mut n = match self.iread_fnc(input, &mut ibuf[..want]) {
                 Ok(0) => break,
                 Ok(n) => {
@@ -1697,11 +1512,7 @@ impl Copier<'_> {
                 }
                 Err(e) => {
                     if !opts.conv.noerror || opts.status != Status::None {
-                        errln!(
-                            "dd: error reading {}: {}",
-                            quoteaf(self.input_name),
-                            reason(&e)
-                        );
+                        errln!("dd: error reading {}: {}", quoteaf(self.input_name), reason(&e));
                     }
                     if !opts.conv.noerror {
                         exit_status = 1;
@@ -1748,11 +1559,7 @@ impl Copier<'_> {
                 stats.w_bytes += nw as u64;
                 if nw != n {
                     let e = err.unwrap_or_else(|| os_err(ENOSPC));
-                    errln!(
-                        "dd: error writing {}: {}",
-                        quoteaf(self.output_name),
-                        reason(&e)
-                    );
+                    errln!("dd: error writing {}: {}", quoteaf(self.output_name), reason(&e));
                     return Ok(1);
                 }
                 if n == ibs {
@@ -1797,11 +1604,7 @@ impl Copier<'_> {
             }
             if nw != oc {
                 let e = err.unwrap_or_else(|| os_err(ENOSPC));
-                errln!(
-                    "dd: error writing {}: {}",
-                    quoteaf(self.output_name),
-                    reason(&e)
-                );
+                errln!("dd: error writing {}: {}", quoteaf(self.output_name), reason(&e));
                 return Ok(1);
             }
         }
@@ -1810,18 +1613,11 @@ impl Copier<'_> {
             match output.extend_to_offset() {
                 Ok(None) => {}
                 Ok(Some(size)) => {
-                    errln!(
-                        "dd: failed to truncate to {size} bytes in output file {}",
-                        quoteaf(self.output_name)
-                    );
+                    errln!("dd: failed to truncate to {size} bytes in output file {}", quoteaf(self.output_name));
                     return Ok(1);
                 }
                 Err(e) => {
-                    errln!(
-                        "dd: cannot fstat {}: {}",
-                        quoteaf(self.output_name),
-                        reason(&e)
-                    );
+                    errln!("dd: cannot fstat {}: {}", quoteaf(self.output_name), reason(&e));
                     return Ok(1);
                 }
             }
@@ -1856,11 +1652,7 @@ impl Copier<'_> {
                 stats.w_bytes += nw as u64;
                 if nw != obs {
                     let e = err.unwrap_or_else(|| os_err(ENOSPC));
-                    errln!(
-                        "dd: writing to {}: {}",
-                        quoteaf(self.output_name),
-                        reason(&e)
-                    );
+                    errln!("dd: writing to {}: {}", quoteaf(self.output_name), reason(&e));
                     if nw != 0 {
                         stats.w_partial += 1;
                     }

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::io;
 
 use crossbeam_utils::CachePadded;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::page::{Page, PageFlags, NO_PFN};
 use crate::sync::{AtomicUsize, Ordering};
@@ -37,14 +37,66 @@ struct List {
 struct FreeArea {
     lists: [List; MAX_ORDER + 1],
     nr_free: [usize; MAX_ORDER + 1],
+    /// Frames in all the lists.
+    frames: usize,
+}
+
+/// Something behind a lock whose frame count is published for lockless readers.
+trait Frames {
+    fn frames(&self) -> usize;
+}
+
+impl Frames for FreeArea {
+    fn frames(&self) -> usize {
+        self.frames
+    }
+}
+
+impl Frames for VecDeque<u32> {
+    fn frames(&self) -> usize {
+        self.len()
+    }
+}
+
+/// A lock guard that publishes the frame count when it is released, so
+/// `nr_free` needs no lock and each count lives on its own lock's line.
+struct Counted<'a, T: Frames> {
+    guard: MutexGuard<'a, T>,
+    count: &'a AtomicUsize,
+}
+
+impl<T: Frames> std::ops::Deref for Counted<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T: Frames> std::ops::DerefMut for Counted<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
+    }
+}
+
+impl<T: Frames> Drop for Counted<'_, T> {
+    fn drop(&mut self) {
+        // Relaxed: a statistic; stored before the lock is released, so a
+        // reader holding every lock (`check_invariants`) sees it exact.
+        self.count.store(self.guard.frames(), Ordering::Relaxed);
+    }
+}
+
+/// One per-thread list of order-0 frames (the kernel's `per_cpu_pages`).
+struct Pcp {
+    list: Mutex<VecDeque<u32>>,
+    count: AtomicUsize,
 }
 
 /// The buddy allocator over a cache's frames.
 pub(crate) struct Buddy {
     area: Mutex<FreeArea>,
-    pcp: Box<[CachePadded<Mutex<VecDeque<u32>>>]>,
-    /// Free frames, wherever they sit (free lists or per-thread lists).
-    nr_free: AtomicUsize,
+    area_count: CachePadded<AtomicUsize>,
+    pcp: Box<[CachePadded<Pcp>]>,
     nr_frames: u32,
 }
 
@@ -62,13 +114,16 @@ impl Buddy {
             area: Mutex::new(FreeArea {
                 lists: [List { head: NO_PFN, tail: NO_PFN }; MAX_ORDER + 1],
                 nr_free: [0; MAX_ORDER + 1],
+                frames: 0,
             }),
-            pcp: (0..shards).map(|_| CachePadded::new(Mutex::new(VecDeque::new()))).collect(),
-            nr_free: AtomicUsize::new(0),
+            area_count: CachePadded::new(AtomicUsize::new(0)),
+            pcp: (0..shards)
+                .map(|_| CachePadded::new(Pcp { list: Mutex::new(VecDeque::new()), count: AtomicUsize::new(0) }))
+                .collect(),
             nr_frames,
         };
         {
-            let mut area = buddy.area.lock();
+            let mut area = buddy.lock_area();
             let mut pfn = 0u32;
             while pfn < nr_frames {
                 let mut order = MAX_ORDER;
@@ -79,15 +134,32 @@ impl Buddy {
                 pfn += 1 << order;
             }
         }
-        buddy.nr_free.store(nr_frames as usize, Ordering::Relaxed);
         buddy
     }
 
-    /// Free frames now (a snapshot; used for watermarks).
+    #[inline]
+    fn lock_area(&self) -> Counted<'_, FreeArea> {
+        Counted { guard: self.area.lock(), count: &self.area_count }
+    }
+
+    #[inline]
+    fn lock_pcp(&self, i: usize) -> Counted<'_, VecDeque<u32>> {
+        let pcp = &self.pcp[i];
+        Counted { guard: pcp.list.lock(), count: &pcp.count }
+    }
+
+    #[inline]
+    fn try_lock_pcp(&self, i: usize) -> Option<Counted<'_, VecDeque<u32>>> {
+        let pcp = &self.pcp[i];
+        pcp.list.try_lock().map(|guard| Counted { guard, count: &pcp.count })
+    }
+
+    /// Free frames now, wherever they sit (a snapshot; used for watermarks).
     #[inline]
     pub(crate) fn nr_free(&self) -> usize {
         // Relaxed: a statistic; decisions built on it tolerate staleness.
-        self.nr_free.load(Ordering::Relaxed)
+        self.area_count.load(Ordering::Relaxed)
+            + self.pcp.iter().map(|p| p.count.load(Ordering::Relaxed)).sum::<usize>()
     }
 
     /// Allocates a block of 2^order frames; its head is returned with a
@@ -121,34 +193,22 @@ impl Buddy {
     }
 
     fn alloc_area(&self, pages: &[Page], order: usize) -> Option<u32> {
-        let mut area = self.area.lock();
-        let pfn = area.alloc(pages, order);
-        if pfn.is_some() {
-            // Relaxed: a counter, changed under the buddy lock.
-            self.nr_free.fetch_sub(1 << order, Ordering::Relaxed);
-        }
-        pfn
+        self.lock_area().alloc(pages, order)
     }
 
     #[inline]
     fn alloc_pcp(&self, pages: &[Page]) -> Option<u32> {
-        let mut pcp = self.pcp[pcp_slot(self.pcp.len())].lock();
-        let pfn = match pcp.pop_back() {
+        let mut pcp = self.lock_pcp(pcp_slot(self.pcp.len()));
+        match pcp.pop_back() {
             Some(pfn) => Some(pfn),
             None => self.refill_pcp(pages, &mut pcp),
-        };
-        if pfn.is_some() {
-            // Relaxed: a counter, changed under the list lock so that
-            // `check_invariants` (which takes every lock) sees it exact.
-            self.nr_free.fetch_sub(1, Ordering::Relaxed);
         }
-        pfn
     }
 
     #[cold]
     fn refill_pcp(&self, pages: &[Page], pcp: &mut VecDeque<u32>) -> Option<u32> {
         {
-            let mut area = self.area.lock();
+            let mut area = self.lock_area();
             for _ in 0..PCP_BATCH {
                 match area.alloc(pages, 0) {
                     Some(pfn) => pcp.push_front(pfn),
@@ -160,8 +220,8 @@ impl Buddy {
             return Some(pfn);
         }
         // The free lists are empty: move what other threads' lists hold.
-        for other in self.pcp.iter() {
-            if let Some(mut o) = other.try_lock() {
+        for i in 0..self.pcp.len() {
+            if let Some(mut o) = self.try_lock_pcp(i) {
                 pcp.extend(o.drain(..));
             }
         }
@@ -185,34 +245,29 @@ impl Buddy {
             tail.flags.store(0, Ordering::Relaxed);
         }
         if order == 0 {
-            let mut pcp = self.pcp[pcp_slot(self.pcp.len())].lock();
+            let mut pcp = self.lock_pcp(pcp_slot(self.pcp.len()));
             if cold {
                 pcp.push_front(pfn);
             } else {
                 pcp.push_back(pfn);
             }
-            // Relaxed: a counter.
-            self.nr_free.fetch_add(1, Ordering::Relaxed);
             if pcp.len() > PCP_HIGH {
-                let mut area = self.area.lock();
+                let mut area = self.lock_area();
                 for _ in 0..PCP_BATCH {
                     let Some(p) = pcp.pop_front() else { break };
                     area.free(pages, p, 0, true);
                 }
             }
         } else {
-            let mut area = self.area.lock();
-            area.free(pages, pfn, order, cold);
-            // Relaxed: a counter, changed under the buddy lock.
-            self.nr_free.fetch_add(1 << order, Ordering::Relaxed);
+            self.lock_area().free(pages, pfn, order, cold);
         }
     }
 
     /// Gives every per-thread list back to the free lists (so blocks merge).
     pub(crate) fn drain_pcp(&self, pages: &[Page]) {
-        for list in self.pcp.iter() {
-            let mut pcp = list.lock();
-            let mut area = self.area.lock();
+        for i in 0..self.pcp.len() {
+            let mut pcp = self.lock_pcp(i);
+            let mut area = self.lock_area();
             while let Some(p) = pcp.pop_front() {
                 area.free(pages, p, 0, true);
             }
@@ -222,7 +277,7 @@ impl Buddy {
     /// Free blocks per order, like /proc/buddyinfo (per-thread lists count as order 0).
     pub(crate) fn free_blocks(&self) -> [usize; MAX_ORDER + 1] {
         let mut counts = self.area.lock().nr_free;
-        counts[0] += self.pcp.iter().map(|l| l.lock().len()).sum::<usize>();
+        counts[0] += self.pcp.iter().map(|p| p.list.lock().len()).sum::<usize>();
         counts
     }
 
@@ -230,7 +285,7 @@ impl Buddy {
     /// BUDDY frame of its order; no frame is free twice; no two free buddies
     /// are left unmerged; the counts agree.
     pub(crate) fn check_invariants(&self, pages: &[Page]) {
-        let pcps: Vec<_> = self.pcp.iter().map(|l| l.lock()).collect();
+        let pcps: Vec<_> = self.pcp.iter().map(|p| p.list.lock()).collect();
         let area = self.area.lock();
         let mut free = vec![false; self.nr_frames as usize];
         let mut total = 0usize;
@@ -306,6 +361,7 @@ impl FreeArea {
             list.head = pfn;
         }
         self.nr_free[order] += 1;
+        self.frames += 1 << order;
     }
 
     fn unlink(&mut self, pages: &[Page], pfn: u32, order: usize) {
@@ -329,6 +385,7 @@ impl FreeArea {
         p.flags.store(0, Ordering::Relaxed);
         p.index.store(0, Ordering::Relaxed);
         self.nr_free[order] -= 1;
+        self.frames -= 1 << order;
     }
 
     /// Takes a block of `order`, splitting a larger one if needed (`__rmqueue_smallest`).

@@ -53,14 +53,18 @@ impl From<Tag> for Mark {
 }
 
 /// Write errors of a mapping, so every handle sees each one once
-/// (`lib/errseq.c`): a counter in the high 32 bits, the last errno below.
+/// (`lib/errseq.c`): a sequence number in the high 32 bits, a SEEN bit, and
+/// the last errno in the low bits.
 #[derive(Default)]
 pub(crate) struct Errseq(AtomicU64);
+
+const ERRSEQ_SEEN: u64 = 1 << 31;
+const ERRSEQ_ERRNO: u64 = ERRSEQ_SEEN - 1;
 
 impl Errseq {
     /// Records an error.
     pub(crate) fn set(&self, err: &io::Error) {
-        let errno = err.raw_os_error().unwrap_or(libc::EIO) as u32 as u64;
+        let errno = err.raw_os_error().unwrap_or(libc::EIO) as u32 as u64 & ERRSEQ_ERRNO;
         // Relaxed load + AcqRel CAS: the value itself is the only shared state.
         let mut cur = self.0.load(Ordering::Relaxed);
         loop {
@@ -72,13 +76,21 @@ impl Errseq {
         }
     }
 
-    /// A cursor that has seen everything so far.
+    /// A cursor for a new open (`errseq_sample`): past every error some
+    /// handle has already reported, but before one nobody has seen yet.
     pub(crate) fn sample(&self) -> u64 {
         // Acquire: pairs with the AcqRel in `set`.
-        self.0.load(Ordering::Acquire) >> 32
+        let cur = self.0.load(Ordering::Acquire);
+        let seq = cur >> 32;
+        if seq == 0 || cur & ERRSEQ_SEEN != 0 {
+            seq
+        } else {
+            seq - 1
+        }
     }
 
-    /// The error recorded since `since` last saw, if any; advances `since`.
+    /// The error recorded since `since` last saw, if any; advances `since`
+    /// and marks the error seen (`errseq_check_and_advance`).
     pub(crate) fn check_and_advance(&self, since: &AtomicU64) -> io::Result<()> {
         // Acquire: pairs with the AcqRel in `set`.
         let cur = self.0.load(Ordering::Acquire);
@@ -86,7 +98,11 @@ impl Errseq {
         // AcqRel swap: each handle's cursor moves once per error it reports.
         let seen = since.swap(seq, Ordering::AcqRel);
         if seen != seq {
-            Err(io::Error::from_raw_os_error((cur & 0xffff_ffff) as i32))
+            if cur & ERRSEQ_SEEN == 0 {
+                // AcqRel: a failed CAS means a newer error, which keeps SEEN clear.
+                let _ = self.0.compare_exchange(cur, cur | ERRSEQ_SEEN, Ordering::AcqRel, Ordering::Relaxed);
+            }
+            Err(io::Error::from_raw_os_error((cur & ERRSEQ_ERRNO) as i32))
         } else {
             Ok(())
         }
@@ -480,4 +496,28 @@ fn check_index(index: u64) -> io::Result<()> {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("page index {index} past the largest file")));
     }
     Ok(())
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errseq_reports_each_error_once_per_cursor() {
+        let e = Errseq::default();
+        let a = AtomicU64::new(e.sample());
+        assert!(e.check_and_advance(&a).is_ok());
+        e.set(&io::Error::from_raw_os_error(libc::ENOSPC));
+        // A cursor opened after the error, before anyone saw it, still sees it.
+        let b = AtomicU64::new(e.sample());
+        assert_eq!(e.check_and_advance(&a).unwrap_err().raw_os_error(), Some(libc::ENOSPC));
+        assert!(e.check_and_advance(&a).is_ok(), "reported twice");
+        assert_eq!(e.check_and_advance(&b).unwrap_err().raw_os_error(), Some(libc::ENOSPC));
+        // Once seen, new cursors start past it.
+        let c = AtomicU64::new(e.sample());
+        assert!(e.check_and_advance(&c).is_ok());
+        e.set(&io::Error::from_raw_os_error(libc::EIO));
+        assert_eq!(e.check_and_advance(&c).unwrap_err().raw_os_error(), Some(libc::EIO));
+        assert_eq!(e.check_and_advance(&b).unwrap_err().raw_os_error(), Some(libc::EIO));
+    }
 }

@@ -186,23 +186,38 @@ fn flush_run(m: &AddressSpace, run: &mut Vec<LockedPage<'_>>, wanted: Option<u64
     }
     let ra = run.iter().filter(|p| Some(p.index()) != wanted).count();
     m.zone.count(Event::ReadaheadPages, ra as u64);
-    let res = read_pages(m, run);
-    for page in run.drain(..) {
-        match &res {
-            Ok(()) => {
-                page.page().clear(PageFlags::ERROR);
-                page.set_uptodate();
-            }
-            Err(_) if Some(page.index()) == wanted => page.page().set(PageFlags::ERROR),
-            Err(_) => m.delete_from_page_cache(&page),
+    let (done, res) = read_pages_partial(m, run);
+    let mut wanted_failed = false;
+    for (i, page) in run.drain(..).enumerate() {
+        // A page the file filled completely before an error holds good data.
+        if res.is_ok() || done >= (i + 1) * PAGE_SIZE {
+            page.page().clear(PageFlags::ERROR);
+            page.set_uptodate();
+        } else if Some(page.index()) == wanted {
+            page.page().set(PageFlags::ERROR);
+            wanted_failed = true;
+        } else {
+            m.delete_from_page_cache(&page);
         }
     }
-    res
+    // Only the page the caller needs fails the caller; the others just
+    // leave the cache, to be read (and fail) when someone needs them.
+    if wanted_failed {
+        res
+    } else {
+        Ok(())
+    }
 }
 
 /// Fills locked, contiguous pages from the file with one vectored read (more
 /// only if the file returns short); zeroes what lies past end of file.
 pub(crate) fn read_pages(m: &AddressSpace, run: &mut [LockedPage<'_>]) -> io::Result<()> {
+    read_pages_partial(m, run).1
+}
+
+/// As `read_pages`, also returning how many bytes the file delivered before
+/// an error (pages wholly inside them hold good data).
+fn read_pages_partial(m: &AddressSpace, run: &mut [LockedPage<'_>]) -> (usize, io::Result<()>) {
     let offset = run[0].index() * PAGE_SIZE as u64;
     let backing = m.backing();
     let mut bufs: Vec<IoSliceMut<'_>> = run.iter_mut().map(|p| IoSliceMut::new(p.data_mut())).collect();
@@ -215,7 +230,7 @@ pub(crate) fn read_pages(m: &AddressSpace, run: &mut [LockedPage<'_>]) -> io::Re
             Ok(n) => n,
             Err(e) => {
                 m.zone.count(Event::ReadErrors, 1);
-                return Err(e);
+                return (done, Err(e));
             }
         };
         done += n;
@@ -234,7 +249,7 @@ pub(crate) fn read_pages(m: &AddressSpace, run: &mut [LockedPage<'_>]) -> io::Re
             p.data_mut()[from..].fill(0);
         }
     }
-    Ok(())
+    (done, Ok(()))
 }
 
 /// A reader's readahead state (`struct file_ra_state`): the window, under

@@ -27,13 +27,22 @@ pub(crate) mod park {
         }
     }
 
-    /// Wakes every thread sleeping on `key`.
+    /// Wakes every thread sleeping on `key`, running `then` while the
+    /// queue is still locked (no thread can park on `key` meanwhile).
     #[cold]
-    pub(crate) fn unpark_all(key: usize) {
-        // SAFETY: `unpark_all` has no preconditions beyond the key being a
-        // plain integer; the page address is only used as a hash key.
+    pub(crate) fn unpark_all(key: usize, then: impl FnOnce()) {
+        // SAFETY: `unpark_filter` requires callbacks that neither panic nor
+        // call into parking_lot_core: the filter returns a constant and
+        // `then` is one atomic RMW on a page's flags word.
         unsafe {
-            parking_lot_core::unpark_all(key, DEFAULT_UNPARK_TOKEN);
+            parking_lot_core::unpark_filter(
+                key,
+                |_| parking_lot_core::FilterOp::Unpark,
+                |_| {
+                    then();
+                    DEFAULT_UNPARK_TOKEN
+                },
+            );
         }
     }
 }
@@ -60,9 +69,12 @@ pub(crate) mod park {
         }
     }
 
-    pub(crate) fn unpark_all(_key: usize) {
+    pub(crate) fn unpark_all(_key: usize, then: impl FnOnce()) {
         let (lock, cvar) = &*QUEUE;
-        *lock.lock().unwrap() += 1;
+        let mut generation = lock.lock().unwrap();
+        *generation += 1;
+        then();
+        drop(generation);
         cvar.notify_all();
     }
 }

@@ -4,12 +4,16 @@
 //!
 //! `LOCKED` and `WAITERS` live in the flags word. A waiter sets `WAITERS`
 //! (or `WB_WAITERS`) and re-tests the bit it waits for in one RMW inside the
-//! park validation callback, which runs under the wait queue's lock; the
-//! waker clears the bit and the waiters bit in one RMW and only calls unpark
-//! when the waiters bit was set. Both RMWs hit the same word, so either the
-//! waiter sees the bit clear and does not sleep, or the waker sees the
-//! waiters bit and wakes it: no wakeup is lost, and no wake call is made when
-//! nobody waits. Queues are keyed by the descriptor address plus the bit.
+//! park validation callback, which runs under the wait queue's lock. The
+//! waker clears the bit with one RMW (`lock xadd`: subtracting a bit known
+//! to be set) that also tells it whether the waiters bit was set, and only
+//! then wakes. Both RMWs hit the same word, so either the waiter sees the
+//! bit clear and does not sleep, or the waker sees the waiters bit and wakes
+//! it: no wakeup is lost, and no wake call is made when nobody waits. The
+//! waker clears the waiters bit while it still holds the queue lock, after
+//! removing every sleeper, so a thread that parks later sets it again
+//! (the kernel's `wake_up_page_bit`). Queues are keyed by the descriptor
+//! address plus the bit.
 
 use crate::page::{Page, PageFlags};
 use crate::sync::{park, Ordering};
@@ -36,8 +40,17 @@ fn wait_on_bit(page: &Page, bit: PageFlags, waiters: PageFlags) {
 #[inline]
 fn wake_if(page: &Page, old: u32, bit: PageFlags, waiters: PageFlags) {
     if old & waiters.0 != 0 {
-        park::unpark_all(key(page, bit));
+        wake_bit(page, bit, waiters);
     }
+}
+
+#[cold]
+fn wake_bit(page: &Page, bit: PageFlags, waiters: PageFlags) {
+    park::unpark_all(key(page, bit), || {
+        // Relaxed: under the queue lock; every sleeper was just removed,
+        // and a later one re-sets the bit with its SeqCst RMW.
+        page.flags.fetch_and(!waiters.0, Ordering::Relaxed);
+    });
 }
 
 /// Takes the page lock if it is free.

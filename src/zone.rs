@@ -43,42 +43,54 @@ pub(crate) struct Watermarks {
 }
 
 impl Watermarks {
-    /// The kernel's proportions, scaled to small caches: min 1/128 of the
-    /// frames (at least 4), low 5/4 of min, high 3/2 of min.
+    /// min 1/128 of the frames (at least 4 where the cache allows), low
+    /// 2x min and high 3x min: wider gaps than the kernel's 5/4 and 3/2, so
+    /// kswapd works in batches instead of waking for every allocation.
     pub(crate) fn for_frames(n: usize) -> Watermarks {
         let min = (n / 128).clamp(4.min(n / 4).max(1), 16384);
-        Watermarks { min, low: min + min / 4 + 1, high: min + min / 2 + 2 }
+        Watermarks { min, low: (2 * min).min(n / 2), high: (3 * min).min(n * 3 / 4) }
     }
 }
 
 /// Wakes a background thread (kswapd, the flusher).
 pub(crate) struct Wakeup {
-    pub(crate) wanted: Mutex<bool>,
-    pub(crate) cv: Condvar,
+    /// A wake is pending; checked before the lock so repeated wakes of a
+    /// thread that is already awake cost one load.
+    pending: AtomicBool,
+    lock: Mutex<()>,
+    cv: Condvar,
 }
 
 impl Wakeup {
     fn new() -> Wakeup {
-        Wakeup { wanted: Mutex::new(false), cv: Condvar::new() }
+        Wakeup { pending: AtomicBool::new(false), lock: Mutex::new(()), cv: Condvar::new() }
     }
 
-    /// Wakes the thread (cheap when it is already awake).
+    /// Wakes the thread (one load when a wake is already pending).
     #[inline]
     pub(crate) fn wake(&self) {
-        let mut wanted = self.wanted.lock();
-        if !*wanted {
-            *wanted = true;
+        // Relaxed load: a hint; the swap below decides.
+        if self.pending.load(Ordering::Relaxed) {
+            return;
+        }
+        // AcqRel: one waker wins; what it did before is visible to the thread.
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            let _g = self.lock.lock();
             self.cv.notify_one();
         }
     }
 
-    /// Sleeps until woken or `timeout`, unless a wake is pending.
+    /// Sleeps until woken or `timeout`, unless a wake is pending; consumes it.
     pub(crate) fn sleep(&self, timeout: Duration) {
-        let mut wanted = self.wanted.lock();
-        if !*wanted {
-            self.cv.wait_for(&mut wanted, timeout);
+        let mut g = self.lock.lock();
+        // Acquire: pairs with the AcqRel swap in `wake`. Checked under the
+        // lock, and `wake` notifies under it, so a wake is never lost.
+        if !self.pending.load(Ordering::Acquire) {
+            self.cv.wait_for(&mut g, timeout);
         }
-        *wanted = false;
+        drop(g);
+        // Release: later wakes see the thread as ready for more.
+        self.pending.store(false, Ordering::Release);
     }
 }
 

@@ -40,10 +40,7 @@ fn build_examples() -> Examples {
         .stderr(Stdio::inherit())
         .output()
         .expect("cannot run cargo");
-    assert!(
-        out.status.success(),
-        "cargo build --example cat --example dd failed"
-    );
+    assert!(out.status.success(), "cargo build --example cat --example dd failed");
     // Cargo tells where it put the executables; fall back on the default
     // layout (`$CARGO_TARGET_DIR` or `target/`, then `debug/examples/`).
     let (mut cat, mut dd) = (None, None);
@@ -153,16 +150,10 @@ fn text_bytes(len: usize, seed: u64) -> Vec<u8> {
 fn write_holes(path: &Path, len: u64) -> Vec<u8> {
     let file = File::create(path).expect("create holes file");
     file.set_len(len).expect("set_len");
-    let islands = [
-        (0u64, 100usize),
-        (len / 4 + 7, 5000),
-        (len / 2 + 4093, 10),
-        (len * 3 / 4, 4097),
-    ];
+    let islands = [(0u64, 100usize), (len / 4 + 7, 5000), (len / 2 + 4093, 10), (len * 3 / 4, 4097)];
     for (i, &(at, n)) in islands.iter().enumerate() {
         let n = n.min((len - at) as usize);
-        file.write_all_at(&xorshift_bytes(n, 77 + i as u64), at)
-            .expect("write island");
+        file.write_all_at(&xorshift_bytes(n, 77 + i as u64), at).expect("write island");
     }
     drop(file);
     fs::read(path).expect("read holes file")
@@ -189,23 +180,9 @@ fn make_input(dir: &Path, name: &str) -> Vec<u8> {
 
 // ---------------------------------------------------------------------- cat
 
-fn run_cat(
-    real: bool,
-    dir: &Path,
-    args: &[&str],
-    stdin: Option<&Path>,
-    env: &[(&str, &str)],
-) -> Output {
-    let mut cmd = if real {
-        Command::new(REAL_CAT)
-    } else {
-        Command::new(&examples().cat)
-    };
-    cmd.arg0("cat")
-        .args(args)
-        .current_dir(dir)
-        .env("LC_ALL", "C")
-        .env_remove("PAGE_CACHE_BYTES");
+fn run_cat(real: bool, dir: &Path, args: &[&str], stdin: Option<&Path>, env: &[(&str, &str)]) -> Output {
+    let mut cmd = if real { Command::new(REAL_CAT) } else { Command::new(&examples().cat) };
+    cmd.arg0("cat").args(args).current_dir(dir).env("LC_ALL", "C").env_remove("PAGE_CACHE_BYTES");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -221,21 +198,12 @@ fn check_cat(dir: &Path, args: &[&str], stdin: Option<&Path>, env: &[(&str, &str
 }
 
 /// Compare `cat ARGS` with the example's `cat MINE_ONLY ARGS`.
-fn check_cat_with(
-    dir: &Path,
-    mine_only: &[&str],
-    args: &[&str],
-    stdin: Option<&Path>,
-    env: &[(&str, &str)],
-) {
+fn check_cat_with(dir: &Path, mine_only: &[&str], args: &[&str], stdin: Option<&Path>, env: &[(&str, &str)]) {
     let real = run_cat(true, dir, args, stdin, env);
     let mine_args: Vec<&str> = mine_only.iter().chain(args).copied().collect();
     let mine = run_cat(false, dir, &mine_args, stdin, env);
     let mine_err = String::from_utf8_lossy(&mine.stderr);
-    assert!(
-        !mine_err.contains("panicked"),
-        "cat {args:?} panicked: {mine_err}"
-    );
+    assert!(!mine_err.contains("panicked"), "cat {args:?} panicked: {mine_err}");
     assert!(
         real.stdout == mine.stdout,
         "cat {args:?}: stdout differs ({} vs {} bytes); status {:?}, stderr {mine_err}",
@@ -243,16 +211,8 @@ fn check_cat_with(
         mine.stdout.len(),
         mine.status.code()
     );
-    assert_eq!(
-        real.status.code(),
-        mine.status.code(),
-        "cat {args:?}: exit status"
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&real.stderr),
-        mine_err,
-        "cat {args:?}: stderr"
-    );
+    assert_eq!(real.status.code(), mine.status.code(), "cat {args:?}: exit status");
+    assert_eq!(String::from_utf8_lossy(&real.stderr), mine_err, "cat {args:?}: stderr");
 }
 
 #[test]
@@ -295,12 +255,7 @@ fn cat_errors_and_stdin() {
     check_cat(dir, &[], Some(Path::new("odd")), &[]);
     check_cat(dir, &["-"], Some(Path::new("odd")), &[]);
     check_cat(dir, &["one", "-", "p4097"], Some(Path::new("odd")), &[]);
-    check_cat(
-        dir,
-        &["one", "-", "-", "one"],
-        Some(Path::new("p4097")),
-        &[],
-    );
+    check_cat(dir, &["one", "-", "-", "one"], Some(Path::new("p4097")), &[]);
     // Non-regular files are streamed.
     if Path::new("/dev/null").exists() {
         check_cat(dir, &["one", "/dev/null", "one"], None, &[]);
@@ -341,11 +296,7 @@ fn cat_broken_pipe_is_quiet() {
     drop(stdout);
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(1), "exit status after EPIPE");
-    assert!(
-        out.stderr.is_empty(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.stderr.is_empty(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 // ----------------------------------------------------------------------- dd
@@ -364,13 +315,7 @@ struct DdCase<'a> {
 
 impl<'a> DdCase<'a> {
     fn new(args: &'a [&'a str]) -> Self {
-        DdCase {
-            args,
-            pre: None,
-            stdin: false,
-            stdout: false,
-            env: &[],
-        }
+        DdCase { args, pre: None, stdin: false, stdout: false, env: &[] }
     }
 }
 
@@ -387,15 +332,8 @@ fn run_dd(real: bool, dir: &Path, input: &Path, case: DdCase<'_>) -> DdRun {
     if let Some(pre) = case.pre {
         fs::write(dir.join("out"), pre).expect("write pre-existing output");
     }
-    let mut cmd = if real {
-        Command::new(REAL_DD)
-    } else {
-        Command::new(&examples().dd)
-    };
-    cmd.arg0("dd")
-        .current_dir(dir)
-        .env("LC_ALL", "C")
-        .env_remove("PAGE_CACHE_BYTES");
+    let mut cmd = if real { Command::new(REAL_DD) } else { Command::new(&examples().dd) };
+    cmd.arg0("dd").current_dir(dir).env("LC_ALL", "C").env_remove("PAGE_CACHE_BYTES");
     for (k, v) in case.env {
         cmd.env(k, v);
     }
@@ -441,27 +379,11 @@ fn check_dd(input: &Path, case: DdCase<'_>) {
         case.args,
         input.file_name().unwrap_or_default().to_string_lossy(),
         fs::metadata(input).map(|m| m.len()).unwrap_or(0),
-        if case.pre.is_some() {
-            " onto an existing output"
-        } else {
-            ""
-        }
+        if case.pre.is_some() { " onto an existing output" } else { "" }
     );
-    assert!(
-        !mine.stderr.contains("panicked"),
-        "{what} panicked: {}",
-        mine.stderr
-    );
-    assert_eq!(
-        real.code, mine.code,
-        "{what}: exit status; stderr {}",
-        mine.stderr
-    );
-    assert_eq!(
-        strip_timing(&real.stderr),
-        strip_timing(&mine.stderr),
-        "{what}: stderr"
-    );
+    assert!(!mine.stderr.contains("panicked"), "{what} panicked: {}", mine.stderr);
+    assert_eq!(real.code, mine.code, "{what}: exit status; stderr {}", mine.stderr);
+    assert_eq!(strip_timing(&real.stderr), strip_timing(&mine.stderr), "{what}: stderr");
     match (&real.out_file, &mine.out_file) {
         (Some(r), Some(m)) => assert!(
             r == m,
@@ -509,12 +431,7 @@ const MATRIX: &[&[&str]] = &[
     &["iflag=skip_bytes", "skip=1000"],
     &["iflag=count_bytes", "count=1001"],
     &["iflag=skip_bytes,count_bytes", "skip=77", "count=2049"],
-    &[
-        "bs=1000",
-        "iflag=skip_bytes,count_bytes",
-        "skip=77",
-        "count=2049",
-    ],
+    &["bs=1000", "iflag=skip_bytes,count_bytes", "skip=77", "count=2049"],
     &["oflag=seek_bytes", "seek=1234"],
     &["oflag=seek_bytes", "seek=700", "obs=300"],
     &["count=0"],
@@ -670,12 +587,7 @@ fn dd_large_file() {
         &["ibs=64K", "obs=1M", "skip=5"],
         &["ibs=1M", "obs=3000", "count=3"],
         &["bs=100000", "conv=sync"],
-        &[
-            "bs=1M",
-            "iflag=skip_bytes,count_bytes",
-            "skip=12345",
-            "count=5000000",
-        ],
+        &["bs=1M", "iflag=skip_bytes,count_bytes", "skip=12345", "count=5000000"],
         &["bs=1M", "oflag=seek_bytes", "seek=4097", "count=2"],
         &["bs=1M", "skip=11"],
     ];
@@ -728,11 +640,7 @@ fn dd_bad_operands() {
             let dir = tmp.path().join(format!("bad-{side}"));
             let run = run_dd(side == "real", &dir, &input, DdCase::new(args));
             assert_eq!(run.code, Some(1), "{side} dd {args:?}: exit status");
-            assert!(
-                run.stderr.starts_with("dd: "),
-                "{side} dd {args:?}: stderr {:?}",
-                run.stderr
-            );
+            assert!(run.stderr.starts_with("dd: "), "{side} dd {args:?}: stderr {:?}", run.stderr);
             assert!(!run.stderr.contains("panicked"), "dd {args:?} panicked");
             assert!(run.out_file.is_none(), "{side} dd {args:?} created of=");
             fs::remove_dir_all(&dir).expect("clean up");
@@ -750,10 +658,7 @@ fn dd_bad_operands() {
             .output()
             .expect("run dd");
         assert_eq!(out.status.code(), Some(1));
-        assert_eq!(
-            String::from_utf8_lossy(&out.stderr),
-            "dd: failed to open 'nope': No such file or directory\n"
-        );
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "dd: failed to open 'nope': No such file or directory\n");
         assert!(!dir.join("out").exists());
     }
 }
@@ -784,16 +689,8 @@ fn dd_never_panics_on_odd_operands() {
     for args in odd {
         let dir = tmp.path().join("odd");
         let run = run_dd(false, &dir, &tmp.path().join("one"), DdCase::new(args));
-        assert!(
-            !run.stderr.contains("panicked"),
-            "dd {args:?} panicked: {}",
-            run.stderr
-        );
-        assert!(
-            matches!(run.code, Some(0 | 1)),
-            "dd {args:?}: {:?}",
-            run.code
-        );
+        assert!(!run.stderr.contains("panicked"), "dd {args:?} panicked: {}", run.stderr);
+        assert!(matches!(run.code, Some(0 | 1)), "dd {args:?}: {:?}", run.code);
         fs::remove_dir_all(&dir).expect("clean up");
     }
 }

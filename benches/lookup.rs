@@ -1,0 +1,319 @@
+//! Lookups in a mapping's radix tree (`find_get_page`) against ordinary
+//! concurrent maps holding the same index -> frame entries, at 4096 and at
+//! 1M resident pages; scaling of lookups over threads; and the tagged gang
+//! lookup (`find_get_pages_tag`) against a scan that filters `is_dirty()`.
+//!
+//! A counting global allocator measures the heap each structure takes per
+//! entry (the tree's nodes for the mapping); it is printed at setup.
+//!
+//! Run: `cargo bench --bench lookup`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::{BTreeMap, HashMap};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::{Barrier, OnceLock};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
+use page_cache::{CachedFile, PageCache, Tag};
+use parking_lot::RwLock;
+
+/// The system allocator, counting live heap bytes.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every method forwards to `System` with the caller's arguments
+// unchanged, so `System`'s guarantees carry over; the counter has no effect
+// on the memory returned.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract for `layout`.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: as for `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: `ptr` came from this allocator (hence `System`) with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: `ptr` came from `System` with `layout`; the caller upholds
+        // `realloc`'s contract for `new_size`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+fn xorshift(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+/// Random lookup keys (a power-of-two count, indexed with a mask).
+const NR_KEYS: usize = 1 << 16;
+
+/// A mapping with `n` resident pages and the same index -> pfn entries in
+/// the comparison structures.
+struct Setup {
+    cache: PageCache,
+    file: CachedFile,
+    n: u64,
+    trie: RwLock<radix_trie::Trie<u64, u32>>,
+    hash: RwLock<HashMap<u64, u32>>,
+    btree: RwLock<BTreeMap<u64, u32>>,
+    quick: quick_cache::sync::Cache<u64, u32>,
+    keys: Vec<u64>,
+    nr_dirty: usize,
+}
+
+fn build(n: u64, capacity_pages: u64, dirty_percent: u64) -> Setup {
+    let t0 = Instant::now();
+    // No writeback during the run: the dirty pages stay tagged.
+    let cache = PageCache::builder()
+        .capacity((capacity_pages * 4096) as usize)
+        .dirty_expire(Duration::from_secs(1 << 30))
+        .build()
+        .expect("cache");
+    let file = {
+        // The file is unlinked right away; the open handle keeps it.
+        let dir = tempfile::tempdir_in("/tmp").expect("tempdir");
+        cache.create(dir.path().join("lookup")).expect("create")
+    };
+    let m = file.mapping();
+    let mut pfns = Vec::with_capacity(n as usize);
+    let before = live();
+    for i in 0..n {
+        let p = m.find_or_create_page(i).expect("page");
+        p.set_uptodate();
+        pfns.push(p.unlock().pfn());
+    }
+    let tree_bytes = live() - before;
+    assert_eq!(m.nr_pages() as u64, n);
+
+    let mut seed = 0x9E37_79B9_7F4A_7C15 ^ n;
+    let mut nr_dirty = 0;
+    if dirty_percent > 0 {
+        for i in 0..n {
+            if xorshift(&mut seed) % 100 < dirty_percent {
+                m.find_lock_page(i).expect("cached").set_dirty();
+                nr_dirty += 1;
+            }
+        }
+    }
+
+    let measure = |f: &mut dyn FnMut()| {
+        let b = live();
+        f();
+        live() - b
+    };
+    let mut trie = radix_trie::Trie::new();
+    let trie_bytes = measure(&mut || {
+        for (i, &p) in pfns.iter().enumerate() {
+            trie.insert(i as u64, p);
+        }
+    });
+    let mut hash = HashMap::new();
+    let hash_bytes = measure(&mut || hash.extend(pfns.iter().enumerate().map(|(i, &p)| (i as u64, p))));
+    let mut btree = BTreeMap::new();
+    let btree_bytes = measure(&mut || btree.extend(pfns.iter().enumerate().map(|(i, &p)| (i as u64, p))));
+    let mut quick = None;
+    let quick_bytes = measure(&mut || {
+        // Room for every entry: lookups all hit, as in the mapping.
+        let q = quick_cache::sync::Cache::new(2 * n as usize);
+        pfns.iter().enumerate().for_each(|(i, &p)| q.insert(i as u64, p));
+        quick = Some(q);
+    });
+    let quick = quick.expect("built");
+    let quick_len = quick.len() as u64;
+
+    let keys: Vec<u64> = (0..NR_KEYS).map(|_| xorshift(&mut seed) % n).collect();
+    let per = |bytes: isize| bytes as f64 / n as f64;
+    eprintln!(
+        "lookup setup: {n} pages in {:.1?}; heap bytes per entry: radix tree {:.2}, radix_trie {:.2}, \
+         HashMap {:.2}, BTreeMap {:.2}, quick_cache {:.2} (holds {quick_len}/{n}); {nr_dirty} pages dirty",
+        t0.elapsed(),
+        per(tree_bytes),
+        per(trie_bytes),
+        per(hash_bytes),
+        per(btree_bytes),
+        per(quick_bytes),
+    );
+    Setup {
+        cache,
+        file,
+        n,
+        trie: RwLock::new(trie),
+        hash: RwLock::new(hash),
+        btree: RwLock::new(btree),
+        quick,
+        keys,
+        nr_dirty,
+    }
+}
+
+/// 1M resident pages in a 4.5 GiB cache (frames are touched lazily; none
+/// here is), 1% of them dirty; built once for every group that uses it.
+fn big() -> &'static Setup {
+    static BIG: OnceLock<Setup> = OnceLock::new();
+    BIG.get_or_init(|| build(1 << 20, 9 << 17, 1))
+}
+
+fn config(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    g.sample_size(30).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+}
+
+fn lookup_group(c: &mut Criterion, name: &str, s: &Setup) {
+    let m = s.file.mapping();
+    let keys = &s.keys[..];
+    let mask = NR_KEYS - 1;
+    for &k in keys.iter().take(64) {
+        assert!(m.find_get_page(k).is_some() && s.quick.get(&k).is_some(), "index {k} not resident");
+    }
+    let mut g = c.benchmark_group(name);
+    config(&mut g);
+    let mut i = 0usize;
+    let mut next = move || {
+        i = i.wrapping_add(1);
+        keys[i & mask]
+    };
+    g.bench_function("find_get_page", |b| b.iter(|| drop(black_box(m.find_get_page(next())))));
+    g.bench_function("radix_trie_rwlock", |b| b.iter(|| black_box(s.trie.read().get(&next()).copied())));
+    g.bench_function("hashmap_rwlock", |b| b.iter(|| black_box(s.hash.read().get(&next()).copied())));
+    // The map's lookup plus what find_get_page does after its tree walk:
+    // take and drop a reference on the page descriptor (an atomic RMW each on a
+    // 32-byte descriptor), so the difference to find_get_page is the index alone.
+    let cache = &s.cache;
+    g.bench_function("hashmap_rwlock_get_put", |b| {
+        b.iter(|| {
+            let pfn = s.hash.read().get(&next()).copied();
+            let page = cache.pfn_to_page(pfn.expect("resident")).expect("in arena");
+            assert!(page.get_page_unless_zero());
+            assert!(!page.put_page_testzero());
+        })
+    });
+    g.bench_function("btreemap_rwlock", |b| b.iter(|| black_box(s.btree.read().get(&next()).copied())));
+    g.bench_function("quick_cache", |b| b.iter(|| black_box(s.quick.get(&next()))));
+    g.finish();
+}
+
+fn lookup_4k(c: &mut Criterion) {
+    let s = build(4096, 16384, 0);
+    lookup_group(c, "lookup_4k", &s);
+}
+
+fn lookup_1m(c: &mut Criterion) {
+    lookup_group(c, "lookup_1m", big());
+}
+
+/// Lookups per thread in one timed batch.
+const BATCH: u64 = 4096;
+
+/// Runs `threads` threads that each do `iters * BATCH` lookups with `f`,
+/// started together; returns the wall time from start to the last finish.
+fn run_threads(threads: usize, iters: u64, keys: &[u64], f: &(dyn Fn(u64) -> bool + Sync)) -> Duration {
+    let start = Barrier::new(threads + 1);
+    let mask = keys.len() - 1;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let start = &start;
+                scope.spawn(move || {
+                    let mut i = t * keys.len() / threads;
+                    let mut found = 0u64;
+                    start.wait();
+                    for _ in 0..iters * BATCH {
+                        i = i.wrapping_add(1);
+                        found += f(keys[i & mask]) as u64;
+                    }
+                    black_box(found)
+                })
+            })
+            .collect();
+        start.wait();
+        let t0 = Instant::now();
+        for h in handles {
+            h.join().expect("lookup thread");
+        }
+        t0.elapsed()
+    })
+}
+
+fn lookup_1m_threads(c: &mut Criterion) {
+    let s = big();
+    let m = s.file.mapping();
+    let mut g = c.benchmark_group("lookup_1m_threads");
+    config(&mut g);
+    type Lookup<'a> = Box<dyn Fn(u64) -> bool + Sync + 'a>;
+    let variants: [(&str, Lookup<'_>); 3] = [
+        ("find_get_page", Box::new(|k| m.find_get_page(k).is_some())),
+        ("hashmap_rwlock", Box::new(|k| s.hash.read().get(&k).is_some())),
+        ("quick_cache", Box::new(|k| s.quick.get(&k).is_some())),
+    ];
+    for (name, f) in &variants {
+        for threads in [1usize, 2] {
+            // Elements per iteration: lookups by all threads; time per
+            // iteration: one batch per thread, so equal times mean linear scaling.
+            g.throughput(Throughput::Elements(BATCH * threads as u64));
+            g.bench_with_input(BenchmarkId::new(*name, threads), &threads, |b, &t| {
+                b.iter_custom(|iters| run_threads(t, iters, &s.keys, &**f))
+            });
+        }
+    }
+    g.finish();
+}
+
+fn tagged_1m(c: &mut Criterion) {
+    let s = big();
+    let m = s.file.mapping();
+    let tagged = || {
+        let mut idx = 0u64;
+        let mut n = 0usize;
+        loop {
+            let pages = m.find_get_pages_tag(&mut idx, Tag::Dirty, 64);
+            if pages.is_empty() {
+                return n;
+            }
+            n += pages.len();
+        }
+    };
+    let untagged = || {
+        let mut idx = 0u64;
+        let mut n = 0usize;
+        loop {
+            let pages = m.find_get_pages(idx, 64);
+            let Some(last) = pages.last() else { return n };
+            idx = last.index() + 1;
+            n += pages.iter().filter(|p| p.is_dirty()).count();
+        }
+    };
+    assert_eq!(tagged(), s.nr_dirty);
+    assert_eq!(untagged(), s.nr_dirty);
+    let mut g = c.benchmark_group("tagged_1m");
+    g.sample_size(20)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sampling_mode(SamplingMode::Flat)
+        .throughput(Throughput::Elements(s.n));
+    g.bench_function("find_get_pages_tag", |b| b.iter(|| black_box(tagged())));
+    g.bench_function("find_get_pages_filter", |b| b.iter(|| black_box(untagged())));
+    g.finish();
+}
+
+criterion_group!(benches, lookup_4k, lookup_1m, lookup_1m_threads, tagged_1m);
+criterion_main!(benches);

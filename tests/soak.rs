@@ -1,0 +1,382 @@
+//! Soak test (ignored by default; run with `--ignored`): 8 threads read,
+//! write, truncate, sync and shrink three 2 MiB files through a 64-page
+//! cache for `SOAK_SECS` seconds (default 20), checking every read against
+//! an exact model. With the `fault-injection` feature the files sit on
+//! faulty backings that fail or cut short reads, writes and syncs at random.
+//! A watchdog aborts the process if any thread makes no progress for 10 s.
+//! At the end, with faults off, every file is synced and compared with its
+//! model on disk.
+//!
+//! `SOAK_SECS=20 cargo test --release --features fault-injection --test soak -- --ignored --nocapture`
+
+use std::fs::OpenOptions;
+use std::io::{self, ErrorKind, Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use page_cache::{CachedFile, PageCache, PAGE_SIZE};
+
+#[cfg(feature = "fault-injection")]
+use page_cache::fault::{FaultPlan, FaultyBacking};
+
+const THREADS: usize = 8;
+const FILES: usize = 3;
+const FILE_SIZE: usize = 2 << 20;
+const CACHE_PAGES: usize = 64;
+const MAX_IO: u64 = 64 * 1024;
+const STALL: Duration = Duration::from_secs(10);
+
+fn xorshift(state: &mut u64) -> u64 {
+    let mut x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    x
+}
+
+struct SoakFile {
+    path: PathBuf,
+    handle: CachedFile,
+    /// The file's exact contents; every operation on the file runs while
+    /// holding this lock, so the model and the cache move together.
+    model: Mutex<Vec<u8>>,
+    #[cfg(feature = "fault-injection")]
+    plan: Arc<FaultPlan>,
+}
+
+#[derive(Default)]
+struct Counters {
+    ops: AtomicU64,
+    reads: AtomicU64,
+    writes: AtomicU64,
+    set_lens: AtomicU64,
+    syncs: AtomicU64,
+    shrinks: AtomicU64,
+    failed: AtomicU64,
+    out_of_memory: AtomicU64,
+    short_reads: AtomicU64,
+    bytes_verified: AtomicU64,
+    disk_checks: AtomicU64,
+}
+
+/// Per-thread progress for the watchdog: ops done and what it does now.
+struct Progress {
+    ops: AtomicU64,
+    doing: Mutex<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether an error may come from an injected fault (or a full cache).
+fn acceptable(e: &io::Error, c: &Counters) -> bool {
+    if e.kind() == ErrorKind::OutOfMemory {
+        c.out_of_memory.fetch_add(1, Ordering::Relaxed);
+        return true;
+    }
+    cfg!(feature = "fault-injection")
+        && (e.raw_os_error() == Some(libc::EIO)
+            || e.raw_os_error() == Some(libc::ENOSPC)
+            || e.kind() == ErrorKind::Other)
+}
+
+fn check_read(what: &str, model: &[u8], off: u64, len: usize, got: &[u8], c: &Counters) {
+    let want = model.get(off as usize..).map_or(&[][..], |m| &m[..m.len().min(len)]);
+    assert!(got.len() <= want.len(), "{what}: read {} bytes at {off}, the file has {} there", got.len(), want.len());
+    if got != &want[..got.len()] {
+        let i = got.iter().zip(want).position(|(a, b)| a != b).unwrap();
+        panic!(
+            "{what}: read at {off}+{len}: byte {} (file offset {}) is {:#x}, model says {:#x}",
+            i,
+            off + i as u64,
+            got[i],
+            want[i]
+        );
+    }
+    if got.len() < want.len() {
+        c.short_reads.fetch_add(1, Ordering::Relaxed);
+        assert!(!got.is_empty() || cfg!(feature = "fault-injection"), "{what}: empty read inside the file");
+    }
+    c.bytes_verified.fetch_add(got.len() as u64, Ordering::Relaxed);
+}
+
+fn worker(
+    id: usize,
+    seed: u64,
+    cache: PageCache,
+    files: Arc<Vec<SoakFile>>,
+    stop: Arc<AtomicBool>,
+    c: Arc<Counters>,
+    p: Arc<Progress>,
+) {
+    let mut rng = seed ^ (id as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut cursors: Vec<_> = files.iter().map(|f| f.handle.cursor()).collect();
+    while !stop.load(Ordering::Relaxed) {
+        let fi = (xorshift(&mut rng) % FILES as u64) as usize;
+        let f = &files[fi];
+        let dice = xorshift(&mut rng) % 100;
+        let (a, b) = (xorshift(&mut rng), xorshift(&mut rng));
+        let len = (b % MAX_IO) as usize + 1;
+        if dice < 5 {
+            *lock(&p.doing) = "shrink".into();
+            cache.shrink((a % (CACHE_PAGES as u64 * PAGE_SIZE as u64)) as usize);
+            c.shrinks.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let mut model = lock(&f.model);
+            let size = model.len() as u64;
+            let what = format!("thread {id} file {fi} op {dice}");
+            *lock(&p.doing) = what.clone();
+            match dice {
+                5..=44 => {
+                    let off = a % (size + 8192);
+                    let mut buf = vec![0u8; len];
+                    match f.handle.read_at(&mut buf, off) {
+                        Ok(n) => check_read(&what, &model, off, len, &buf[..n], &c),
+                        Err(e) => {
+                            assert!(acceptable(&e, &c), "{what}: read at {off}+{len}: {e}");
+                            c.failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    c.reads.fetch_add(1, Ordering::Relaxed);
+                }
+                45..=49 => {
+                    // Through a cursor: seek, then read.
+                    let off = a % (size + 8192);
+                    let cur = &mut cursors[fi];
+                    assert_eq!(cur.seek(SeekFrom::Start(off)).unwrap(), off);
+                    let mut buf = vec![0u8; len];
+                    match cur.read(&mut buf) {
+                        Ok(n) => {
+                            check_read(&what, &model, off, len, &buf[..n], &c);
+                            assert_eq!(cur.position(), off + n as u64);
+                        }
+                        Err(e) => {
+                            assert!(acceptable(&e, &c), "{what}: cursor read at {off}: {e}");
+                            c.failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    c.reads.fetch_add(1, Ordering::Relaxed);
+                }
+                50..=84 => {
+                    let off = a % (FILE_SIZE as u64 + MAX_IO);
+                    let byte = (a >> 40) as u8;
+                    let data: Vec<u8> = (0..len).map(|i| byte.wrapping_add((i / 97) as u8)).collect();
+                    match f.handle.write_at(&data, off) {
+                        Ok(n) => {
+                            assert!(n > 0 && n <= len, "{what}: write returned {n} of {len}");
+                            let end = off as usize + n;
+                            if model.len() < end {
+                                model.resize(end, 0);
+                            }
+                            model[off as usize..end].copy_from_slice(&data[..n]);
+                        }
+                        Err(e) => {
+                            assert!(acceptable(&e, &c), "{what}: write at {off}+{len}: {e}");
+                            c.failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    assert_eq!(f.handle.len(), model.len() as u64, "{what}: size after write");
+                    c.writes.fetch_add(1, Ordering::Relaxed);
+                }
+                85..=88 => {
+                    let new = FILE_SIZE as u64 / 2 + a % FILE_SIZE as u64;
+                    f.handle.set_len(new).unwrap_or_else(|e| panic!("{what}: set_len({new}): {e}"));
+                    model.resize(new as usize, 0);
+                    c.set_lens.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {
+                    match f.handle.sync_data() {
+                        Ok(()) => {
+                            // Acknowledged: the file on disk is the model.
+                            if a % 4 == 0 {
+                                let disk = std::fs::read(&f.path).unwrap();
+                                if disk != *model {
+                                    let i = disk.iter().zip(model.iter()).position(|(a, b)| a != b);
+                                    panic!(
+                                        "{what}: after a good sync the file differs from the model: {} vs {} bytes, \
+                                         first difference at {i:?}",
+                                        disk.len(),
+                                        model.len()
+                                    );
+                                }
+                                c.disk_checks.fetch_add(1, Ordering::Relaxed);
+                                c.bytes_verified.fetch_add(disk.len() as u64, Ordering::Relaxed);
+                            }
+                        }
+                        Err(e) => {
+                            assert!(acceptable(&e, &c), "{what}: sync: {e}");
+                            c.failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    c.syncs.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        c.ops.fetch_add(1, Ordering::Relaxed);
+        p.ops.fetch_add(1, Ordering::Relaxed);
+    }
+    *lock(&p.doing) = "done".into();
+}
+
+fn open(cache: &PageCache, path: &PathBuf) -> SoakFile {
+    let initial: Vec<u8> = (0..FILE_SIZE).map(|i| (i % 251) as u8 ^ (i >> 16) as u8).collect();
+    std::fs::write(path, &initial).unwrap();
+    let file = OpenOptions::new().read(true).write(true).open(path).unwrap();
+    #[cfg(feature = "fault-injection")]
+    {
+        let plan = FaultPlan::new();
+        let handle = cache.open_backing(Arc::new(FaultyBacking::from_file(file, plan.clone())), true).unwrap();
+        SoakFile { path: path.clone(), handle, model: Mutex::new(initial), plan }
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    {
+        drop(file);
+        let handle = cache.open_with(path, OpenOptions::new().read(true).write(true)).unwrap();
+        SoakFile { path: path.clone(), handle, model: Mutex::new(initial) }
+    }
+}
+
+#[test]
+#[ignore = "long: run with --ignored (SOAK_SECS sets the duration)"]
+fn soak() {
+    let secs: u64 = std::env::var("SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let seed: u64 = std::env::var("SOAK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    println!(
+        "soak: {secs} s, seed {seed} (SOAK_SEED={seed} repeats the choices), faults {}",
+        cfg!(feature = "fault-injection")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PageCache::builder()
+        .capacity(CACHE_PAGES * PAGE_SIZE)
+        .readahead_max(32 * PAGE_SIZE)
+        .huge_pages(false)
+        .dirty_expire(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let files: Arc<Vec<SoakFile>> =
+        Arc::new((0..FILES).map(|i| open(&cache, &dir.path().join(format!("soak{i}")))).collect());
+    #[cfg(feature = "fault-injection")]
+    for (i, f) in files.iter().enumerate() {
+        // 1% of calls fail with EIO, 5% go short.
+        f.plan.set_random(seed.wrapping_add(i as u64), 10_000, 50_000);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let counters = Arc::new(Counters::default());
+    let progress: Vec<Arc<Progress>> = (0..THREADS)
+        .map(|_| Arc::new(Progress { ops: AtomicU64::new(0), doing: Mutex::new("start".into()) }))
+        .collect();
+
+    // The watchdog: any thread without progress for STALL ends the process.
+    let watchdog_done = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let (progress, done, cache) = (progress.clone(), watchdog_done.clone(), cache.clone());
+        std::thread::spawn(move || {
+            let mut last: Vec<(u64, Instant)> = progress.iter().map(|_| (0, Instant::now())).collect();
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(250));
+                for (i, p) in progress.iter().enumerate() {
+                    let now = p.ops.load(Ordering::Relaxed);
+                    if now != last[i].0 || *lock(&p.doing) == "done" {
+                        last[i] = (now, Instant::now());
+                    } else if last[i].1.elapsed() > STALL {
+                        eprintln!("soak watchdog: thread {i} made no progress for {STALL:?}");
+                        for (j, q) in progress.iter().enumerate() {
+                            eprintln!("  thread {j}: {} ops, doing {}", q.ops.load(Ordering::Relaxed), lock(&q.doing));
+                        }
+                        eprintln!("{}", cache.stats());
+                        std::process::abort();
+                    }
+                }
+            }
+        })
+    };
+
+    let workers: Vec<_> = (0..THREADS)
+        .map(|id| {
+            let (cache, files, stop, c, p) =
+                (cache.clone(), files.clone(), stop.clone(), counters.clone(), progress[id].clone());
+            std::thread::Builder::new()
+                .name(format!("soak-{id}"))
+                .spawn(move || worker(id, seed, cache, files, stop, c, p))
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(secs));
+    stop.store(true, Ordering::Relaxed);
+    let mut panicked = false;
+    for w in workers {
+        panicked |= w.join().is_err();
+    }
+    assert!(!panicked, "a worker failed (see above)");
+
+    // Faults off; everything acknowledged must land.
+    #[cfg(feature = "fault-injection")]
+    let fault_stats: Vec<_> = files.iter().map(|f| f.plan.stats()).collect();
+    #[cfg(feature = "fault-injection")]
+    for f in files.iter() {
+        f.plan.clear();
+    }
+    let mut final_bytes = 0u64;
+    for (i, f) in files.iter().enumerate() {
+        let model = lock(&f.model);
+        if f.handle.sync_all().is_err() {
+            // One earlier failure may still be unreported; the retry must succeed.
+            f.handle.sync_all().unwrap_or_else(|e| panic!("file {i}: final sync: {e}"));
+        }
+        let disk = std::fs::read(&f.path).unwrap();
+        let first = disk.iter().zip(model.iter()).position(|(a, b)| a != b);
+        assert!(
+            disk == *model,
+            "file {i}: on disk {} bytes, model {} bytes, first difference at {first:?}",
+            disk.len(),
+            model.len()
+        );
+        final_bytes += disk.len() as u64;
+        // And through the cache.
+        let mut back = vec![0; model.len()];
+        f.handle.read_exact_at(&mut back, 0).unwrap();
+        assert!(back == *model, "file {i}: cache differs from the model after the final sync");
+        final_bytes += back.len() as u64;
+    }
+    counters.bytes_verified.fetch_add(final_bytes, Ordering::Relaxed);
+    cache.shrink(usize::MAX);
+    std::thread::sleep(Duration::from_millis(300));
+    cache.check_invariants();
+    watchdog_done.store(true, Ordering::Relaxed);
+    watchdog.join().unwrap();
+
+    let c = &counters;
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    println!(
+        "soak: {} ops ({} reads, {} writes, {} set_len, {} syncs, {} shrinks); {} failed with an error, \
+         {} out of memory, {} short reads; {} good-sync disk comparisons; {} bytes verified; 0 lost",
+        get(&c.ops),
+        get(&c.reads),
+        get(&c.writes),
+        get(&c.set_lens),
+        get(&c.syncs),
+        get(&c.shrinks),
+        get(&c.failed),
+        get(&c.out_of_memory),
+        get(&c.short_reads),
+        get(&c.disk_checks),
+        get(&c.bytes_verified)
+    );
+    #[cfg(feature = "fault-injection")]
+    {
+        let ops: u64 = fault_stats.iter().map(|s| s.operations()).sum();
+        let errors: u64 = fault_stats.iter().map(|s| s.errors_injected).sum();
+        let shorts: u64 = fault_stats.iter().map(|s| s.short_ops).sum();
+        println!(
+            "soak: backing saw {ops} operations; {} faults injected ({errors} EIO, {shorts} short)",
+            errors + shorts
+        );
+    }
+    println!("{}", cache.stats());
+}
