@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Times the cat and dd examples against coreutils on a 1 GiB file hot in the
+# kernel's cache: to /dev/null, into a pipe, and into a file. Installs
+# hyperfine from Debian's packages if it is missing.
+#
+#   bash benches/tools.sh [SIZE_MiB]     (default 1024)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size_mib="${1:-1024}"
+if ! command -v hyperfine >/dev/null; then
+  apt-get install -y hyperfine >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y hyperfine >/dev/null; }
+fi
+cargo build --release --example cat --example dd >/dev/null 2>&1
+cat_ex=target/release/examples/cat
+dd_ex=target/release/examples/dd
+dir=/var/tmp/page-cache-tools
+mkdir -p "$dir"
+in="$dir/in-${size_mib}M"
+if [ ! -f "$in" ] || [ "$(stat -c %s "$in")" -ne $((size_mib << 20)) ]; then
+  head -c $((size_mib << 20)) /dev/urandom > "$in"
+fi
+# The cache gets room for the whole file, as coreutils has the kernel's.
+export PAGE_CACHE_BYTES=$(( (size_mib + 64) << 20 ))
+warm="cat $in > /dev/null"
+common=(--warmup 2 --runs 10 --prepare "$warm" --export-markdown /dev/stdout)
+
+echo "## cat to /dev/null"
+hyperfine "${common[@]}" -n coreutils "cat $in > /dev/null" -n page-cache "$cat_ex $in > /dev/null"
+echo "## cat into a pipe"
+hyperfine "${common[@]}" -n coreutils "cat $in | tail -c 1 > /dev/null" -n page-cache "$cat_ex $in | tail -c 1 > /dev/null"
+echo "## cat into a file"
+hyperfine "${common[@]}" -n coreutils "cat $in > $dir/out" -n page-cache "$cat_ex $in > $dir/out"
+echo "## dd bs=1M into a file"
+hyperfine "${common[@]}" -n coreutils "dd if=$in of=$dir/out bs=1M status=none" \
+  -n page-cache "$dd_ex if=$in of=$dir/out bs=1M status=none"
+rm -f "$dir/out"
