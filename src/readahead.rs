@@ -167,6 +167,12 @@ pub(crate) fn read_window(m: &AddressSpace, start: u64, nr: u64, wanted: Option<
             index += 1;
             continue;
         }
+        if index * PAGE_SIZE as u64 >= m.size() {
+            // Truncated since the window was sized: a truncation that already
+            // swept the cache would miss this page, so drop it ourselves.
+            m.delete_from_page_cache(&page);
+            break;
+        }
         if index - start == marker {
             page.page().set(PageFlags::READAHEAD);
         }

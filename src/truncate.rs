@@ -57,7 +57,9 @@ pub(crate) fn set_len(m: &AddressSpace, new: u64) -> io::Result<()> {
         m.set_size(new);
         return Ok(());
     }
-    // Readers and writeback see the new size first, so nothing past it is
+    // The file first: if it refuses the size, nothing has changed yet.
+    backing.set_len(new)?;
+    // Readers and writeback see the new size next, so nothing past it is
     // read from or written to the file from here on.
     m.set_size(new);
     let ps = PAGE_SIZE as u64;
@@ -68,5 +70,6 @@ pub(crate) fn set_len(m: &AddressSpace, new: u64) -> io::Result<()> {
             page.data_mut()[from..].fill(0);
         }
     }
+    // A writeback that raced the first call may have written past `new`.
     backing.set_len(new)
 }
