@@ -332,6 +332,8 @@ impl PageCache {
     /// with one reference; the block returns to the pool when the last
     /// reference drops (`free_pages`). Fails with `OutOfMemory` when no block
     /// that large is free, `InvalidInput` above [`MAX_ORDER`](crate::MAX_ORDER).
+    #[doc(alias = "free_pages")]
+    #[doc(alias = "__free_pages")]
     pub fn alloc_pages(&self, order: usize) -> io::Result<PageRef<'_>> {
         self.inner.zone.alloc_pages(order)
     }

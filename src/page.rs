@@ -277,6 +277,7 @@ impl fmt::Debug for Page {
 /// drop releases it (`put_page`). The last put of a page that is off every
 /// list gives its frame back to the buddy pool.
 #[doc(alias = "page_cache_release")]
+#[doc(alias = "put_page")]
 pub struct PageRef<'a> {
     pub(crate) page: &'a Page,
     pub(crate) zone: &'a Zone,
@@ -366,6 +367,7 @@ impl<'a> PageRef<'a> {
     }
 
     /// Sleeps until the page lock is ours (`lock_page`).
+    #[doc(alias = "lock_page")]
     #[inline]
     pub fn lock(self) -> LockedPage<'a> {
         wait::lock_page(self.page);
@@ -373,6 +375,7 @@ impl<'a> PageRef<'a> {
     }
 
     /// Takes the page lock if it is free (`trylock_page`).
+    #[doc(alias = "trylock_page")]
     #[inline]
     pub fn try_lock(self) -> Result<LockedPage<'a>, PageRef<'a>> {
         if wait::trylock_page(self.page) {
@@ -496,6 +499,7 @@ impl<'a> LockedPage<'a> {
     }
 
     /// Releases the lock, keeping the reference.
+    #[doc(alias = "unlock_page")]
     #[inline]
     pub fn unlock(self) -> PageRef<'a> {
         let me = std::mem::ManuallyDrop::new(self);

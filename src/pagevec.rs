@@ -72,6 +72,8 @@ impl<'a> PageVec<'a> {
         v
     }
 
+    #[doc(alias = "pagevec_release")]
+    #[doc(alias = "release_pages")]
     /// Drops every reference (`pagevec_release`); pages that reach zero come
     /// off the LRU together and return to the buddy pool.
     pub fn release(&mut self) {
@@ -81,6 +83,7 @@ impl<'a> PageVec<'a> {
         }
     }
 
+    #[doc(alias = "pagevec_free")]
     /// Frees pages the caller knows are at zero references and off the LRU
     /// (`pagevec_free`). Panics if one is still referenced or on the LRU.
     pub fn free(&mut self) {
@@ -94,6 +97,7 @@ impl<'a> PageVec<'a> {
         }
     }
 
+    #[doc(alias = "pagevec_release_nonlru")]
     /// Drops references to pages that were never on the LRU
     /// (`pagevec_release_nonlru`).
     pub fn release_nonlru(&mut self) {
