@@ -22,6 +22,20 @@ fn page_ops(c: &mut Criterion) {
     let mut g = c.benchmark_group("page_ops");
     g.sample_size(50).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
     // clone (get_page) + lock_page + unlock_page + drop (put_page).
+    // Lock + unlock alone: the reference moves through the lock and back.
+    let mut held = Some(page.clone());
+    g.bench_function("lock_unlock", |b| {
+        b.iter(|| {
+            let p = held.take().expect("held");
+            held = Some(black_box(p.lock()).unlock());
+        })
+    });
+    drop(held);
+    // The floors on this machine: the same two atomic RMWs in std and parking_lot.
+    let mutex = parking_lot::Mutex::new(0u32);
+    g.bench_function("parking_lot_mutex_lock_unlock", |b| b.iter(|| drop(black_box(mutex.lock()))));
+    let arc = std::sync::Arc::new(0u32);
+    g.bench_function("arc_clone_drop", |b| b.iter(|| drop(black_box(arc.clone()))));
     g.bench_function("get_lock_unlock_put", |b| b.iter(|| drop(black_box(page.clone().lock().unlock()))));
     // clone (get_page) + drop (put_page).
     g.bench_function("get_put", |b| b.iter(|| drop(black_box(page.clone()))));

@@ -11,12 +11,13 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::ops::{Deref, DerefMut};
 
 use crossbeam_utils::CachePadded;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::page::{Page, PageFlags, NO_PFN};
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::{AtomicUsize, Ordering, SpinGuard, SpinLock};
 
 /// Largest block order: blocks of up to 2^10 frames (4 MiB).
 pub const MAX_ORDER: usize = 10;
@@ -60,25 +61,28 @@ impl Frames for VecDeque<u32> {
 
 /// A lock guard that publishes the frame count when it is released, so
 /// `nr_free` needs no lock and each count lives on its own lock's line.
-struct Counted<'a, T: Frames> {
-    guard: MutexGuard<'a, T>,
+struct Counted<'a, T: Frames, G: DerefMut<Target = T>> {
+    guard: G,
     count: &'a AtomicUsize,
 }
 
-impl<T: Frames> std::ops::Deref for Counted<'_, T> {
+impl<T: Frames, G: DerefMut<Target = T>> Deref for Counted<'_, T, G> {
     type Target = T;
+    #[inline]
     fn deref(&self) -> &T {
         &self.guard
     }
 }
 
-impl<T: Frames> std::ops::DerefMut for Counted<'_, T> {
+impl<T: Frames, G: DerefMut<Target = T>> DerefMut for Counted<'_, T, G> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut T {
         &mut self.guard
     }
 }
 
-impl<T: Frames> Drop for Counted<'_, T> {
+impl<T: Frames, G: DerefMut<Target = T>> Drop for Counted<'_, T, G> {
+    #[inline]
     fn drop(&mut self) {
         // Relaxed: a statistic; stored before the lock is released, so a
         // reader holding every lock (`check_invariants`) sees it exact.
@@ -88,7 +92,7 @@ impl<T: Frames> Drop for Counted<'_, T> {
 
 /// One per-thread list of order-0 frames (the kernel's `per_cpu_pages`).
 struct Pcp {
-    list: Mutex<VecDeque<u32>>,
+    list: SpinLock<VecDeque<u32>>,
     count: AtomicUsize,
 }
 
@@ -118,7 +122,7 @@ impl Buddy {
             }),
             area_count: CachePadded::new(AtomicUsize::new(0)),
             pcp: (0..shards)
-                .map(|_| CachePadded::new(Pcp { list: Mutex::new(VecDeque::new()), count: AtomicUsize::new(0) }))
+                .map(|_| CachePadded::new(Pcp { list: SpinLock::new(VecDeque::new()), count: AtomicUsize::new(0) }))
                 .collect(),
             nr_frames,
         };
@@ -138,18 +142,18 @@ impl Buddy {
     }
 
     #[inline]
-    fn lock_area(&self) -> Counted<'_, FreeArea> {
+    fn lock_area(&self) -> Counted<'_, FreeArea, MutexGuard<'_, FreeArea>> {
         Counted { guard: self.area.lock(), count: &self.area_count }
     }
 
     #[inline]
-    fn lock_pcp(&self, i: usize) -> Counted<'_, VecDeque<u32>> {
+    fn lock_pcp(&self, i: usize) -> Counted<'_, VecDeque<u32>, SpinGuard<'_, VecDeque<u32>>> {
         let pcp = &self.pcp[i];
         Counted { guard: pcp.list.lock(), count: &pcp.count }
     }
 
     #[inline]
-    fn try_lock_pcp(&self, i: usize) -> Option<Counted<'_, VecDeque<u32>>> {
+    fn try_lock_pcp(&self, i: usize) -> Option<Counted<'_, VecDeque<u32>, SpinGuard<'_, VecDeque<u32>>>> {
         let pcp = &self.pcp[i];
         pcp.list.try_lock().map(|guard| Counted { guard, count: &pcp.count })
     }

@@ -90,3 +90,125 @@ pub(crate) fn yield_now() {
 pub(crate) fn yield_now() {
     loom::thread::yield_now();
 }
+
+/// A test-and-set spin lock for tiny critical sections that are almost never
+/// contended (the per-thread frame lists): one RMW to take it and a plain
+/// Release store to drop it, where a parking mutex needs an RMW for both.
+pub(crate) struct SpinLock<T> {
+    locked: AtomicBool,
+    value: std::cell::UnsafeCell<T>,
+}
+
+// SAFETY: the lock hands out access to `value` to one thread at a time, so
+// sharing the lock across threads is sound whenever moving `T` is.
+unsafe impl<T: Send> Sync for SpinLock<T> {}
+// SAFETY: as above: owning the lock owns the value.
+unsafe impl<T: Send> Send for SpinLock<T> {}
+
+impl<T> SpinLock<T> {
+    pub(crate) fn new(value: T) -> SpinLock<T> {
+        SpinLock { locked: AtomicBool::new(false), value: std::cell::UnsafeCell::new(value) }
+    }
+
+    /// Takes the lock, spinning (then yielding) while another thread holds it.
+    #[inline]
+    pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
+        // Acquire: the previous holder's writes to `value` are visible.
+        if self.locked.swap(true, Ordering::Acquire) {
+            self.lock_contended();
+        }
+        SpinGuard { lock: self }
+    }
+
+    #[cold]
+    fn lock_contended(&self) {
+        let mut spins = 0u32;
+        loop {
+            // Relaxed: only a hint before the Acquire swap retries.
+            while self.locked.load(Ordering::Relaxed) {
+                spins += 1;
+                if spins < 100 {
+                    std::hint::spin_loop();
+                } else {
+                    yield_now();
+                }
+            }
+            // Acquire: as in `lock`.
+            if !self.locked.swap(true, Ordering::Acquire) {
+                return;
+            }
+        }
+    }
+
+    /// Takes the lock if it is free.
+    #[inline]
+    pub(crate) fn try_lock(&self) -> Option<SpinGuard<'_, T>> {
+        // Acquire: as in `lock`. (`then`, not `then_some`: a guard built
+        // for nothing would release a lock held by someone else on drop.)
+        #[allow(clippy::unnecessary_lazy_evaluations)]
+        (!self.locked.swap(true, Ordering::Acquire)).then(|| SpinGuard { lock: self })
+    }
+}
+
+/// Access to a [`SpinLock`]'s value; releases the lock on drop.
+pub(crate) struct SpinGuard<'a, T> {
+    lock: &'a SpinLock<T>,
+}
+
+impl<T> std::ops::Deref for SpinGuard<'_, T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: the guard exists only while this thread holds the lock,
+        // so no other reference to the value exists.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+impl<T> std::ops::DerefMut for SpinGuard<'_, T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes this borrow unique.
+        unsafe { &mut *self.lock.value.get() }
+    }
+}
+
+impl<T> Drop for SpinGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        // Release: our writes to the value happen before the next holder's
+        // Acquire; a plain store, no RMW.
+        self.lock.locked.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_try_lock_leaves_the_holder_alone() {
+        let l = SpinLock::new(5);
+        let g = l.lock();
+        assert!(l.try_lock().is_none());
+        assert!(l.try_lock().is_none(), "a failed try_lock released the lock");
+        drop(g);
+        *l.try_lock().expect("free now") += 1;
+        assert_eq!(*l.lock(), 6);
+    }
+
+    #[test]
+    fn spin_lock_excludes() {
+        let l = SpinLock::new(0u64);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..50_000 {
+                        *l.lock() += 1;
+                    }
+                });
+            }
+        });
+        assert_eq!(*l.lock(), 200_000);
+    }
+}
