@@ -19,8 +19,9 @@ in="$dir/in-${size_mib}M"
 if [ ! -f "$in" ] || [ "$(stat -c %s "$in")" -ne $((size_mib << 20)) ]; then
   head -c $((size_mib << 20)) /dev/urandom > "$in"
 fi
-# The cache gets room for the whole file, as coreutils has the kernel's.
-export PAGE_CACHE_BYTES=$(( (size_mib + 64) << 20 ))
+# cat streams through its default 16 MiB cache; dd's output file gets room
+# in the cache, as coreutils has the kernel's.
+dd_cache=$(( (size_mib + 64) << 20 ))
 warm="cat $in > /dev/null"
 common=(--warmup 2 --runs 10 --prepare "$warm" --export-markdown /dev/stdout)
 
@@ -32,5 +33,5 @@ echo "## cat into a file"
 hyperfine "${common[@]}" -n coreutils "cat $in > $dir/out" -n page-cache "$cat_ex $in > $dir/out"
 echo "## dd bs=1M into a file"
 hyperfine "${common[@]}" -n coreutils "dd if=$in of=$dir/out bs=1M status=none" \
-  -n page-cache "$dd_ex if=$in of=$dir/out bs=1M status=none"
+  -n page-cache "PAGE_CACHE_BYTES=$dd_cache $dd_ex if=$in of=$dir/out bs=1M status=none"
 rm -f "$dir/out"

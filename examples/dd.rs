@@ -857,7 +857,7 @@ fn cache_capacity() -> Result<usize, Exit> {
 fn get_cache(cache: &mut Option<PageCache>) -> io::Result<&PageCache> {
     if cache.is_none() {
         let capacity = cache_capacity().map_err(|_| os_err(EINVAL))?;
-        *cache = Some(PageCache::new(capacity)?);
+        *cache = Some(PageCache::builder().capacity(capacity).readahead_threads(0).build()?);
     }
     cache.as_ref().ok_or_else(|| os_err(EINVAL))
 }

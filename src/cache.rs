@@ -92,9 +92,12 @@ impl Builder {
         self
     }
 
-    /// Threads that run asynchronous readahead. Default 1.
+    /// Threads that run asynchronous readahead. Default 1. With 0, the
+    /// reader that reaches a window's marker reads the next window itself:
+    /// faster when files are hot in the kernel's cache (no cross-thread
+    /// handoff), slower when the storage has latency to hide.
     pub fn readahead_threads(mut self, n: usize) -> Builder {
-        self.readahead_threads = n.max(1);
+        self.readahead_threads = n;
         self
     }
 
@@ -114,8 +117,12 @@ impl Builder {
             expire: self.dirty_expire,
         };
         let zone = Arc::new(Zone::new(frames, self.huge_pages, dirty, (self.readahead_max / PAGE_SIZE) as u64)?);
-        let (tx, mut threads) = readahead::start_workers(self.readahead_threads, zone.clone())?;
-        *zone.ra_tx.lock() = Some(tx);
+        let mut threads = Vec::new();
+        if self.readahead_threads > 0 {
+            let (tx, workers) = readahead::start_workers(self.readahead_threads, zone.clone())?;
+            *zone.ra_tx.lock() = Some(tx);
+            threads = workers;
+        }
         let spawn = |name: &str, f: fn(Arc<Zone>), z: Arc<Zone>| {
             std::thread::Builder::new().name(name.into()).spawn(move || f(z))
         };

@@ -287,10 +287,17 @@ impl RaContext {
     }
 }
 
-/// Queues the window after the marker page for a worker thread.
+/// Queues the window after the marker page for a worker thread, or reads
+/// it in the calling thread when the cache runs no workers.
 pub(crate) fn submit(m: &AddressSpace, start: u64, nr: u64) {
     if let Some(tx) = m.zone.ra_tx.lock().as_ref() {
         let _ = tx.send(RaJob { mapping: m.self_weak.clone(), start, nr });
+        return;
+    }
+    // Acquire: pairs with the Release store at shutdown.
+    if !m.zone.shutting_down.load(Ordering::Acquire) {
+        // Errors are left for the reader who needs those pages.
+        let _ = read_window(m, start, nr, None, u64::MAX);
     }
 }
 

@@ -236,7 +236,7 @@ impl Zone {
     /// lists, then one round of direct reclaim.
     pub(crate) fn try_alloc_page(&self) -> io::Result<PageRef<'_>> {
         if self.buddy.nr_free() <= self.watermarks.low {
-            self.wake_kswapd();
+            self.reclaim_on_alloc();
         }
         if let Ok(pfn) = self.buddy.alloc(&self.pages, 0) {
             return Ok(self.make_live(pfn));
