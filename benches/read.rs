@@ -9,49 +9,19 @@
 
 use std::fs::{File, OpenOptions};
 use std::hint::black_box;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{data_file, xorshift, DIR, MIB};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use page_cache::{CachedFile, PageCache, PAGE_SIZE};
 
-const DIR: &str = "/var/tmp/page-cache-bench";
 const GIB: u64 = 1 << 30;
-const MIB: usize = 1 << 20;
-
-fn xorshift(s: &mut u64) -> u64 {
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    *s
-}
-
-/// A data file of `size` bytes, each page filled with a non-zero byte that
-/// depends on its index; made once, reused while its size is right.
-fn data_file(name: &str, size: u64) -> PathBuf {
-    let path = Path::new(DIR).join(name);
-    if std::fs::metadata(&path).is_ok_and(|m| m.len() == size) {
-        return path;
-    }
-    std::fs::create_dir_all(DIR).expect("bench dir");
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).expect("create data file");
-    let mut chunk = vec![0u8; MIB];
-    for (i, off) in (0..size).step_by(MIB).enumerate() {
-        for (p, page) in chunk.chunks_mut(PAGE_SIZE).enumerate() {
-            page.fill(((i * MIB / PAGE_SIZE + p) % 255 + 1) as u8);
-        }
-        let n = (size - off).min(MIB as u64) as usize;
-        f.write_all(&chunk[..n]).expect("write data file");
-    }
-    f.sync_all().expect("sync data file");
-    std::fs::rename(&tmp, &path).expect("rename data file");
-    path
-}
 
 /// Reads the whole file with buffered reads, so the kernel caches it (this
 /// VM drops idle file cache after about a minute).

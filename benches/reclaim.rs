@@ -14,47 +14,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::hint::black_box;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{data_file, xorshift, MIB};
 use criterion::{criterion_group, Criterion, Throughput};
 use page_cache::{PageCache, PAGE_SIZE};
-
-const DIR: &str = "/var/tmp/page-cache-bench";
-const MIB: usize = 1 << 20;
-
-fn xorshift(s: &mut u64) -> u64 {
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    *s
-}
-
-/// A data file of `size` bytes, each page filled with a non-zero byte that
-/// depends on its index; made once, reused while its size is right (the
-/// same files and contents as the `read` benchmark's).
-fn data_file(name: &str, size: u64) -> PathBuf {
-    let path = Path::new(DIR).join(name);
-    if std::fs::metadata(&path).is_ok_and(|m| m.len() == size) {
-        return path;
-    }
-    std::fs::create_dir_all(DIR).expect("bench dir");
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).expect("create data file");
-    let mut chunk = vec![0u8; MIB];
-    for (i, off) in (0..size).step_by(MIB).enumerate() {
-        for (p, page) in chunk.chunks_mut(PAGE_SIZE).enumerate() {
-            page.fill(((i * MIB / PAGE_SIZE + p) % 255 + 1) as u8);
-        }
-        let n = (size - off).min(MIB as u64) as usize;
-        f.write_all(&chunk[..n]).expect("write data file");
-    }
-    f.sync_all().expect("sync data file");
-    std::fs::rename(&tmp, &path).expect("rename data file");
-    path
-}
 
 /// Reads the first `len` bytes with buffered reads, so the kernel caches them.
 fn warm_kernel(path: &Path, len: u64) {

@@ -10,19 +10,14 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod common;
+use common::xorshift;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use page_cache::{PageCache, PAGE_SIZE};
 
 const DIR: &str = "/var/tmp/page-cache-bench";
 const SIZE: u64 = 64 << 20;
 const WRITES: usize = 64;
-
-fn xorshift(s: &mut u64) -> u64 {
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    *s
-}
 
 /// A 64 MiB file of non-zero bytes, made once and reused.
 fn data_file(name: &str) -> PathBuf {

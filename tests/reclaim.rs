@@ -8,7 +8,9 @@ use std::io::ErrorKind;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use page_cache::{PageCache, Stats, PAGE_SIZE};
+mod common;
+use common::settle;
+use page_cache::{PageCache, PAGE_SIZE};
 
 const PS: u64 = PAGE_SIZE as u64;
 
@@ -60,34 +62,6 @@ fn assert_same(what: &str, got: &[u8], want: &[u8]) {
             want.get(i)
         );
     }
-}
-
-/// Waits until background work has gone quiet and enough frames are free
-/// that kswapd's periodic pass has nothing to do (see tests/files.rs).
-fn settle(cache: &PageCache) {
-    fn quiet(cache: &PageCache) {
-        let key = |s: Stats| (s.free_pages, s.cached_pages, s.evictions, s.read_calls, s.write_calls, s.dirty_pages);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut last = key(cache.stats());
-        let mut stable = 0;
-        while stable < 3 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-            let now = key(cache.stats());
-            if now == last {
-                stable += 1;
-            } else {
-                stable = 0;
-                last = now;
-            }
-        }
-    }
-    quiet(cache);
-    let s = cache.stats();
-    let want_free = (s.total_pages / 32 + 8).min(s.total_pages);
-    if s.free_pages < want_free {
-        cache.shrink((want_free - s.free_pages) as usize * PAGE_SIZE);
-    }
-    quiet(cache);
 }
 
 fn vm_rss_kib() -> u64 {

@@ -1,0 +1,35 @@
+//! Helpers shared by the integration tests.
+
+use std::time::{Duration, Instant};
+
+use page_cache::{PageCache, Stats, PAGE_SIZE};
+
+/// Waits until the cache's background threads (readahead workers, kswapd,
+/// the flusher) have gone quiet, and leaves enough frames free that kswapd's
+/// periodic pass has nothing to do, so `check_invariants` sees a still cache.
+pub fn settle(cache: &PageCache) {
+    fn quiet(cache: &PageCache) {
+        let key = |s: Stats| (s.free_pages, s.cached_pages, s.evictions, s.read_calls, s.write_calls, s.dirty_pages);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut last = key(cache.stats());
+        let mut stable = 0;
+        while stable < 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+            let now = key(cache.stats());
+            if now == last {
+                stable += 1;
+            } else {
+                stable = 0;
+                last = now;
+            }
+        }
+    }
+    quiet(cache);
+    let s = cache.stats();
+    // Above any high watermark the cache uses (1.5/128 of the frames + 2).
+    let want_free = (s.total_pages / 32 + 8).min(s.total_pages);
+    if s.free_pages < want_free {
+        cache.shrink((want_free - s.free_pages) as usize * PAGE_SIZE);
+    }
+    quiet(cache);
+}
