@@ -15,10 +15,14 @@ fn readers_see_only_their_index_while_writers_churn() {
     const RANGE: u64 = 48;
     let stop = AtomicBool::new(false);
     let lookups = AtomicU64::new(0);
+    // Everyone starts together, so the readers overlap the writers even on
+    // a loaded machine.
+    let start = std::sync::Barrier::new(4);
     std::thread::scope(|s| {
         for w in 0..2u64 {
-            let stop = &stop;
+            let (stop, start) = (&stop, &start);
             s.spawn(move || {
+                start.wait();
                 let mut x = 0x9E37_79B9u64 + w;
                 for _ in 0..30_000 {
                     x ^= x << 13;
@@ -42,10 +46,12 @@ fn readers_see_only_their_index_while_writers_churn() {
             });
         }
         for _ in 0..2 {
-            let (stop, lookups) = (&stop, &lookups);
+            let (stop, lookups, start) = (&stop, &lookups, &start);
             s.spawn(move || {
+                start.wait();
                 let mut i = 0u64;
-                while !stop.load(Ordering::Relaxed) {
+                // At least a thousand rounds each, however fast the writers were.
+                while !stop.load(Ordering::Relaxed) || i < 7_000 {
                     let index = i % RANGE;
                     if let Some(page) = m.find_get_page(index) {
                         assert_eq!(page.index(), index, "lookup returned another index's page");
