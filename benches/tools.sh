@@ -23,7 +23,7 @@ fi
 # in the cache, as coreutils has the kernel's.
 dd_cache=$(( (size_mib + 64) << 20 ))
 warm="cat $in > /dev/null"
-common=(--warmup 2 --runs 10 --prepare "$warm" --export-markdown /dev/stdout)
+common=(--warmup 2 --runs 10 --prepare "$warm" --style basic)
 
 echo "## cat to /dev/null"
 hyperfine "${common[@]}" -n coreutils "cat $in > /dev/null" -n page-cache "$cat_ex $in > /dev/null"
