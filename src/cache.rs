@@ -356,6 +356,15 @@ impl PageCache {
         self.inner.zone.pages.get(pfn as usize)
     }
 
+    /// A counted reference to frame `pfn` unless it is free or frozen
+    /// (`get_page_unless_zero` on `pfn_to_page`): the speculative reference
+    /// of a lockless lookup. Dropping it is `put_page`.
+    pub fn try_get_page(&self, pfn: u32) -> Option<PageRef<'_>> {
+        let zone = &*self.inner.zone;
+        let page = zone.pages.get(pfn as usize)?;
+        page.get_page_unless_zero().then(|| PageRef::from_raw(page, zone))
+    }
+
     /// The descriptor of the frame holding `addr` (`virt_to_page`).
     pub fn virt_to_page(&self, addr: *const u8) -> Option<&Page> {
         self.inner.zone.virt_to_page(addr)

@@ -88,6 +88,12 @@ pub(crate) const NO_PFN: u32 = u32::MAX;
 
 /// The descriptor of one frame. 32 bytes.
 ///
+/// Safe code may read a descriptor (`test`, `flags`, `page_count`, `index`)
+/// but changes it only through [`PageRef`] and [`LockedPage`]: the flag and
+/// reference-count transitions (`set`, `clear`, `get_page`,
+/// `put_page_testzero`, `get_page_unless_zero`, ...) are crate-private,
+/// because the exclusivity of `LockedPage::data_mut` rests on them.
+///
 /// | field | guarded by |
 /// |---|---|
 /// | `flags` | atomic RMW; `LOCKED` by the lock owner; `LRU`/`ACTIVE` under the LRU lock; `BUDDY` under the buddy lock |
@@ -134,28 +140,28 @@ impl Page {
 
     /// Sets `f`.
     #[inline]
-    pub fn set(&self, f: PageFlags) {
+    pub(crate) fn set(&self, f: PageFlags) {
         // Release: pairs with the Acquire in `test` (UPTODATE publishes the bytes).
         self.flags.fetch_or(f.0, Ordering::Release);
     }
 
     /// Clears `f`.
     #[inline]
-    pub fn clear(&self, f: PageFlags) {
+    pub(crate) fn clear(&self, f: PageFlags) {
         // Release: orders the clearer's earlier writes before the clear.
         self.flags.fetch_and(!f.0, Ordering::Release);
     }
 
     /// Sets `f`; returns whether it was already set.
     #[inline]
-    pub fn test_and_set(&self, f: PageFlags) -> bool {
+    pub(crate) fn test_and_set(&self, f: PageFlags) -> bool {
         // AcqRel: both observes and publishes state (used for ownership bits).
         self.flags.fetch_or(f.0, Ordering::AcqRel) & f.0 != 0
     }
 
     /// Clears `f`; returns whether it was set.
     #[inline]
-    pub fn test_and_clear(&self, f: PageFlags) -> bool {
+    pub(crate) fn test_and_clear(&self, f: PageFlags) -> bool {
         // AcqRel: as in `test_and_set`.
         self.flags.fetch_and(!f.0, Ordering::AcqRel) & f.0 != 0
     }
@@ -179,7 +185,7 @@ impl Page {
     /// Takes one more reference; the caller already holds one (`get_page`).
     #[doc(alias = "page_cache_get")]
     #[inline]
-    pub fn get_page(&self) {
+    pub(crate) fn get_page(&self) {
         // Relaxed: the caller's own reference keeps the page alive, as Arc::clone.
         let old = self.refcount.fetch_add(1, Ordering::Relaxed);
         assert!(old != 0 && old < u32::MAX / 2, "get_page on a free page (count {old})");
@@ -187,7 +193,7 @@ impl Page {
 
     /// Takes a reference unless the count is zero (free or frozen).
     #[inline]
-    pub fn get_page_unless_zero(&self) -> bool {
+    pub(crate) fn get_page_unless_zero(&self) -> bool {
         // Relaxed first load: only a guess for the CAS.
         let mut c = self.refcount.load(Ordering::Relaxed);
         loop {
@@ -205,7 +211,7 @@ impl Page {
 
     /// Drops a reference; true if it was the last (`put_page_testzero`).
     #[inline]
-    pub fn put_page_testzero(&self) -> bool {
+    pub(crate) fn put_page_testzero(&self) -> bool {
         // Release: our uses of the page happen before whoever frees it;
         // the last dropper's Acquire fence below completes the pair (as Arc).
         let old = self.refcount.fetch_sub(1, Ordering::Release);
