@@ -140,9 +140,14 @@ pub(crate) fn read_window(m: &AddressSpace, start: u64, nr: u64, wanted: Option<
     let end = start.saturating_add(nr).min(end_index);
     let mut run: Vec<LockedPage<'_>> = Vec::new();
     let mut result = Ok(());
+    // The pages already cached in the window, from one walk of the tree
+    // (a page that appears later is caught by the insert below).
+    let cached = m.cached_indices(start, end);
+    let mut cached = cached.iter().copied().peekable();
     let mut index = start;
     while index < end {
-        if m.find_get_page(index).is_some() {
+        while cached.next_if(|&c| c < index).is_some() {}
+        if cached.next_if_eq(&index).is_some() {
             result = result.and(flush_run(m, &mut run, wanted));
             index += 1;
             continue;
