@@ -80,10 +80,8 @@ impl CachedFile {
             let n = ((PS - off as u64).min(end - pos)) as usize;
             let page = match read_cache_page(m, &self.file.ra, index, last_index - index + 1) {
                 Ok(p) => p,
-                Err(e) if pos > offset => {
-                    let _ = e;
-                    break;
-                }
+                // Bytes already copied are a short read; the error comes back next call.
+                Err(_) if pos > offset => break,
                 Err(e) => return Err(e),
             };
             let done = (pos - offset) as usize;
@@ -140,10 +138,8 @@ impl CachedFile {
                 let done = (pos - offset) as usize;
                 match self.write_page(index, off, &buf[done..done + n]) {
                     Ok(()) => pos += n as u64,
-                    Err(e) if pos > offset => {
-                        let _ = e;
-                        break;
-                    }
+                    // Bytes already written are a short write; the error comes back next call.
+                    Err(_) if pos > offset => break,
                     Err(e) => return Err(e),
                 }
             }

@@ -63,7 +63,7 @@ pub(crate) fn write_cache_pages(m: &AddressSpace, mode: SyncMode) -> io::Result<
     let mut index = 0u64;
     let mut written = 0usize;
     let mut result = Ok(());
-    'outer: loop {
+    loop {
         let pages = m.find_get_pages_tag(&mut index, tag, BATCH);
         if pages.is_empty() {
             break;
@@ -103,7 +103,7 @@ pub(crate) fn write_cache_pages(m: &AddressSpace, mode: SyncMode) -> io::Result<
         result = result.and(write_run(m, &mut run));
         if let SyncMode::Background(n) = mode {
             if written >= n {
-                break 'outer;
+                break;
             }
         }
         if index == u64::MAX {
