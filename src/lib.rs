@@ -73,6 +73,7 @@ mod stats;
 mod sync;
 mod truncate;
 mod wait;
+mod workingset;
 mod writeback;
 // The tree's whole API is proven against a model in its own tests; the
 // cache uses a subset.

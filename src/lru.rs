@@ -11,7 +11,8 @@ use crossbeam_utils::CachePadded;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::page::{Page, PageFlags, NO_PFN};
-use crate::sync::Ordering;
+use crate::readahead::RA_FRESH;
+use crate::sync::{AtomicU64, Ordering};
 use crate::zone::Zone;
 
 /// Pages a batch holds before it is drained (the kernel's `PAGEVEC_SIZE`).
@@ -72,18 +73,52 @@ impl List {
     }
 }
 
-/// The two lists, under one lock.
+/// The inactive list is kept at no less than 1/`INACTIVE_RATIO` of the
+/// pages on the lists: the rest may be active. A small inactive list lets
+/// the active list hold a loop nearly as large as the cache; refault
+/// activation (`workingset`) gives new pages a second chance the inactive
+/// list alone would not.
+pub(crate) const INACTIVE_RATIO: usize = 16;
+
+/// The two lists, under one lock, with the LRU stamps of CLOCK-Pro's test
+/// period (see `workingset`).
 pub(crate) struct LruLists {
     pub(crate) inactive: List,
     pub(crate) active: List,
+    /// Per frame: when the page was added to the LRU, activated or last
+    /// found referenced on the active list; 0 for a page demoted from the
+    /// active list (it has no test period). The active list is ordered by
+    /// stamp, oldest at the tail.
+    stamps: Box<[u64]>,
+    /// The next stamp; advances once per page added to the LRU.
+    clock: u64,
+    /// The stamp of the last active page the aging hand passed.
+    hand: u64,
 }
 
 impl LruLists {
+    /// Whether the inactive list has fallen below its share.
+    pub(crate) fn inactive_is_low(&self) -> bool {
+        self.inactive.len * INACTIVE_RATIO < self.inactive.len + self.active.len
+    }
+
+    /// Active pages to age to bring the inactive list back to its share.
+    pub(crate) fn inactive_deficit(&self) -> usize {
+        ((self.inactive.len + self.active.len) / INACTIVE_RATIO).saturating_sub(self.inactive.len)
+    }
+
+    /// The page's LRU stamp.
+    pub(crate) fn stamp(&self, pfn: u32) -> u64 {
+        self.stamps[pfn as usize]
+    }
+
     /// Puts a page on the list its ACTIVE flag names and sets LRU.
     pub(crate) fn add(&mut self, pages: &[Page], pfn: u32) {
         let p = &pages[pfn as usize];
         assert!(!p.test(PageFlags::LRU), "page {pfn} already on an LRU list");
         if p.test(PageFlags::ACTIVE) {
+            // The active list stays ordered by stamp.
+            self.stamps[pfn as usize] = self.stamps[pfn as usize].max(self.clock - 1);
             self.active.push_head(pages, pfn);
         } else {
             self.inactive.push_head(pages, pfn);
@@ -109,6 +144,7 @@ impl LruLists {
             self.inactive.unlink(pages, pfn);
             p.set(PageFlags::ACTIVE);
             p.clear(PageFlags::REFERENCED);
+            self.stamps[pfn as usize] = self.clock - 1;
             self.active.push_head(pages, pfn);
         }
     }
@@ -125,7 +161,9 @@ impl LruLists {
     }
 
     /// Ages up to `nr` pages from the active tail: referenced ones get one
-    /// more round on the active list, the rest move to the inactive head.
+    /// more round on the active list (with a new stamp), the rest move to
+    /// the inactive head without a test period. The hand moves past each
+    /// page it looks at, ending the test period of older shadows.
     pub(crate) fn shrink_active(&mut self, pages: &[Page], nr: usize) -> usize {
         let mut moved = 0;
         for _ in 0..nr {
@@ -135,10 +173,13 @@ impl LruLists {
             }
             let p = &pages[pfn as usize];
             self.active.unlink(pages, pfn);
+            self.hand = self.hand.max(self.stamps[pfn as usize]);
             if p.test_and_clear(PageFlags::REFERENCED) {
+                self.stamps[pfn as usize] = self.clock - 1;
                 self.active.push_head(pages, pfn);
             } else {
                 p.clear(PageFlags::ACTIVE);
+                self.stamps[pfn as usize] = 0;
                 self.inactive.push_head(pages, pfn);
                 moved += 1;
             }
@@ -153,15 +194,24 @@ type Batch = Mutex<Vec<u32>>;
 /// LRU lists plus the per-thread batches feeding them.
 pub(crate) struct Lru {
     lists: Mutex<LruLists>,
+    /// A copy of `LruLists::hand`, read without the lock by refaults.
+    hand: AtomicU64,
     add: Box<[CachePadded<Batch>]>,
     activate: Box<[CachePadded<Batch>]>,
 }
 
 impl Lru {
-    pub(crate) fn new(shards: usize) -> Lru {
+    pub(crate) fn new(shards: usize, frames: usize) -> Lru {
         let batches = || (0..shards).map(|_| CachePadded::new(Mutex::new(Vec::with_capacity(PAGEVEC_SIZE)))).collect();
         Lru {
-            lists: Mutex::new(LruLists { inactive: List::EMPTY, active: List::EMPTY }),
+            lists: Mutex::new(LruLists {
+                inactive: List::EMPTY,
+                active: List::EMPTY,
+                stamps: vec![0; frames].into_boxed_slice(),
+                clock: 1,
+                hand: 0,
+            }),
+            hand: AtomicU64::new(0),
             add: batches(),
             activate: batches(),
         }
@@ -171,6 +221,22 @@ impl Lru {
     #[inline]
     pub(crate) fn lock(&self) -> MutexGuard<'_, LruLists> {
         self.lists.lock()
+    }
+
+    /// Ages up to `nr` active pages under the held LRU lock (see
+    /// `LruLists::shrink_active`) and publishes the hand for refaults.
+    pub(crate) fn age_active(&self, lists: &mut LruLists, pages: &[Page], nr: usize) -> usize {
+        let moved = lists.shrink_active(pages, nr);
+        // Relaxed: a hint for refault activation; no memory is published with it.
+        self.hand.store(lists.hand, Ordering::Relaxed);
+        moved
+    }
+
+    /// The aging hand's stamp (see `workingset`).
+    #[inline]
+    pub(crate) fn hand(&self) -> u64 {
+        // Relaxed: a hint (see `age_active`).
+        self.hand.load(Ordering::Relaxed)
     }
 
     /// Queues a page (the caller holds a reference; the batch takes its own)
@@ -191,7 +257,19 @@ impl Lru {
     fn add_batch(&self, zone: &Zone, batch: Vec<u32>) {
         {
             let mut lists = self.lists.lock();
+            // While the cache fills (free frames above the high watermark),
+            // pages asked for start on the active list up to its share, as
+            // CLOCK-Pro's first pages start hot; readahead's do not.
+            let max_active = zone.nr_frames() - zone.nr_frames() / INACTIVE_RATIO;
+            let filling = zone.buddy.nr_free() > zone.watermarks.high;
             for &pfn in &batch {
+                let p = &zone.pages[pfn as usize];
+                if filling && lists.active.len < max_active && !p.test(RA_FRESH) {
+                    p.set(PageFlags::ACTIVE);
+                }
+                let now = lists.clock;
+                lists.stamps[pfn as usize] = now;
+                lists.clock = now + 1;
                 lists.add(&zone.pages, pfn);
             }
         }
@@ -279,6 +357,16 @@ impl Lru {
             assert_eq!(list.tail, prev, "LRU tail wrong");
             assert_eq!(n, list.len, "LRU count disagrees");
         }
+        // Stamps: the active list is ordered (newest at the head), nothing is
+        // stamped in the future, and the hand only passed real stamps.
+        let mut newer = u64::MAX;
+        for pfn in lists.active.iter(pages) {
+            let stamp = lists.stamps[pfn as usize];
+            assert!(stamp <= newer, "active list out of stamp order at {pfn}");
+            newer = stamp;
+        }
+        assert!(lists.stamps.iter().all(|&s| s < lists.clock), "a stamp from the future");
+        assert!(lists.hand < lists.clock, "the hand is ahead of the clock");
         for (pfn, p) in pages.iter().enumerate() {
             if p.test(PageFlags::LRU) {
                 assert!(on_list[pfn], "page {pfn} has LRU but is on no list");

@@ -166,7 +166,13 @@ pub(crate) fn read_window(m: &AddressSpace, start: u64, nr: u64, wanted: Option<
             }
         };
         let Ok(page) = page.try_lock() else { unreachable!("a fresh page is unlocked") };
+        if Some(index) != wanted {
+            // Set before the page reaches the LRU: speculative pages do not
+            // start on the active list while the cache fills.
+            page.page().set(RA_FRESH);
+        }
         if m.add_to_page_cache_lru(&page, index).is_err() {
+            page.page().clear(RA_FRESH);
             // Someone else cached it meanwhile: the run ends here.
             result = result.and(flush_run(m, &mut run, wanted));
             index += 1;
@@ -180,9 +186,6 @@ pub(crate) fn read_window(m: &AddressSpace, start: u64, nr: u64, wanted: Option<
         }
         if index - start == marker {
             page.page().set(PageFlags::READAHEAD);
-        }
-        if Some(index) != wanted {
-            page.page().set(RA_FRESH);
         }
         run.push(page);
         index += 1;

@@ -12,6 +12,7 @@ use crate::page::{Page, PageFlags};
 use crate::stats::Event;
 use crate::sync::Ordering;
 use crate::wait;
+use crate::workingset;
 use crate::zone::Zone;
 
 /// Pages isolated from the LRU per batch.
@@ -57,15 +58,15 @@ impl Zone {
         while freed < nr && scanned <= total {
             {
                 let mut lists = self.lru.lock();
-                // Keep the inactive list at least as large as the active one.
-                if lists.inactive.len < lists.active.len {
-                    let excess = (lists.active.len - lists.inactive.len) / 2;
-                    lists.shrink_active(&self.pages, excess.clamp(1, SWAP_CLUSTER_MAX));
+                // Keep the inactive list at its share (`INACTIVE_RATIO`).
+                if lists.inactive_is_low() {
+                    let deficit = lists.inactive_deficit();
+                    self.lru.age_active(&mut lists, &self.pages, deficit.clamp(1, SWAP_CLUSTER_MAX));
                 }
             }
             let batch = self.isolate_inactive(SWAP_CLUSTER_MAX);
             if batch.is_empty() {
-                let moved = self.lru.lock().shrink_active(&self.pages, SWAP_CLUSTER_MAX);
+                let moved = self.lru.age_active(&mut self.lru.lock(), &self.pages, SWAP_CLUSTER_MAX);
                 if moved == 0 {
                     break;
                 }
@@ -75,8 +76,8 @@ impl Zone {
             scanned += batch.len();
             let scanned_batch = batch.len();
             let mut keep = Vec::with_capacity(batch.len());
-            for pfn in batch {
-                match self.shrink_page(self.pfn_to_page(pfn), who) {
+            for (pfn, stamp) in batch {
+                match self.shrink_page(self.pfn_to_page(pfn), who, stamp) {
                     Verdict::Freed => freed += 1,
                     Verdict::Keep => keep.push(pfn),
                 }
@@ -87,7 +88,7 @@ impl Zone {
                 // Nothing on the inactive tail can go now (dirty, locked,
                 // under writeback): age the active list so its clean pages
                 // get their turn.
-                self.lru.lock().shrink_active(&self.pages, SWAP_CLUSTER_MAX);
+                self.lru.age_active(&mut self.lru.lock(), &self.pages, SWAP_CLUSTER_MAX);
             }
         }
         if freed > 0 {
@@ -101,8 +102,9 @@ impl Zone {
         freed
     }
 
-    /// Takes up to `nr` pages off the inactive tail, each with a reference.
-    fn isolate_inactive(&self, nr: usize) -> Vec<u32> {
+    /// Takes up to `nr` pages off the inactive tail, each with a reference
+    /// and with its LRU stamp.
+    fn isolate_inactive(&self, nr: usize) -> Vec<(u32, u64)> {
         let mut out = Vec::with_capacity(nr);
         let mut lists = self.lru.lock();
         let mut pfn = lists.inactive_tail();
@@ -113,7 +115,7 @@ impl Zone {
             let page = self.pfn_to_page(pfn);
             if page.get_page_unless_zero() {
                 lists.del(&self.pages, pfn);
-                out.push(pfn);
+                out.push((pfn, lists.stamp(pfn)));
             }
             pfn = prev;
         }
@@ -137,18 +139,18 @@ impl Zone {
     }
 
     /// Tries to free one isolated page (`shrink_page_list` for one page).
-    fn shrink_page(&self, page: &Page, who: Reclaimer) -> Verdict {
+    fn shrink_page(&self, page: &Page, who: Reclaimer, stamp: u64) -> Verdict {
         if page.test(PageFlags::ACTIVE) || !wait::trylock_page(page) {
             return Verdict::Keep;
         }
-        let verdict = self.shrink_locked_page(page, who);
+        let verdict = self.shrink_locked_page(page, who, stamp);
         if let Verdict::Keep = verdict {
             wait::unlock_page(page);
         }
         verdict
     }
 
-    fn shrink_locked_page(&self, page: &Page, who: Reclaimer) -> Verdict {
+    fn shrink_locked_page(&self, page: &Page, who: Reclaimer, stamp: u64) -> Verdict {
         if page.test(PageFlags::WRITEBACK) {
             return Verdict::Keep;
         }
@@ -171,6 +173,11 @@ impl Zone {
         // Two references: the page cache's and our isolation's.
         if !mapping.remove_mapping(page) {
             return Verdict::Keep;
+        }
+        // Evicted inside its test period: leave a shadow (not for pages
+        // dropped on request by `shrink`).
+        if who != Reclaimer::Shrink && workingset::in_test_period(stamp, self.lru.hand()) {
+            self.shadows.remember(mapping.id, page.index(), stamp);
         }
         // Count is 0 and the page is off the LRU: straight back to the pool.
         self.buddy.free(&self.pages, self.page_to_pfn(page), 0, false);

@@ -26,9 +26,11 @@ pub(crate) enum Event {
     WriteErrors,
     ReadErrors,
     Throttles,
+    Refaults,
+    RefaultActivations,
 }
 
-const NR_EVENTS: usize = Event::ReadErrors as usize + 2;
+const NR_EVENTS: usize = Event::RefaultActivations as usize + 1;
 
 /// Event counters, sharded so hot-path increments do not share a cache line.
 pub(crate) struct Counters {
@@ -83,6 +85,10 @@ pub struct Stats {
     pub read_errors: u64,
     /// Times a writer was throttled above the dirty limit.
     pub throttles: u64,
+    /// Evicted pages read again while their shadow was still remembered.
+    pub refaults: u64,
+    /// Refaults inside their test period, started on the active list.
+    pub refault_activations: u64,
     /// Dirty pages now.
     pub dirty_pages: u64,
     /// Pages under writeback now.
@@ -116,6 +122,8 @@ impl Stats {
         self.write_errors = c.get(Event::WriteErrors);
         self.read_errors = c.get(Event::ReadErrors);
         self.throttles = c.get(Event::Throttles);
+        self.refaults = c.get(Event::Refaults);
+        self.refault_activations = c.get(Event::RefaultActivations);
     }
 }
 
@@ -142,6 +150,8 @@ impl fmt::Display for Stats {
         writeln!(f, "write_errors {}", self.write_errors)?;
         writeln!(f, "read_errors {}", self.read_errors)?;
         writeln!(f, "throttles {}", self.throttles)?;
+        writeln!(f, "workingset_refault {}", self.refaults)?;
+        writeln!(f, "workingset_activate {}", self.refault_activations)?;
         write!(f, "buddyinfo")?;
         for n in self.free_blocks {
             write!(f, " {n}")?;

@@ -18,6 +18,7 @@ use crate::page::{Page, PageFlags, PageRef};
 use crate::readahead::RaJob;
 use crate::stats::{Counters, Event};
 use crate::sync::{AtomicBool, AtomicUsize, Ordering};
+use crate::workingset::{self, Shadows};
 use crate::PAGE_SIZE;
 
 thread_local! {
@@ -109,6 +110,8 @@ pub(crate) struct Zone {
     pub(crate) pages: Box<[Page]>,
     pub(crate) buddy: Buddy,
     pub(crate) lru: Lru,
+    /// Shadows of evicted pages, for refault activation.
+    pub(crate) shadows: Shadows,
     pub(crate) counters: Counters,
     pub(crate) watermarks: Watermarks,
     /// Mapping ids to mappings (id 0 is "none"). Weak: the cache's file
@@ -136,7 +139,8 @@ impl Zone {
         Ok(Zone {
             arena,
             buddy,
-            lru: Lru::new(shards),
+            lru: Lru::new(shards, nr_frames),
+            shadows: Shadows::new(nr_frames),
             counters: Counters::new(shards),
             watermarks: Watermarks::for_frames(nr_frames),
             mappings: RwLock::new(vec![Weak::new()]),
@@ -299,9 +303,18 @@ impl Zone {
         }
     }
 
-    /// Queues a new page for the LRU (`lru_cache_add`).
+    /// Queues a new page for the LRU (`lru_cache_add`). A page that comes
+    /// back inside its test period goes to the active list
+    /// (`workingset_refault`).
     #[inline]
     pub(crate) fn lru_cache_add(&self, page: &Page) {
+        if let Some(stamp) = self.shadows.take(page.mapping_id(), page.index()) {
+            self.count(Event::Refaults, 1);
+            if workingset::in_test_period(stamp, self.lru.hand()) {
+                self.count(Event::RefaultActivations, 1);
+                page.set(PageFlags::ACTIVE);
+            }
+        }
         self.lru.cache_add(self, page, thread_slot());
     }
 

@@ -285,6 +285,43 @@ fn hot_pages_survive_a_large_sequential_scan() {
     assert!(kept * 10 >= HOT * 9, "only {kept} of {HOT} hot pages survived the scan");
 }
 
+#[test]
+fn a_loop_slightly_larger_than_the_cache_mostly_hits() {
+    let _serial = serial();
+    // LRU misses on every access of such a loop: each page is evicted just
+    // before the loop comes back to it. Refault activation keeps most of it.
+    const N: u64 = 1024;
+    const LOOP: u64 = N * 11 / 10;
+    const PASSES: u64 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("loop");
+    let data = pattern((LOOP * PS) as usize);
+    std::fs::write(&path, &data).unwrap();
+    let cache = PageCache::builder().capacity((N * PS) as usize).readahead_max(0).build().unwrap();
+    let file = cache.open(&path).unwrap();
+    let mut page = vec![0u8; PAGE_SIZE];
+    for _ in 0..PASSES {
+        for i in 0..LOOP {
+            file.read_exact_at(&mut page, i * PS).unwrap();
+            assert_same("loop page", &page, &data[(i * PS) as usize..((i + 1) * PS) as usize]);
+        }
+    }
+    settle(&cache);
+    cache.check_invariants();
+    let st = cache.stats();
+    let accesses = LOOP * PASSES;
+    eprintln!(
+        "loop of {LOOP} pages x {PASSES} through {N}: {} misses of {accesses} ({:.1}%); {} refaults, {} activated",
+        st.misses,
+        st.misses as f64 * 100.0 / accesses as f64,
+        st.refaults,
+        st.refault_activations
+    );
+    assert!(st.refaults > 0 && st.refault_activations > 0, "no refault was seen: {st:?}");
+    // The first pass misses everything; later ones at most 1/3 of the loop.
+    assert!(st.misses <= LOOP + (PASSES - 1) * LOOP / 3, "{} misses of {accesses}", st.misses);
+}
+
 // ---- 4. memory while streaming ------------------------------------------------------
 
 #[test]
