@@ -355,19 +355,8 @@ impl AddressSpace {
     /// Indices of the pages cached in `[start, end)`, without taking
     /// references (a snapshot for readahead's planning).
     pub(crate) fn cached_indices(&self, start: u64, end: u64) -> Vec<u64> {
-        let guard = epoch::pin();
         let mut out = Vec::new();
-        let mut batch = Vec::with_capacity(64);
-        let mut from = start;
-        while from < end {
-            batch.clear();
-            self.tree.gang_lookup(from, 64, &mut batch, &guard);
-            out.extend(batch.iter().map(|&(i, _)| i).take_while(|&i| i < end));
-            match batch.last() {
-                Some(&(last, _)) if batch.len() == 64 && last + 1 < end => from = last + 1,
-                _ => break,
-            }
-        }
+        self.tree.indices_in(start, end, &mut out, &epoch::pin());
         out
     }
 

@@ -499,6 +499,21 @@ impl XArray {
         self.gang(start, Some(mark), max, out, guard);
     }
 
+    /// Appends the indices of the entries in `start..end`, ascending. The
+    /// walk stops at the first entry at or past `end`.
+    pub fn indices_in(&self, start: u64, end: u64, out: &mut Vec<u64>, guard: &Guard) {
+        if start >= end {
+            return;
+        }
+        self.walk(start, None, guard, |i, _| {
+            if i >= end {
+                return false;
+            }
+            out.push(i);
+            i + 1 < end
+        });
+    }
+
     fn gang(&self, start: u64, mark: Option<Mark>, max: usize, out: &mut Vec<(u64, u32)>, guard: &Guard) {
         if max == 0 {
             return;
@@ -1071,6 +1086,12 @@ mod tests {
                 xa.gang_lookup_marked(s, mark, 4, &mut out, &g);
                 let want: Vec<_> = model.range(s..).filter(|(_, e)| e.1[m]).take(4).map(|(&k, e)| (k, e.0)).collect();
                 assert_eq!(out, want);
+            }
+            for len in [1, 7, 300] {
+                let mut idx = Vec::new();
+                xa.indices_in(s, s.saturating_add(len), &mut idx, &g);
+                let want: Vec<u64> = model.range(s..s.saturating_add(len)).map(|(&k, _)| k).collect();
+                assert_eq!(idx, want, "indices_in {s:#x} +{len}");
             }
             out.clear();
             xa.contig(s, 100, &mut out, &g);
