@@ -61,6 +61,9 @@ impl Builder {
     }
 
     /// Largest readahead window in bytes; 0 turns readahead off. Default 2 MiB.
+    /// A window is never more than 1/16 of the capacity: two windows in
+    /// flight then fit in the inactive list's smallest share (1/8), so a
+    /// small cache does not evict pages it read ahead before they are used.
     pub fn readahead_max(mut self, bytes: usize) -> Builder {
         self.readahead_max = bytes;
         self
@@ -116,7 +119,8 @@ impl Builder {
             limit: (frames * self.dirty_limit as usize / 100).max(2),
             expire: self.dirty_expire,
         };
-        let zone = Arc::new(Zone::new(frames, self.huge_pages, dirty, (self.readahead_max / PAGE_SIZE) as u64)?);
+        let ra_max_pages = (self.readahead_max / PAGE_SIZE).min((frames / (2 * crate::lru::INACTIVE_RATIO)).max(1));
+        let zone = Arc::new(Zone::new(frames, self.huge_pages, dirty, ra_max_pages as u64)?);
         let mut threads = Vec::new();
         if self.readahead_threads > 0 {
             let (tx, workers) = readahead::start_workers(self.readahead_threads, zone.clone())?;

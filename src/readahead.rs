@@ -143,7 +143,7 @@ pub(crate) fn read_window(m: &AddressSpace, start: u64, nr: u64, wanted: Option<
     // The pages already cached in the window, from one walk of the tree
     // (a page that appears later is caught by the insert below). A window
     // of one page is the page the caller just missed: no walk.
-    let cached = if end - start > 1 { m.cached_indices(start, end) } else { Vec::new() };
+    let cached = if end.saturating_sub(start) > 1 { m.cached_indices(start, end) } else { Vec::new() };
     let mut cached = cached.iter().copied().peekable();
     let mut index = start;
     while index < end {

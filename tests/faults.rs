@@ -271,7 +271,8 @@ fn failed_set_len_returns_error_and_retry_works() {
 #[test]
 fn readahead_failure_beyond_request_does_not_fail_read_split_window() {
     let initial = pattern(16 * PAGE_SIZE, 7);
-    let s = setup(1 << 20, &initial);
+    // 4 MiB: the full 2 MiB window is allowed (a window is at most 1/16 of the cache).
+    let s = setup(4 << 20, &initial);
     let mut page = vec![0; PAGE_SIZE];
     s.file.read_exact_at(&mut page, 2 * PS).unwrap(); // random access: page 2 only
     assert!(s.file.mapping().find_get_page(3).is_none());
@@ -288,7 +289,8 @@ fn readahead_failure_beyond_request_does_not_fail_read_split_window() {
 #[test]
 fn readahead_failure_beyond_request_does_not_fail_read_short_reads() {
     let initial = pattern(16 * PAGE_SIZE, 8);
-    let s = setup(1 << 20, &initial);
+    // 4 MiB: the full 2 MiB window is allowed (a window is at most 1/16 of the cache).
+    let s = setup(4 << 20, &initial);
     s.plan.set_short_reads(true);
     s.plan.set_fail_reads_from(Some(2 * PS));
     let mut page = vec![0; PAGE_SIZE];

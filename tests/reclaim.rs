@@ -233,6 +233,31 @@ fn reads_through_a_cache_smaller_than_the_readahead_window_do_not_stall() {
     assert!(elapsed < Duration::from_secs(1), "reading 512 pages through an 8-page cache took {elapsed:?}");
 }
 
+#[test]
+fn streaming_through_a_small_cache_uses_what_it_reads_ahead() {
+    let _serial = serial();
+    // A 1 MiB cache under the default 2 MiB readahead: windows are capped to
+    // a sixteenth of the cache, so pages read ahead are used before reclaim
+    // takes them. (Uncapped, most were evicted unread and read again.)
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let data = pattern(16 << 20);
+    std::fs::write(&path, &data).unwrap();
+    let cache = PageCache::new(1 << 20).unwrap();
+    let f = cache.open(&path).unwrap();
+    const CHUNK: usize = 64 << 10;
+    let mut buf = vec![0u8; CHUNK];
+    for (i, want) in data.chunks(CHUNK).enumerate() {
+        f.read_exact_at(&mut buf, (i * CHUNK) as u64).unwrap();
+        assert_same(&format!("chunk {i}"), &buf, want);
+    }
+    let st = cache.stats();
+    let pages = (data.len() / PAGE_SIZE) as u64;
+    eprintln!("streamed {pages} pages through 256: {st:?}");
+    assert!(st.misses + st.readahead_pages <= pages + pages / 50, "pages read more than once: {st:?}");
+    assert!(st.readahead_hits * 10 >= st.readahead_pages * 9, "read ahead but not used: {st:?}");
+}
+
 // ---- 3. scan resistance ----------------------------------------------------------------
 
 #[test]
