@@ -34,6 +34,15 @@ fn page_ops(c: &mut Criterion) {
     // The floors on this machine: the same two atomic RMWs in std and parking_lot.
     let mutex = parking_lot::Mutex::new(0u32);
     g.bench_function("parking_lot_mutex_lock_unlock", |b| b.iter(|| drop(black_box(mutex.lock()))));
+    // The raw floor: two locked read-modify-writes on one word and nothing
+    // else (what any lock+unlock or get+put on a shared word must do).
+    let word = std::sync::atomic::AtomicU32::new(0);
+    g.bench_function("two_atomic_rmws", |b| {
+        b.iter(|| {
+            black_box(word.fetch_add(1, std::sync::atomic::Ordering::Acquire));
+            black_box(word.fetch_sub(1, std::sync::atomic::Ordering::Release));
+        })
+    });
     let arc = std::sync::Arc::new(0u32);
     g.bench_function("arc_clone_drop", |b| b.iter(|| drop(black_box(arc.clone()))));
     g.bench_function("get_lock_unlock_put", |b| b.iter(|| drop(black_box(page.clone().lock().unlock()))));
