@@ -78,7 +78,7 @@ impl List {
 /// the active list hold a loop nearly as large as the cache; refault
 /// activation (`workingset`) gives new pages a second chance the inactive
 /// list alone would not.
-pub(crate) const INACTIVE_RATIO: usize = 16;
+pub(crate) const INACTIVE_RATIO: usize = 8;
 
 /// The two lists, under one lock, with the LRU stamps of CLOCK-Pro's test
 /// period (see `workingset`).

@@ -44,11 +44,11 @@ pub(crate) struct Watermarks {
 }
 
 impl Watermarks {
-    /// min 1/128 of the frames (at least 4 where the cache allows), low
+    /// min 1/256 of the frames (at least 4 where the cache allows), low
     /// 2x min and high 3x min: wider gaps than the kernel's 5/4 and 3/2, so
     /// kswapd works in batches instead of waking for every allocation.
     pub(crate) fn for_frames(n: usize) -> Watermarks {
-        let min = (n / 128).clamp(4.min(n / 4).max(1), 16384);
+        let min = (n / 256).clamp(4.min(n / 4).max(1), 16384);
         Watermarks { min, low: (2 * min).min(n / 2), high: (3 * min).min(n * 3 / 4) }
     }
 }
