@@ -122,6 +122,10 @@ pub struct AddressSpace {
     pub(crate) nr_dirty: AtomicUsize,
     /// When the mapping went from clean to dirty (for expiry).
     pub(crate) dirtied_when: Mutex<Option<Instant>>,
+    /// Held by whoever does background writeback of this mapping (the
+    /// flusher or a throttled writer), so the two do not write the same
+    /// file at once and contend on its inode lock in the kernel.
+    pub(crate) background_wb: Mutex<()>,
     /// Serializes size changes (`i_rwsem` for truncate and extending writes).
     pub(crate) size_lock: Mutex<()>,
     /// Readahead for page-level readers (`read_page`).
@@ -143,6 +147,7 @@ impl AddressSpace {
                 errseq: Errseq::default(),
                 nr_dirty: AtomicUsize::new(0),
                 dirtied_when: Mutex::new(None),
+                background_wb: Mutex::new(()),
                 size_lock: Mutex::new(()),
                 ra: RaContext::default(),
                 self_weak: weak.clone(),

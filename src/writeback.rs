@@ -53,6 +53,16 @@ fn tag_pages_for_writeback(m: &AddressSpace) {
 /// Writes the dirty pages of `m` (`write_cache_pages`); returns pages
 /// written, or the first error (also recorded in the errseq).
 pub(crate) fn write_cache_pages(m: &AddressSpace, mode: SyncMode) -> io::Result<usize> {
+    // Background writeback of a mapping is done by one thread at a time;
+    // another background caller finds it busy and writes nothing. Sync
+    // (integrity) writeback never waits for it: it writes its own pages.
+    let _one_writer = match mode {
+        SyncMode::Background(_) => match m.background_wb.try_lock() {
+            Some(g) => Some(g),
+            None => return Ok(0),
+        },
+        SyncMode::Integrity => None,
+    };
     let tag = match mode {
         SyncMode::Integrity => {
             tag_pages_for_writeback(m);
@@ -239,7 +249,14 @@ pub(crate) fn balance_dirty_pages(m: &AddressSpace) {
 #[cold]
 fn throttle(m: &AddressSpace) {
     m.zone.count(Event::Throttles, 1);
-    let _ = write_cache_pages(m, SyncMode::Background(BATCH * 4));
+    if let Ok(0) = write_cache_pages(m, SyncMode::Background(BATCH * 4)) {
+        // Someone else is writing this mapping back: wait for one of its
+        // pages under writeback to finish instead of writing alongside.
+        let mut index = 0;
+        if let Some(page) = m.find_get_pages_tag(&mut index, Tag::Writeback, 1).pop() {
+            page.wait_on_page_writeback();
+        }
+    }
 }
 
 /// The flusher thread: every so often, or when woken, writes back mappings
