@@ -307,7 +307,9 @@ fn readahead_failure_beyond_request_does_not_fail_read_short_reads() {
 #[test]
 fn async_readahead_failure_only_fails_reads_that_need_it() {
     let initial = pattern(64 * PAGE_SIZE, 9);
-    let s = setup(1 << 20, &initial);
+    // 8 MiB: windows grow as they would uncapped (a window is at most 1/16
+    // of the cache), so the async window starts at page 20.
+    let s = setup(8 << 20, &initial);
     s.plan.set_fail_reads_from(Some(20 * PS));
     let mut page = vec![0; PAGE_SIZE];
     for i in 0..20u64 {
