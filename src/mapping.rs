@@ -28,7 +28,7 @@ use crate::page::{LockedPage, Page, PageFlags, PageRef};
 use crate::readahead::RaContext;
 use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 use crate::wait;
-use crate::xarray::{Mark, XArray};
+use crate::xarray::{Mark, XArray, XaLock};
 use crate::zone::Zone;
 
 /// Tags a page can carry in its mapping's tree.
@@ -293,12 +293,19 @@ impl AddressSpace {
         self.zone.put_page(p);
     }
 
-    /// Removes a locked, isolated page if nobody but the cache and the
-    /// caller holds it and it is clean (`__remove_mapping`): freezes the count
-    /// from exactly 2 to 0. On success the page is off the tree with a count
-    /// of 0, and the caller frees it.
-    pub(crate) fn remove_mapping(&self, page: &Page) -> bool {
+    /// Removes locked, isolated pages, each only if nobody but the cache
+    /// and the caller holds it and it is clean (`__remove_mapping`, for a
+    /// run of pages under one tree lock): freezes the count from exactly 2
+    /// to 0. Pushes one result per page onto `removed`; a page removed is
+    /// off the tree with a count of 0, and the caller frees it.
+    pub(crate) fn remove_mapping_many<'p>(&self, pages: impl Iterator<Item = &'p Page>, removed: &mut Vec<bool>) {
         let mut tree = self.tree.lock();
+        for page in pages {
+            removed.push(self.remove_locked(&mut tree, page));
+        }
+    }
+
+    fn remove_locked(&self, tree: &mut XaLock<'_>, page: &Page) -> bool {
         if page.mapping_id() != self.id || !page.ref_freeze(2) {
             return false;
         }

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::mapping::AddressSpace;
 use crate::page::{Page, PageFlags};
 use crate::stats::Event;
 use crate::sync::Ordering;
@@ -29,7 +30,7 @@ pub(crate) enum Reclaimer {
 }
 
 enum Verdict {
-    Freed,
+    Ready,
     Keep,
 }
 
@@ -76,12 +77,7 @@ impl Zone {
             scanned += batch.len();
             let scanned_batch = batch.len();
             let mut keep = Vec::with_capacity(batch.len());
-            for (pfn, stamp) in batch {
-                match self.shrink_page(self.pfn_to_page(pfn), who, stamp) {
-                    Verdict::Freed => freed += 1,
-                    Verdict::Keep => keep.push(pfn),
-                }
-            }
+            freed += self.shrink_page_list(batch, who, &mut keep);
             let stuck = keep.len() == scanned_batch;
             self.putback(keep);
             if stuck {
@@ -138,25 +134,53 @@ impl Zone {
         }
     }
 
-    /// Tries to free one isolated page (`shrink_page_list` for one page).
-    fn shrink_page(&self, page: &Page, who: Reclaimer, stamp: u64) -> Verdict {
-        if page.test(PageFlags::ACTIVE) || !wait::trylock_page(page) {
-            return Verdict::Keep;
+    /// Frees what it can of a batch of isolated pages (`shrink_page_list`);
+    /// the rest go to `keep`, unlocked. Pages are prepared one by one (page
+    /// lock, writeback state, pageout), then removed from their mapping's
+    /// tree a run at a time under one tree lock. Returns pages freed.
+    fn shrink_page_list(&self, batch: Vec<(u32, u64)>, who: Reclaimer, keep: &mut Vec<u32>) -> usize {
+        let mut freed = 0;
+        // The mapping of the previous page: a batch is mostly one file's.
+        let mut last: Option<Arc<AddressSpace>> = None;
+        let mut run: Vec<(u32, u64)> = Vec::with_capacity(batch.len());
+        for (pfn, stamp) in batch {
+            let page = self.pfn_to_page(pfn);
+            if page.test(PageFlags::ACTIVE) || !wait::trylock_page(page) {
+                keep.push(pfn);
+                continue;
+            }
+            let id = page.mapping_id();
+            if last.as_ref().is_none_or(|m| m.id != id) {
+                if let Some(m) = last.take() {
+                    freed += self.remove_run(&m, &mut run, who, keep);
+                }
+                last = self.mapping(id);
+            }
+            let ready = match &last {
+                Some(m) => self.prepare_locked_page(m, page, who),
+                None => Verdict::Keep,
+            };
+            match ready {
+                Verdict::Ready => run.push((pfn, stamp)),
+                Verdict::Keep => {
+                    wait::unlock_page(page);
+                    keep.push(pfn);
+                }
+            }
         }
-        let verdict = self.shrink_locked_page(page, who, stamp);
-        if let Verdict::Keep = verdict {
-            wait::unlock_page(page);
+        if let Some(m) = last {
+            freed += self.remove_run(&m, &mut run, who, keep);
         }
-        verdict
+        freed
     }
 
-    fn shrink_locked_page(&self, page: &Page, who: Reclaimer, stamp: u64) -> Verdict {
+    /// Whether a locked, isolated page can be removed now: not under
+    /// writeback, and clean (kswapd writes a dirty one out first; other
+    /// reclaimers wake the flusher and keep it).
+    fn prepare_locked_page(&self, mapping: &AddressSpace, page: &Page, who: Reclaimer) -> Verdict {
         if page.test(PageFlags::WRITEBACK) {
             return Verdict::Keep;
         }
-        let Some(mapping) = self.mapping(page.mapping_id()) else {
-            return Verdict::Keep;
-        };
         if page.test(PageFlags::DIRTY) {
             if who != Reclaimer::Kswapd {
                 self.flusher.wake();
@@ -164,24 +188,50 @@ impl Zone {
             }
             // Page out: written with the page locked, then freed below.
             page.set(PageFlags::RECLAIM);
-            let ok = crate::writeback::pageout(&mapping, page);
+            let ok = crate::writeback::pageout(mapping, page);
             page.clear(PageFlags::RECLAIM);
             if !ok {
                 return Verdict::Keep;
             }
         }
-        // Two references: the page cache's and our isolation's.
-        if !mapping.remove_mapping(page) {
-            return Verdict::Keep;
+        Verdict::Ready
+    }
+
+    /// Removes a run of locked, prepared pages of `mapping` under one tree
+    /// lock and frees those that went; the others are unlocked into `keep`.
+    fn remove_run(
+        &self,
+        mapping: &AddressSpace,
+        run: &mut Vec<(u32, u64)>,
+        who: Reclaimer,
+        keep: &mut Vec<u32>,
+    ) -> usize {
+        if run.is_empty() {
+            return 0;
         }
-        // Evicted inside its test period: leave a shadow (not for pages
-        // dropped on request by `shrink`).
-        if who != Reclaimer::Shrink && workingset::in_test_period(stamp, self.lru.hand()) {
-            self.shadows.remember(mapping.id, page.index(), stamp);
+        let mut removed = Vec::with_capacity(run.len());
+        // Two references each: the page cache's and our isolation's.
+        mapping.remove_mapping_many(run.iter().map(|&(pfn, _)| self.pfn_to_page(pfn)), &mut removed);
+        let hand = self.lru.hand();
+        let mut freed = 0;
+        for (&(pfn, stamp), ok) in run.iter().zip(removed) {
+            let page = self.pfn_to_page(pfn);
+            if !ok {
+                wait::unlock_page(page);
+                keep.push(pfn);
+                continue;
+            }
+            // Evicted inside its test period: leave a shadow (not for pages
+            // dropped on request by `shrink`).
+            if who != Reclaimer::Shrink && workingset::in_test_period(stamp, hand) {
+                self.shadows.remember(mapping.id, page.index(), stamp);
+            }
+            // Count is 0 and the page is off the LRU: straight back to the pool.
+            self.buddy.free(&self.pages, pfn, 0, false);
+            freed += 1;
         }
-        // Count is 0 and the page is off the LRU: straight back to the pool.
-        self.buddy.free(&self.pages, self.page_to_pfn(page), 0, false);
-        Verdict::Freed
+        run.clear();
+        freed
     }
 }
 
