@@ -288,32 +288,42 @@ pub(crate) fn read_cache_page<'a>(
     index: u64,
     req: u64,
 ) -> io::Result<PageRef<'a>> {
-    if let Some(page) = m.find_get_page(index) {
+    let found = m.find_get_page(index);
+    if let Some(page) = &found {
         let f = page.page().flags();
         if f.0 & (PageFlags::UPTODATE.0 | PageFlags::READAHEAD.0 | RA_FRESH.0) == PageFlags::UPTODATE.0 {
             m.zone.count(Event::Hit, 1);
             page.mark_accessed();
-            return Ok(page);
+            return Ok(found.expect("just matched"));
         }
     }
-    read_cache_page_slow(m, ra, index, req)
+    read_cache_page_slow(m, ra, index, req, found)
 }
 
+/// The rest of `read_cache_page`, starting from what its lookup found.
 #[cold]
-fn read_cache_page_slow<'a>(m: &'a AddressSpace, ra: &RaContext, index: u64, req: u64) -> io::Result<PageRef<'a>> {
+fn read_cache_page_slow<'a>(
+    m: &'a AddressSpace,
+    ra: &RaContext,
+    index: u64,
+    req: u64,
+    found: Option<PageRef<'a>>,
+) -> io::Result<PageRef<'a>> {
     let max = m.zone.ra_max_pages;
+    let mut found = Some(found);
     loop {
-        let Some(page) = m.find_get_page(index) else {
+        let lookup = match found.take() {
+            Some(first) => first,
+            None => m.find_get_page(index),
+        };
+        let Some(page) = lookup else {
             m.zone.count(Event::Miss, 1);
             let (start, nr, marker) = ra.on_miss(index, req, max);
-            readahead::read_window(m, start, nr, Some(index), marker)?;
-            // The page may already be gone again (reclaim): look again.
-            if let Some(page) = m.find_get_page(index) {
-                if page.is_uptodate() {
-                    page.page().clear(RA_FRESH);
-                    page.mark_accessed();
-                    return Ok(page);
-                }
+            // The page comes back from the read itself; if someone else
+            // cached it meanwhile (or reclaim took it already), look again.
+            if let Some(page) = readahead::read_window(m, start, nr, Some(index), marker)? {
+                page.mark_accessed();
+                return Ok(page);
             }
             continue;
         };

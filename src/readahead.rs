@@ -14,7 +14,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::mapping::AddressSpace;
-use crate::page::{LockedPage, PageFlags};
+use crate::page::{LockedPage, PageFlags, PageRef};
 use crate::stats::Event;
 use crate::sync::{AtomicU64, Ordering};
 use crate::zone::Zone;
@@ -134,11 +134,31 @@ pub(crate) fn start_workers(
 /// contiguous run with one vectored call. `wanted` is the page the caller
 /// needs (its failure is an error; others' failures just drop those pages).
 /// The page at `start + marker` gets the READAHEAD marker.
-pub(crate) fn read_window(m: &AddressSpace, start: u64, nr: u64, wanted: Option<u64>, marker: u64) -> io::Result<()> {
+/// Returns the wanted page, uptodate, if this call read it.
+pub(crate) fn read_window<'a>(
+    m: &'a AddressSpace,
+    start: u64,
+    nr: u64,
+    wanted: Option<u64>,
+    marker: u64,
+) -> io::Result<Option<PageRef<'a>>> {
+    let mut got = None;
+    read_window_into(m, start, nr, wanted, marker, &mut got)?;
+    Ok(got)
+}
+
+fn read_window_into<'a>(
+    m: &'a AddressSpace,
+    start: u64,
+    nr: u64,
+    wanted: Option<u64>,
+    marker: u64,
+    got: &mut Option<PageRef<'a>>,
+) -> io::Result<()> {
     let size = m.size();
     let end_index = size.div_ceil(PAGE_SIZE as u64);
     let end = start.saturating_add(nr).min(end_index);
-    let mut run: Vec<LockedPage<'_>> = Vec::new();
+    let mut run: Vec<LockedPage<'a>> = Vec::new();
     let mut result = Ok(());
     // The pages already cached in the window, from one walk of the tree
     // (a page that appears later is caught by the insert below). A window
@@ -149,7 +169,7 @@ pub(crate) fn read_window(m: &AddressSpace, start: u64, nr: u64, wanted: Option<
     while index < end {
         while cached.next_if(|&c| c < index).is_some() {}
         if cached.next_if_eq(&index).is_some() {
-            result = result.and(flush_run(m, &mut run, wanted));
+            result = result.and(flush_run(m, &mut run, wanted, got));
             index += 1;
             continue;
         }
@@ -159,7 +179,7 @@ pub(crate) fn read_window(m: &AddressSpace, start: u64, nr: u64, wanted: Option<
             Ok(p) => p,
             Err(e) => {
                 // Out of frames: read what we have; fail only the page asked for.
-                result = result.and(flush_run(m, &mut run, wanted));
+                result = result.and(flush_run(m, &mut run, wanted, got));
                 if wanted.is_some_and(|w| w >= index) {
                     return result.and(Err(e));
                 }
@@ -175,7 +195,7 @@ pub(crate) fn read_window(m: &AddressSpace, start: u64, nr: u64, wanted: Option<
         if m.add_to_page_cache_lru(&page, index).is_err() {
             page.page().clear(RA_FRESH);
             // Someone else cached it meanwhile: the run ends here.
-            result = result.and(flush_run(m, &mut run, wanted));
+            result = result.and(flush_run(m, &mut run, wanted, got));
             index += 1;
             continue;
         }
@@ -191,11 +211,16 @@ pub(crate) fn read_window(m: &AddressSpace, start: u64, nr: u64, wanted: Option<
         run.push(page);
         index += 1;
     }
-    result.and(flush_run(m, &mut run, wanted))
+    result.and(flush_run(m, &mut run, wanted, got))
 }
 
 /// Reads a run of locked, contiguous, new pages; unlocks them.
-fn flush_run(m: &AddressSpace, run: &mut Vec<LockedPage<'_>>, wanted: Option<u64>) -> io::Result<()> {
+fn flush_run<'a>(
+    m: &'a AddressSpace,
+    run: &mut Vec<LockedPage<'a>>,
+    wanted: Option<u64>,
+    got: &mut Option<PageRef<'a>>,
+) -> io::Result<()> {
     if run.is_empty() {
         return Ok(());
     }
@@ -208,6 +233,10 @@ fn flush_run(m: &AddressSpace, run: &mut Vec<LockedPage<'_>>, wanted: Option<u64
         if res.is_ok() || done >= (i + 1) * PAGE_SIZE {
             page.page().clear(PageFlags::ERROR);
             page.set_uptodate();
+            if Some(page.index()) == wanted {
+                // Handed to the caller: no second lookup.
+                *got = Some(page.unlock());
+            }
         } else if Some(page.index()) == wanted {
             page.page().set(PageFlags::ERROR);
             wanted_failed = true;
