@@ -155,7 +155,9 @@ impl CachedFile {
     /// Copies `src` into page `index` at `off` (`write_begin` + copy + `write_end`).
     fn write_page(&self, index: u64, off: usize, src: &[u8]) -> io::Result<()> {
         let m = &*self.file.mapping;
-        let mut page = m.find_or_create_page(index)?;
+        // Written pages start inactive even while the cache fills, as the
+        // kernel starts them: a second write or a read activates them.
+        let mut page = m.find_or_create_page_with(index, crate::lru::FILL_INACTIVE)?;
         if !page.is_uptodate() && src.len() < PAGE_SIZE {
             if index * PS >= m.size() {
                 page.data_mut().fill(0);

@@ -80,6 +80,10 @@ impl List {
 /// list alone would not.
 pub(crate) const INACTIVE_RATIO: usize = 8;
 
+/// Set on a new page that starts on the inactive list even while the cache
+/// fills (pages created by writes); cleared when the page reaches a list.
+pub(crate) const FILL_INACTIVE: PageFlags = PageFlags(1 << 18);
+
 /// The two lists, under one lock, with the LRU stamps of CLOCK-Pro's test
 /// period (see `workingset`).
 pub(crate) struct LruLists {
@@ -264,7 +268,8 @@ impl Lru {
             let filling = zone.buddy.nr_free() > zone.watermarks.high;
             for &pfn in &batch {
                 let p = &zone.pages[pfn as usize];
-                if filling && lists.active.len < max_active && !p.test(RA_FRESH) {
+                let asked = !p.test(RA_FRESH) && !p.test_and_clear(FILL_INACTIVE);
+                if filling && lists.active.len < max_active && asked {
                     p.set(PageFlags::ACTIVE);
                 }
                 let now = lists.clock;

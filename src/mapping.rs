@@ -221,6 +221,12 @@ impl AddressSpace {
     /// the LRU) if none was cached. When threads race, one page wins and the
     /// losers' frames go back to the pool.
     pub fn find_or_create_page(&self, index: u64) -> io::Result<LockedPage<'_>> {
+        self.find_or_create_page_with(index, PageFlags(0))
+    }
+
+    /// `find_or_create_page`, setting `new_flags` on a page it creates
+    /// before the page is visible.
+    pub(crate) fn find_or_create_page_with(&self, index: u64, new_flags: PageFlags) -> io::Result<LockedPage<'_>> {
         check_index(index)?;
         loop {
             if let Some(p) = self.find_lock_page(index) {
@@ -231,6 +237,9 @@ impl AddressSpace {
                 Ok(locked) => locked,
                 Err(_) => unreachable!("a freshly allocated page is unlocked"),
             };
+            if new_flags.0 != 0 {
+                page.page().set(new_flags);
+            }
             match self.add_to_page_cache_lru(&page, index) {
                 Ok(()) => return Ok(page),
                 Err(_) => continue, // lost the race: `page` drops and is freed

@@ -47,13 +47,21 @@ impl Zone {
         self.shrink_lists(nr, Reclaimer::Direct)
     }
 
-    /// Frees up to `nr` pages; returns how many were freed.
+    /// Frees up to `nr` pages, scanning up to the whole LRU once; returns
+    /// how many were freed.
     pub(crate) fn shrink_lists(&self, nr: usize, who: Reclaimer) -> usize {
+        self.shrink_lists_scan(nr, who, usize::MAX)
+    }
+
+    /// Frees up to `nr` pages, looking at no more than `max_scan` pages
+    /// (and at most the whole LRU once); returns how many were freed.
+    pub(crate) fn shrink_lists_scan(&self, nr: usize, who: Reclaimer, max_scan: usize) -> usize {
         self.lru.drain(self);
         let total = {
             let l = self.lru.lock();
             l.active.len + l.inactive.len
-        };
+        }
+        .min(max_scan);
         let mut freed = 0;
         let mut scanned = 0;
         while freed < nr && scanned <= total {

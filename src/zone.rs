@@ -209,10 +209,14 @@ impl Zone {
     /// on this core, and wake kswapd only for what needs I/O. Handing every
     /// batch to kswapd on the other core cost a wakeup and a round of cache
     /// line transfers per batch (measured: 2.3x pread on the miss path).
+    /// The scan is bounded (4 batches): when the inactive tail is dirty,
+    /// scanning the whole LRU on every allocation cost more than the
+    /// allocation itself; kswapd and the flusher deal with dirty pages.
     #[cold]
     fn reclaim_on_alloc(&self) {
-        let freed = self.shrink_lists(crate::reclaim::SWAP_CLUSTER_MAX, crate::reclaim::Reclaimer::Direct);
-        if freed < crate::reclaim::SWAP_CLUSTER_MAX / 2 {
+        use crate::reclaim::{Reclaimer, SWAP_CLUSTER_MAX};
+        let freed = self.shrink_lists_scan(SWAP_CLUSTER_MAX, Reclaimer::Direct, 4 * SWAP_CLUSTER_MAX);
+        if freed < SWAP_CLUSTER_MAX / 2 {
             self.wake_kswapd();
         }
     }
