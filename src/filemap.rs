@@ -158,14 +158,20 @@ impl CachedFile {
         // Written pages start inactive even while the cache fills, as the
         // kernel starts them: a second write or a read activates them.
         let mut page = m.find_or_create_page_with(index, crate::lru::FILL_INACTIVE)?;
-        if !page.is_uptodate() && src.len() < PAGE_SIZE {
-            if index * PS >= m.size() {
-                page.data_mut().fill(0);
-            } else {
-                read_one(m, &mut page)?;
+        if src.len() == PAGE_SIZE && !page.is_uptodate() {
+            // A new frame, overwritten whole: its old bytes are cold and
+            // worthless, so do not read them in (non-temporal stores).
+            crate::arena::copy_page_nontemporal(page.data_mut(), src);
+        } else {
+            if !page.is_uptodate() && src.len() < PAGE_SIZE {
+                if index * PS >= m.size() {
+                    page.data_mut().fill(0);
+                } else {
+                    read_one(m, &mut page)?;
+                }
             }
+            page.data_mut()[off..off + src.len()].copy_from_slice(src);
         }
-        page.data_mut()[off..off + src.len()].copy_from_slice(src);
         page.set_uptodate();
         // i_size covers the bytes before the page can be written back.
         let end = index * PS + (off + src.len()) as u64;
