@@ -8,6 +8,7 @@ use std::io;
 
 use memmap2::MmapMut;
 
+use crate::page::Page;
 use crate::PAGE_SIZE;
 
 /// Largest number of frames a cache may hold (frame numbers are `u32`, and
@@ -68,6 +69,75 @@ impl Arena {
     pub(crate) fn virt_to_pfn(&self, addr: *const u8) -> Option<u32> {
         let off = (addr as usize).wrapping_sub(self.base as usize);
         (off < self.nr_frames as usize * PAGE_SIZE).then_some((off / PAGE_SIZE) as u32)
+    }
+}
+
+/// `mem_map`: the descriptor array, one `Page` per frame, in its own
+/// anonymous mapping with transparent-huge-page advice. Lookups touch a
+/// random descriptor; on 4 KiB pages each such touch of a large cache's
+/// array also missed the TLB (an 8 MiB array spans 2048 small pages, more
+/// than the second-level TLB holds).
+pub(crate) struct MemMap {
+    #[cfg(not(loom))]
+    map: MmapMut,
+    #[cfg(loom)]
+    pages: Box<[Page]>,
+    len: usize,
+}
+
+impl MemMap {
+    /// `n` fresh descriptors.
+    pub(crate) fn new(n: usize, huge_pages: bool) -> io::Result<MemMap> {
+        #[cfg(loom)]
+        {
+            let _ = huge_pages;
+            Ok(MemMap { pages: (0..n).map(|_| Page::new()).collect(), len: n })
+        }
+        #[cfg(not(loom))]
+        {
+            let bytes = n
+                .checked_mul(std::mem::size_of::<Page>())
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "cache capacity overflows"))?;
+            let mut map = MmapMut::map_anon(bytes.max(1))?;
+            #[cfg(target_os = "linux")]
+            if huge_pages {
+                // Advice only, as for the arena.
+                let _ = map.advise(memmap2::Advice::HugePage);
+            }
+            #[cfg(not(target_os = "linux"))]
+            let _ = huge_pages;
+            let base = map.as_mut_ptr().cast::<Page>();
+            assert!(base.is_aligned(), "mmap returned memory not aligned for Page");
+            for i in 0..n {
+                // SAFETY: the mapping holds n * size_of::<Page>() bytes and
+                // `base` is aligned for Page (asserted; mappings are page
+                // aligned), so slot i < n is in bounds and aligned. Nothing
+                // else refers to the mapping yet.
+                unsafe { base.add(i).write(Page::new()) };
+            }
+            Ok(MemMap { map, len: n })
+        }
+    }
+}
+
+impl std::ops::Deref for MemMap {
+    type Target = [Page];
+
+    #[inline]
+    fn deref(&self) -> &[Page] {
+        #[cfg(loom)]
+        {
+            &self.pages
+        }
+        #[cfg(not(loom))]
+        // SAFETY: `new` initialized all `len` descriptors in the mapping,
+        // which is aligned for Page and lives (never moved or unmapped) as
+        // long as `self`. Descriptors are only ever shared (`&Page`): all
+        // their state is atomic. `Page` needs no drop (plain atomics), so
+        // unmapping them with the mapping is fine.
+        unsafe {
+            std::slice::from_raw_parts(self.map.as_ptr().cast::<Page>(), self.len)
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::arena::Arena;
+use crate::arena::{Arena, MemMap};
 use crate::buddy::Buddy;
 use crate::lru::Lru;
 use crate::mapping::AddressSpace;
@@ -107,7 +107,7 @@ pub(crate) struct DirtyLimits {
 /// One cache's memory: frames, descriptors, allocator, LRU, counters.
 pub(crate) struct Zone {
     pub(crate) arena: Arena,
-    pub(crate) pages: Box<[Page]>,
+    pub(crate) pages: MemMap,
     pub(crate) buddy: Buddy,
     pub(crate) lru: Lru,
     /// Shadows of evicted pages, for refault activation.
@@ -133,7 +133,7 @@ pub(crate) struct Zone {
 impl Zone {
     pub(crate) fn new(nr_frames: usize, huge_pages: bool, dirty: DirtyLimits, ra_max_pages: u64) -> io::Result<Zone> {
         let arena = Arena::new(nr_frames, huge_pages)?;
-        let pages: Box<[Page]> = (0..nr_frames).map(|_| Page::new()).collect();
+        let pages = MemMap::new(nr_frames, huge_pages)?;
         let buddy = Buddy::new(&pages);
         let shards = (2 * std::thread::available_parallelism().map_or(2, |n| n.get())).next_power_of_two();
         Ok(Zone {
