@@ -347,6 +347,29 @@ fn a_loop_slightly_larger_than_the_cache_mostly_hits() {
     assert!(st.misses <= LOOP + (PASSES - 1) * LOOP / 3, "{} misses of {accesses}", st.misses);
 }
 
+#[test]
+fn while_the_cache_fills_pages_read_start_active_and_pages_written_do_not() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let read_path = dir.path().join("r");
+    let data = pattern(64 * PAGE_SIZE);
+    std::fs::write(&read_path, &data).unwrap();
+    let cache = PageCache::builder().capacity(1024 * PAGE_SIZE).readahead_max(0).build().unwrap();
+    let r = cache.open(&read_path).unwrap();
+    let w = cache.create(dir.path().join("w")).unwrap();
+    let mut page = vec![0u8; PAGE_SIZE];
+    for i in 0..64u64 {
+        r.read_exact_at(&mut page, i * PS).unwrap();
+        w.write_all_at(&page, i * PS).unwrap();
+    }
+    settle(&cache);
+    cache.check_invariants();
+    let st = cache.stats();
+    // 64 pages read on demand start active (as CLOCK-Pro's first pages
+    // start hot); 64 pages written start inactive, as the kernel's do.
+    assert_eq!((st.active_pages, st.inactive_pages), (64, 64), "{st:?}");
+}
+
 // ---- 4. memory while streaming ------------------------------------------------------
 
 #[test]
