@@ -27,6 +27,12 @@
 //! | `PRIVATE` | the owner attached private state | owner |
 //! | `MAPPEDTODISK` | every block of the page has a place in the file | write path |
 //! | `WB_WAITERS` | someone sleeps waiting for `WRITEBACK` to clear | a waiter / `end_page_writeback` |
+//!
+//! Two more bits are crate-internal: bit 17 (`RA_FRESH`, readahead brought
+//! the page in and nobody has read it yet; set by readahead, cleared by the
+//! first reader) and bit 18 (`FILL_INACTIVE`, a page created by a write:
+//! it starts on the inactive list even while the cache fills; set by the
+//! write path, cleared when the page reaches an LRU list).
 
 use std::fmt;
 use std::ops::Deref;
