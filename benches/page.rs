@@ -39,8 +39,9 @@ fn page_ops(c: &mut Criterion) {
     let word = std::sync::atomic::AtomicU32::new(0);
     g.bench_function("two_atomic_rmws", |b| {
         b.iter(|| {
-            black_box(word.fetch_add(1, std::sync::atomic::Ordering::Acquire));
-            black_box(word.fetch_sub(1, std::sync::atomic::Ordering::Release));
+            let w = black_box(&word);
+            w.fetch_add(1, std::sync::atomic::Ordering::Acquire);
+            w.fetch_sub(1, std::sync::atomic::Ordering::Release);
         })
     });
     let arc = std::sync::Arc::new(0u32);
