@@ -158,12 +158,14 @@ impl CachedFile {
         // Written pages start inactive even while the cache fills, as the
         // kernel starts them: a second write or a read activates them.
         let mut page = m.find_or_create_page_with(index, crate::lru::FILL_INACTIVE)?;
-        if src.len() == PAGE_SIZE && !page.is_uptodate() {
+        let whole = src.len() == PAGE_SIZE;
+        if !page.is_uptodate() && whole {
             // A new frame, overwritten whole: its old bytes are cold and
             // worthless, so do not read them in (non-temporal stores).
             crate::arena::copy_page_nontemporal(page.data_mut(), src);
         } else {
-            if !page.is_uptodate() && src.len() < PAGE_SIZE {
+            if !page.is_uptodate() {
+                // A partial write: the rest of the page must be the file's.
                 if index * PS >= m.size() {
                     page.data_mut().fill(0);
                 } else {

@@ -250,8 +250,9 @@ pub(crate) fn balance_dirty_pages(m: &AddressSpace) {
 fn throttle(m: &AddressSpace) {
     m.zone.count(Event::Throttles, 1);
     if let Ok(0) = write_cache_pages(m, SyncMode::Background(BATCH * 4)) {
-        // Someone else is writing this mapping back: wait for one of its
-        // pages under writeback to finish instead of writing alongside.
+        // Nothing written: someone else is writing this mapping back (or
+        // all of it is under writeback already). Wait for one page under
+        // writeback to finish instead of writing alongside.
         let mut index = 0;
         if let Some(page) = m.find_get_pages_tag(&mut index, Tag::Writeback, 1).pop() {
             page.wait_on_page_writeback();
