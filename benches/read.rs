@@ -1,6 +1,7 @@
 //! Reads through the cache against the kernel's page cache: random 4 KiB
 //! hits and sequential 1 MiB reads on a 1 GiB file that is resident in both
-//! caches (vs `pread` and a copy out of a prefaulted mmap), and a cold
+//! caches (vs `pread`, a copy out of a prefaulted mmap, and a copy out of a
+//! huge-page buffer with no lookup at all, the floor), and a cold
 //! sequential pass with O_DIRECT underneath (vs `dd iflag=direct` and
 //! in-process O_DIRECT `pread`).
 //!
@@ -73,6 +74,21 @@ fn hot() -> &'static Hot {
     })
 }
 
+/// The floor under both hot groups: a 1 GiB anonymous buffer on
+/// transparent huge pages, as our arena is, filled with the file's bytes.
+/// Copying out of it is a copy with no index, no lookup and no reference:
+/// what reading from any in-memory cache costs at least.
+fn thp_buffer() -> &'static memmap2::MmapMut {
+    static BUF: OnceLock<memmap2::MmapMut> = OnceLock::new();
+    BUF.get_or_init(|| {
+        let mut m = memmap2::MmapMut::map_anon(GIB as usize).expect("anonymous mapping");
+        let _ = m.advise(memmap2::Advice::HugePage);
+        let f = File::open(&hot().path).expect("open");
+        f.read_exact_at(&mut m, 0).expect("fill the buffer");
+        m
+    })
+}
+
 /// Before a hot group: the kernel and our cache both hold the whole file.
 fn rewarm(h: &Hot) {
     warm_kernel(&h.path);
@@ -88,6 +104,7 @@ fn report_misses(h: &Hot, group: &str, before: &page_cache::Stats) {
 
 fn random_4k_hits(c: &mut Criterion) {
     let h = hot();
+    let floor = thp_buffer();
     rewarm(h);
     let pages = GIB / PAGE_SIZE as u64;
     let mut seed = 0x2545_F491_4F6C_DD1D;
@@ -124,12 +141,20 @@ fn random_4k_hits(c: &mut Criterion) {
             black_box(&buf);
         })
     });
+    g.bench_function("thp_buffer_copy_floor", |b| {
+        b.iter(|| {
+            let off = next() as usize;
+            buf.copy_from_slice(&floor[off..off + PAGE_SIZE]);
+            black_box(&buf);
+        })
+    });
     g.finish();
     report_misses(h, "random_4k_hits", &before);
 }
 
 fn seq_1m(c: &mut Criterion) {
     let h = hot();
+    let floor = thp_buffer();
     rewarm(h);
     let before = h.cache.stats();
     let mut g = c.benchmark_group("seq_1m");
@@ -161,6 +186,13 @@ fn seq_1m(c: &mut Criterion) {
         b.iter(|| {
             let off = next() as usize;
             buf.copy_from_slice(&h.map[off..off + MIB]);
+            black_box(&buf);
+        })
+    });
+    g.bench_function("thp_buffer_copy_floor", |b| {
+        b.iter(|| {
+            let off = next() as usize;
+            buf.copy_from_slice(&floor[off..off + MIB]);
             black_box(&buf);
         })
     });

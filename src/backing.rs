@@ -65,11 +65,26 @@ impl Backing for FileBacking {
     fn read_vectored_at(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> io::Result<usize> {
         let n = bufs.len().min(IOV_MAX) as libc::c_int;
         let off = to_off(offset)?;
+        let fd = self.file.as_raw_fd();
         loop {
-            // SAFETY: IoSliceMut is ABI-compatible with `struct iovec` (std
-            // guarantees it on unix); the slices are valid for writes of
-            // their lengths for the duration of the call, and n <= bufs.len().
-            let r = unsafe { libc::preadv(self.file.as_raw_fd(), bufs.as_mut_ptr().cast(), n, off) };
+            let r = if n == 1 {
+                // One buffer (a random miss): pread64, which skips copying
+                // an iovec array in. Issued as a raw syscall, as is preadv
+                // below: libc's wrappers are cancellation points and pay to
+                // switch cancellation on and off around every call.
+                // SAFETY: bufs[0] is valid for writes of its length for the
+                // duration of the call.
+                unsafe { libc::syscall(libc::SYS_pread64, fd, bufs[0].as_mut_ptr(), bufs[0].len(), off) as isize }
+            } else {
+                // SAFETY: IoSliceMut is ABI-compatible with `struct iovec`
+                // (std guarantees it on unix); the slices are valid for
+                // writes of their lengths for the duration of the call, and
+                // n <= bufs.len(). preadv takes the offset in two halves.
+                unsafe {
+                    libc::syscall(libc::SYS_preadv, fd, bufs.as_mut_ptr(), n, off as u64 as libc::c_ulong, 0 as libc::c_ulong)
+                        as isize
+                }
+            };
             match cvt(r) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => return r,
