@@ -81,8 +81,14 @@ impl Backing for FileBacking {
                 // writes of their lengths for the duration of the call, and
                 // n <= bufs.len(). preadv takes the offset in two halves.
                 unsafe {
-                    libc::syscall(libc::SYS_preadv, fd, bufs.as_mut_ptr(), n, off as u64 as libc::c_ulong, 0 as libc::c_ulong)
-                        as isize
+                    libc::syscall(
+                        libc::SYS_preadv,
+                        fd,
+                        bufs.as_mut_ptr(),
+                        n,
+                        off as u64 as libc::c_ulong,
+                        0 as libc::c_ulong,
+                    ) as isize
                 }
             };
             match cvt(r) {
