@@ -25,7 +25,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use page_cache::{CachedFile, PageCache};
+use page_cache::{CachedFile, PageCache, PAGE_SIZE};
 
 /// `eprintln!` that never panics (a closed or broken standard error is
 /// ignored).
@@ -1172,6 +1172,10 @@ fn run(args: &[OsString]) -> Result<u8, Exit> {
         prev_nread: 0,
         sparse: opts.conv.sparse,
         final_op_was_seek: false,
+        // Page to page holds an input page while writing an output page:
+        // only with room for both and more (a cache of a frame or two
+        // would fail the write for want of a frame).
+        splice: cache.as_ref().is_some_and(|c| c.capacity() >= SPLICE_MIN_CACHE),
     };
     let status = copier.dd_copy(
         &mut ibuf,
@@ -1277,13 +1281,24 @@ struct Copier<'a> {
     prev_nread: usize,
     sparse: bool,
     final_op_was_seek: bool,
+    /// Whether records may go page to page between cached files (`splice_record`).
+    splice: bool,
 }
+
+/// The smallest cache with which records go page to page (`splice_record`).
+const SPLICE_MIN_CACHE: usize = 1 << 20;
 
 impl Copier<'_> {
     /// `iread`, with the partial-read warning.
     fn iread(&mut self, input: &mut Input, buf: &mut [u8]) -> io::Result<usize> {
         let nread = input.read(buf)?;
-        if nread > 0 && self.warn_partial_read && 0 < self.prev_nread && self.prev_nread < buf.len() {
+        self.note_read(nread, buf.len());
+        Ok(nread)
+    }
+
+    /// After a read of `nread` bytes of `wanted`: the partial-read warning.
+    fn note_read(&mut self, nread: usize, wanted: usize) {
+        if nread > 0 && self.warn_partial_read && 0 < self.prev_nread && self.prev_nread < wanted {
             if self.opts.status != Status::None {
                 let prev = self.prev_nread;
                 let unit = if prev == 1 { "byte" } else { "bytes" };
@@ -1292,7 +1307,6 @@ impl Copier<'_> {
             self.warn_partial_read = false;
         }
         self.prev_nread = nread;
-        Ok(nread)
     }
 
     fn iread_fnc(&mut self, input: &mut Input, buf: &mut [u8]) -> io::Result<usize> {
@@ -1504,6 +1518,39 @@ impl Copier<'_> {
                 ibuf.fill(0);
             }
             let want = if records >= opts.max_records { opts.max_bytes as usize } else { ibs };
+            if self.splice && !opts.two_buffers() && !opts.conv.sync && !self.sparse {
+                if let Some((n, nw, err)) = splice_record(input, output, want) {
+                    if n == 0 {
+                        break;
+                    }
+                    self.note_read(n, want);
+                    if self.opts.iflag.fullblock && n < want {
+                        // iread_fnc would have read again and met end of file.
+                        self.prev_nread = 0;
+                    }
+                    *input_offset = input_offset.and_then(|o| o.checked_add(n as u64));
+                    if n < ibs {
+                        stats.r_partial += 1;
+                        partread = n;
+                    } else {
+                        stats.r_full += 1;
+                        partread = 0;
+                    }
+                    self.final_op_was_seek = false;
+                    stats.w_bytes += nw as u64;
+                    if nw != n {
+                        let e = err.unwrap_or_else(|| os_err(ENOSPC));
+                        errln!("dd: error writing {}: {}", quoteaf(self.output_name), reason(&e));
+                        return Ok(1);
+                    }
+                    if n == ibs {
+                        stats.w_full += 1;
+                    } else {
+                        stats.w_partial += 1;
+                    }
+                    continue;
+                }
+            }
             let mut n = match self.iread_fnc(input, &mut ibuf[..want]) {
                 Ok(0) => break,
                 Ok(n) => {
@@ -1666,6 +1713,53 @@ impl Copier<'_> {
             }
         }
     }
+}
+
+/// One record of up to `want` bytes from a cached input file straight into a
+/// cached output file: each input page is written from page memory into the
+/// output's pages, with no copy through dd's buffer. Returns the bytes read,
+/// the bytes written and the write error that stopped the record, if any;
+/// `None` when the buffer path must do it: either side not cached, both the
+/// same file (a page read-guarded here could be the one being written), or
+/// the record's first page failing to read (the buffer path reads it again
+/// and reports the error as dd does). A read error later in the record ends
+/// it short, as a short read(2) would; the error comes back next time.
+fn splice_record(input: &mut Input, output: &mut Output, want: usize) -> Option<(usize, usize, Option<io::Error>)> {
+    let (Input::Cached { file: ifile, pos: ipos }, Output::Cached { file: ofile, pos: opos, append }) = (input, output)
+    else {
+        return None;
+    };
+    if std::ptr::eq(ifile.mapping(), ofile.mapping()) {
+        return None;
+    }
+    let page_size = PAGE_SIZE as u64;
+    let end = ifile.len().min(ipos.saturating_add(want as u64));
+    let start = *ipos;
+    let first_at = if *append { ofile.len() } else { *opos };
+    let mut at = first_at;
+    let mut p = start;
+    let mut err = None;
+    while p < end {
+        let off = (p % page_size) as usize;
+        let n = (page_size - off as u64).min(end - p) as usize;
+        let page = match ifile.mapping().read_page(p / page_size) {
+            Ok(page) => page,
+            Err(_) if p == start => return None,
+            Err(_) => break,
+        };
+        let data = page.read();
+        if let Err(e) = ofile.write_all_at(&data[off..off + n], at) {
+            err = Some(e);
+            break;
+        }
+        at += n as u64;
+        p += n as u64;
+    }
+    // A failed write still consumed the whole record from the input, as
+    // the buffer path's read did before its write.
+    *ipos = if err.is_some() { end } else { p };
+    *opos = at;
+    Some(((*ipos - start) as usize, (at - first_at) as usize, err))
 }
 
 /// coreutils `advance_input_after_read_error`.
