@@ -11,8 +11,11 @@
 //! `x` products, and a trailing `B` on `count`/`skip`/`seek` meaning bytes).
 //!
 //! Regular files are read with `CachedFile::read_at` and written with
-//! `CachedFile::write_all_at`; standard input/output and other files (pipes,
-//! devices) use plain reads and writes. Record counting, padding, truncation,
+//! `CachedFile::write_all_at`; a record from one cached file to another with
+//! `bs=` and no conversion goes with `CachedFile::copy_from` instead, whole
+//! pages moving from the input's cache to the output's without a copy.
+//! Standard input/output and other files (pipes, devices) use plain reads
+//! and writes. Record counting, padding, truncation,
 //! seeking and messages follow coreutils 9.1. The page cache capacity comes
 //! from the `PAGE_CACHE_BYTES` environment variable (default 64 MiB).
 
@@ -25,7 +28,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use page_cache::{CachedFile, PageCache, PAGE_SIZE};
+use page_cache::{CachedFile, PageCache};
 
 /// `eprintln!` that never panics (a closed or broken standard error is
 /// ignored).
@@ -1172,7 +1175,7 @@ fn run(args: &[OsString]) -> Result<u8, Exit> {
         prev_nread: 0,
         sparse: opts.conv.sparse,
         final_op_was_seek: false,
-        // Page to page holds an input page while writing an output page:
+        // copy_from holds an input page while it writes an output page:
         // only with room for both and more (a cache of a frame or two
         // would fail the write for want of a frame).
         splice: cache.as_ref().is_some_and(|c| c.capacity() >= SPLICE_MIN_CACHE),
@@ -1715,15 +1718,15 @@ impl Copier<'_> {
     }
 }
 
-/// One record of up to `want` bytes from a cached input file straight into a
-/// cached output file: each input page is written from page memory into the
-/// output's pages, with no copy through dd's buffer. Returns the bytes read,
-/// the bytes written and the write error that stopped the record, if any;
-/// `None` when the buffer path must do it: either side not cached, both the
-/// same file (a page read-guarded here could be the one being written), or
-/// the record's first page failing to read (the buffer path reads it again
-/// and reports the error as dd does). A read error later in the record ends
-/// it short, as a short read(2) would; the error comes back next time.
+/// One record of up to `want` bytes from a cached input file into a cached
+/// output file with `CachedFile::copy_from`: whole pages move from the
+/// input's cache to the output's, the rest is copied from page memory, and
+/// nothing goes through dd's buffer. Returns the bytes read and written
+/// (the same; short only at end of file or before an error, which the next
+/// record meets), or `None` when the buffer path must do it: either side not
+/// cached, both the same file, or the copy failing before its first byte
+/// (the buffer path then reads and writes again and reports the error as dd
+/// does).
 fn splice_record(input: &mut Input, output: &mut Output, want: usize) -> Option<(usize, usize, Option<io::Error>)> {
     let (Input::Cached { file: ifile, pos: ipos }, Output::Cached { file: ofile, pos: opos, append }) = (input, output)
     else {
@@ -1732,34 +1735,11 @@ fn splice_record(input: &mut Input, output: &mut Output, want: usize) -> Option<
     if std::ptr::eq(ifile.mapping(), ofile.mapping()) {
         return None;
     }
-    let page_size = PAGE_SIZE as u64;
-    let end = ifile.len().min(ipos.saturating_add(want as u64));
-    let start = *ipos;
-    let first_at = if *append { ofile.len() } else { *opos };
-    let mut at = first_at;
-    let mut p = start;
-    let mut err = None;
-    while p < end {
-        let off = (p % page_size) as usize;
-        let n = (page_size - off as u64).min(end - p) as usize;
-        let page = match ifile.mapping().read_page(p / page_size) {
-            Ok(page) => page,
-            Err(_) if p == start => return None,
-            Err(_) => break,
-        };
-        let data = page.read();
-        if let Err(e) = ofile.write_all_at(&data[off..off + n], at) {
-            err = Some(e);
-            break;
-        }
-        at += n as u64;
-        p += n as u64;
-    }
-    // A failed write still consumed the whole record from the input, as
-    // the buffer path's read did before its write.
-    *ipos = if err.is_some() { end } else { p };
-    *opos = at;
-    Some(((*ipos - start) as usize, (at - first_at) as usize, err))
+    let at = if *append { ofile.len() } else { *opos };
+    let n = ofile.copy_from(ifile, *ipos, at, want).ok()?;
+    *ipos += n as u64;
+    *opos = at + n as u64;
+    Some((n, n, None))
 }
 
 /// coreutils `advance_input_after_read_error`.

@@ -6,7 +6,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
 use crate::cache::CacheInner;
-use crate::mapping::AddressSpace;
+use crate::mapping::{AddressSpace, MovePage};
 use crate::page::{LockedPage, PageFlags, PageRef};
 use crate::readahead::{self, RaContext, RA_FRESH};
 use crate::stats::Event;
@@ -185,6 +185,135 @@ impl CachedFile {
         Ok(())
     }
 
+    /// Copies `len` bytes of `src` from `src_offset` into this file at
+    /// `offset` through the cache, as `copy_file_range(2)` does between
+    /// files; short at `src`'s end of file; returns the bytes copied.
+    ///
+    /// Whole pages at page-aligned offsets in both files move from `src`'s
+    /// cache into this one's instead of being copied, when nobody else holds
+    /// them and this file has no page there yet: `src` loses nothing (the
+    /// bytes are clean, on its file) and reads them again if asked. The rest
+    /// is copied straight from `src`'s page memory. When `src` is this same
+    /// file, the bytes go through a one-page buffer, and ranges that overlap
+    /// are refused with `InvalidInput`, as `copy_file_range(2)` refuses them.
+    pub fn copy_from(&self, src: &CachedFile, src_offset: u64, offset: u64, len: usize) -> io::Result<usize> {
+        self.check_writable()?;
+        let (s, m) = (&*src.file.mapping, &*self.file.mapping);
+        let src_size = s.size();
+        if src_offset >= src_size || len == 0 {
+            return Ok(0);
+        }
+        let len = (len as u64).min(src_size - src_offset);
+        offset
+            .checked_add(len)
+            .filter(|&e| e <= crate::mapping::MAX_FILE_SIZE)
+            .ok_or_else(|| invalid("write past the largest file size"))?;
+        if std::ptr::eq(s, m) {
+            if src_offset < offset + len && offset < src_offset + len {
+                return Err(invalid("copy between overlapping ranges of one file"));
+            }
+            return self.copy_within_file(src_offset, offset, len);
+        }
+        let last_src = (src_offset + len - 1) / PS;
+        let mut done = 0u64;
+        while done < len {
+            // A chunk at a time under the size lock, then the dirty throttle.
+            let chunk_end = len.min(done + COPY_CHUNK);
+            let res = {
+                let _size = m.size_lock.lock();
+                let mut res = Ok(());
+                while done < chunk_end {
+                    let (spos, dpos) = (src_offset + done, offset + done);
+                    let (soff, doff) = ((spos % PS) as usize, (dpos % PS) as usize);
+                    let n = (PS - soff as u64).min(PS - doff as u64).min(len - done) as usize;
+                    let sidx = spos / PS;
+                    match self.copy_page_from(s, &src.file.ra, sidx, last_src - sidx + 1, soff, dpos, n) {
+                        Ok(()) => done += n as u64,
+                        Err(e) => {
+                            res = Err(e);
+                            break;
+                        }
+                    }
+                }
+                if offset + done > m.size() {
+                    m.set_size(offset + done);
+                }
+                res
+            };
+            if done > 0 {
+                src.file.ra.note_read((src_offset + done - 1) / PS);
+            }
+            writeback::balance_dirty_pages(m);
+            match res {
+                Ok(()) => {}
+                // Bytes already copied are a short copy; the error comes back next call.
+                Err(_) if done > 0 => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done as usize)
+    }
+
+    /// One page's worth of `copy_from`: `n` bytes from page `sidx` of `s`
+    /// at `soff` to this file at `dpos`, moving the page when it can.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_page_from(
+        &self,
+        s: &AddressSpace,
+        ra: &RaContext,
+        sidx: u64,
+        req: u64,
+        soff: usize,
+        dpos: u64,
+        n: usize,
+    ) -> io::Result<()> {
+        let m = &*self.file.mapping;
+        let didx = dpos / PS;
+        let mut page = read_cache_page(s, ra, sidx, req)?;
+        let whole = n == PAGE_SIZE && (sidx + 1) * PS <= s.size();
+        if whole && m.find_get_page(didx).is_none() {
+            match page.try_lock() {
+                Ok(locked) => {
+                    // i_size covers the page before it can be written back.
+                    if dpos + PS > m.size() {
+                        m.set_size(dpos + PS);
+                    }
+                    match s.move_page_to(locked, m, didx) {
+                        MovePage::Done => return Ok(()),
+                        MovePage::Kept(locked) => page = locked.unlock(),
+                        MovePage::Orphaned => page = read_cache_page(s, ra, sidx, req)?,
+                    }
+                }
+                Err(p) => page = p,
+            }
+        }
+        let data = page.read();
+        self.write_page(didx, (dpos % PS) as usize, &data[soff..soff + n])
+    }
+
+    /// `copy_from` within one file, through a one-page buffer (a page of the
+    /// file cannot be read from while a write into the same file waits for
+    /// its readers).
+    fn copy_within_file(&self, src_offset: u64, offset: u64, len: u64) -> io::Result<usize> {
+        let mut buf = vec![0u8; PAGE_SIZE];
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(PS) as usize;
+            let r = match self.read_at(&mut buf[..n], src_offset + done) {
+                Ok(0) => break,
+                Ok(r) => r,
+                Err(_) if done > 0 => break,
+                Err(e) => return Err(e),
+            };
+            match self.write_all_at(&buf[..r], offset + done) {
+                Ok(()) => done += r as u64,
+                Err(_) if done > 0 => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done as usize)
+    }
+
     /// Writes all of `buf` at `offset`.
     pub fn write_all_at(&self, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
         while !buf.is_empty() {
@@ -289,6 +418,9 @@ impl Seek for FileCursor {
         }
     }
 }
+
+/// Bytes `copy_from` copies between dirty throttles.
+const COPY_CHUNK: u64 = 1 << 20;
 
 /// An uptodate page for reading, through readahead on a miss.
 #[inline]

@@ -328,6 +328,56 @@ impl AddressSpace {
         true
     }
 
+    /// Moves a locked, uptodate, clean page of this file to `dst_index` of
+    /// `dst` (another file), where it becomes dirty: the page changes files
+    /// instead of being copied (the old `splice` page stealing). Only if
+    /// nobody but the cache and the caller holds it (the count freezes from
+    /// 2, as reclaim's removal does), `dst` is in the same cache, and `dst`
+    /// has no page at `dst_index`;
+    /// `dst`'s size must already cover the page. The page keeps its place
+    /// on the LRU. On `Done` and `Orphaned` the caller's reference is gone;
+    /// on `Kept` the page is still this file's, locked, and handed back.
+    pub(crate) fn move_page_to<'a>(
+        &'a self,
+        page: LockedPage<'a>,
+        dst: &'a AddressSpace,
+        dst_index: u64,
+    ) -> MovePage<'a> {
+        let p = page.page();
+        // Frames move only within one cache's arena.
+        if std::ptr::eq(self, dst)
+            || !Arc::ptr_eq(&self.zone, &dst.zone)
+            || p.mapping_id() != self.id
+            || !p.test(PageFlags::UPTODATE)
+            || p.flags().0 & (PageFlags::DIRTY.0 | PageFlags::WRITEBACK.0 | PageFlags::ERROR.0) != 0
+        {
+            return MovePage::Kept(page);
+        }
+        if !self.remove_locked(&mut self.tree.lock(), p) {
+            // A page read in moments ago may still sit in an LRU batch,
+            // which holds a reference: drain the batches and try once more.
+            if p.page_count() <= 2 {
+                return MovePage::Kept(page);
+            }
+            self.zone.lru.drain(&self.zone);
+            if !self.remove_locked(&mut self.tree.lock(), p) {
+                return MovePage::Kept(page);
+            }
+        }
+        // Off this file with a count of 0: give back the caller's reference.
+        p.set_page_count(1);
+        p.clear(crate::readahead::RA_FRESH);
+        p.clear(PageFlags::READAHEAD);
+        if dst.add_to_page_cache(&page, dst_index).is_err() {
+            // `dst` has a page there after all. Ours belongs to no file
+            // now; dropping the caller's reference frees it.
+            return MovePage::Orphaned;
+        }
+        dst.set_page_dirty(p);
+        self.zone.count(crate::stats::Event::PagesMoved, 1);
+        MovePage::Done
+    }
+
     /// Up to `nr` cached pages from `start` on, in ascending index order.
     pub fn find_get_pages(&self, start: u64, nr: usize) -> Vec<PageRef<'_>> {
         self.gang(start, nr, |tree, s, n, out, g| tree.gang_lookup(s, n, out, g))
@@ -549,4 +599,15 @@ mod tests {
         assert_eq!(e.check_and_advance(&c).unwrap_err().raw_os_error(), Some(libc::EIO));
         assert_eq!(e.check_and_advance(&b).unwrap_err().raw_os_error(), Some(libc::EIO));
     }
+}
+
+/// What `AddressSpace::move_page_to` did with the page.
+pub(crate) enum MovePage<'a> {
+    /// The page is the destination's now, dirty.
+    Done,
+    /// The page could not move; still the source's, still locked.
+    Kept(LockedPage<'a>),
+    /// The page left the source but the destination slot was taken; it is
+    /// freed, and its bytes must be read from the source file again.
+    Orphaned,
 }

@@ -28,9 +28,10 @@ pub(crate) enum Event {
     Throttles,
     Refaults,
     RefaultActivations,
+    PagesMoved,
 }
 
-const NR_EVENTS: usize = Event::RefaultActivations as usize + 1;
+const NR_EVENTS: usize = Event::PagesMoved as usize + 1;
 
 /// Event counters, sharded so hot-path increments do not share a cache line.
 pub(crate) struct Counters {
@@ -89,6 +90,9 @@ pub struct Stats {
     pub refaults: u64,
     /// Refaults inside their test period, started on the active list.
     pub refault_activations: u64,
+    /// Pages `CachedFile::copy_from` moved from one file to another instead
+    /// of copying them.
+    pub pages_moved: u64,
     /// Dirty pages now.
     pub dirty_pages: u64,
     /// Pages under writeback now.
@@ -124,6 +128,7 @@ impl Stats {
         self.throttles = c.get(Event::Throttles);
         self.refaults = c.get(Event::Refaults);
         self.refault_activations = c.get(Event::RefaultActivations);
+        self.pages_moved = c.get(Event::PagesMoved);
     }
 }
 
@@ -152,6 +157,7 @@ impl fmt::Display for Stats {
         writeln!(f, "throttles {}", self.throttles)?;
         writeln!(f, "workingset_refault {}", self.refaults)?;
         writeln!(f, "workingset_activate {}", self.refault_activations)?;
+        writeln!(f, "pages_moved {}", self.pages_moved)?;
         write!(f, "buddyinfo")?;
         for n in self.free_blocks {
             write!(f, " {n}")?;

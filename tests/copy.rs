@@ -1,0 +1,290 @@
+//! `CachedFile::copy_from` (copy_file_range through the cache) against a
+//! model: random copies, reads and writes between two files compared with
+//! two `Vec<u8>`s, in a cache big enough for both and in one of eight pages;
+//! whole aligned pages move instead of being copied and the source loses
+//! nothing; copies across caches, within one file, and the errors.
+
+use std::fs::OpenOptions;
+use std::io::ErrorKind;
+use std::path::Path;
+
+mod common;
+use common::settle;
+use page_cache::{CachedFile, PageCache, PAGE_SIZE};
+use proptest::prelude::*;
+
+const PS: u64 = PAGE_SIZE as u64;
+const MAX_OFF: u64 = 48 << 10;
+const MAX_LEN: usize = 24 << 10;
+
+fn rw() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.read(true).write(true);
+    o
+}
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    (0..len as u64).map(|i| ((i ^ seed.rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8).collect()
+}
+
+fn read_all(f: &CachedFile) -> Vec<u8> {
+    let mut buf = vec![0u8; f.len() as usize];
+    f.read_exact_at(&mut buf, 0).unwrap();
+    buf
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Copy { from: usize, to: usize, soff: u64, doff: u64, len: usize },
+    Read { f: usize, off: u64, len: usize },
+    Write { f: usize, off: u64, len: usize, seed: u64 },
+    SetLen { f: usize, len: u64 },
+    Sync { f: usize },
+}
+
+/// Offsets anywhere, on page boundaries (where pages move), or just off them.
+fn offset() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        0..MAX_OFF,
+        (0..=MAX_OFF / PS).prop_map(|p| p * PS),
+        (0..=MAX_OFF / PS, -2i64..=2).prop_map(|(p, d)| (p * PS).saturating_add_signed(d).min(MAX_OFF)),
+    ]
+}
+
+fn length() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        0..=MAX_LEN,
+        (0..=6usize).prop_map(|p| p * PAGE_SIZE),
+        (1..=6usize, -2isize..=2).prop_map(|(p, d)| (p * PAGE_SIZE).saturating_add_signed(d))
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..2usize, 0..2usize, offset(), offset(), length())
+            .prop_map(|(from, to, soff, doff, len)| Op::Copy { from, to, soff, doff, len }),
+        3 => (0..2usize, offset(), length()).prop_map(|(f, off, len)| Op::Read { f, off, len }),
+        2 => (0..2usize, offset(), length(), any::<u64>()).prop_map(|(f, off, len, seed)| Op::Write { f, off, len, seed }),
+        1 => (0..2usize, offset()).prop_map(|(f, len)| Op::SetLen { f, len }),
+        1 => (0..2usize).prop_map(|f| Op::Sync { f }),
+    ]
+}
+
+fn put(model: &mut Vec<u8>, off: u64, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    let (o, end) = (off as usize, off as usize + data.len());
+    if end > model.len() {
+        model.resize(end, 0);
+    }
+    model[o..end].copy_from_slice(data);
+}
+
+fn run_model(
+    cache: &PageCache,
+    dir: &Path,
+    case: usize,
+    lens: (usize, usize),
+    ops: &[Op],
+) -> Result<(), TestCaseError> {
+    let paths = [dir.join(format!("a{case}")), dir.join(format!("b{case}"))];
+    let mut models = [pattern(case as u64, lens.0), pattern(!(case as u64), lens.1)];
+    for (p, m) in paths.iter().zip(&models) {
+        std::fs::write(p, m).unwrap();
+    }
+    let fs = [cache.open_with(&paths[0], &rw()).unwrap(), cache.open_with(&paths[1], &rw()).unwrap()];
+    for (step, op) in ops.iter().enumerate() {
+        match *op {
+            Op::Copy { from, to, soff, doff, len } => {
+                let src_len = models[from].len() as u64;
+                let n = if soff >= src_len { 0 } else { (len as u64).min(src_len - soff) };
+                let overlap = from == to && n > 0 && soff < doff + n && doff < soff + n;
+                let res = fs[to].copy_from(&fs[from], soff, doff, len);
+                if overlap {
+                    let e = res.expect_err("overlapping copy within one file");
+                    prop_assert_eq!(e.kind(), ErrorKind::InvalidInput, "step {}: {:?}", step, op);
+                } else {
+                    let got = res.unwrap();
+                    prop_assert_eq!(got as u64, n, "step {}: {:?} count", step, op);
+                    if n > 0 {
+                        let data = models[from][soff as usize..(soff + n) as usize].to_vec();
+                        put(&mut models[to], doff, &data);
+                    }
+                }
+            }
+            Op::Read { f, off, len } => {
+                let mut buf = vec![0xA5; len];
+                let n = fs[f].read_at(&mut buf, off).unwrap();
+                let m = &models[f];
+                let want = if off >= m.len() as u64 { 0 } else { len.min(m.len() - off as usize) };
+                prop_assert_eq!(n, want, "step {}: {:?} count", step, op);
+                let o = (off as usize).min(m.len());
+                prop_assert!(buf[..n] == m[o..o + n], "step {}: {:?} bytes differ", step, op);
+            }
+            Op::Write { f, off, len, seed } => {
+                let data = pattern(seed, len);
+                fs[f].write_all_at(&data, off).unwrap();
+                put(&mut models[f], off, &data);
+            }
+            Op::SetLen { f, len } => {
+                fs[f].set_len(len).unwrap();
+                models[f].resize(len as usize, 0);
+            }
+            Op::Sync { f } => fs[f].sync_data().unwrap(),
+        }
+        for (f, m) in fs.iter().zip(&models) {
+            prop_assert_eq!(f.len(), m.len() as u64, "step {}: size after {:?}", step, op);
+        }
+    }
+    for ((f, m), p) in fs.iter().zip(&models).zip(&paths) {
+        prop_assert!(read_all(f) == *m, "cache contents at the end differ from the model");
+        f.sync_all().unwrap();
+        prop_assert!(std::fs::read(p).unwrap() == *m, "file after sync_all differs from the model");
+    }
+    settle(cache);
+    cache.check_invariants();
+    Ok(())
+}
+
+fn model_test(capacity: usize) {
+    use proptest::test_runner::TestRunner;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PageCache::new(capacity).unwrap();
+    let case = std::cell::Cell::new(0);
+    let config = ProptestConfig {
+        cases: 48,
+        max_shrink_iters: 1000,
+        max_shrink_time: 15_000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let mut runner = TestRunner::new(config);
+    let strategy = (0..=(40usize << 10), 0..=(40usize << 10), prop::collection::vec(op(), 1..40));
+    let result = runner.run(&strategy, |(a, b, ops)| {
+        case.set(case.get() + 1);
+        run_model(&cache, dir.path(), case.get(), (a, b), &ops)
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    assert!(cache.stats().pages_moved > 0, "no copy moved a page: {}", cache.stats());
+}
+
+#[test]
+fn model_two_files_big_cache() {
+    model_test(4 << 20);
+}
+
+#[test]
+fn model_two_files_eight_page_cache() {
+    model_test(8 * PAGE_SIZE);
+}
+
+#[test]
+fn aligned_whole_pages_move_and_the_source_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PageCache::new(16 << 20).unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let data = pattern(7, (1 << 20) + 100);
+    std::fs::write(&a, &data).unwrap();
+    let src = cache.open(&a).unwrap();
+    let dst = cache.create(&b).unwrap();
+    // Bring the source in, then copy it whole: every whole page moves; the
+    // 100-byte tail is copied.
+    assert_eq!(read_all(&src), data);
+    let moved_before = cache.stats().pages_moved;
+    let cached_before = cache.stats().cached_pages;
+    assert_eq!(dst.copy_from(&src, 0, 0, usize::MAX).unwrap(), data.len());
+    let s = cache.stats();
+    assert_eq!(s.pages_moved - moved_before, 256, "{s}");
+    // One frame more: the tail page of the destination.
+    assert_eq!(s.cached_pages, cached_before + 1, "{s}");
+    assert_eq!(s.dirty_pages, 257, "{s}");
+    assert_eq!(src.mapping().nr_pages(), 1, "only the source's tail page stays");
+    // The source reads its bytes again from its file; the destination has them.
+    assert_eq!(read_all(&src), data);
+    assert_eq!(read_all(&dst), data);
+    dst.sync_all().unwrap();
+    assert_eq!(std::fs::read(&b).unwrap(), data);
+    // Pages held by someone else are copied, not moved.
+    let held = src.mapping().find_get_page(3).expect("page 3 cached again");
+    let moved_before = cache.stats().pages_moved;
+    assert_eq!(dst.copy_from(&src, 3 * PS, 10 * PS, PAGE_SIZE).unwrap(), PAGE_SIZE);
+    assert_eq!(cache.stats().pages_moved, moved_before);
+    drop(held);
+    // A destination page already cached is overwritten in place.
+    assert_eq!(dst.copy_from(&src, 5 * PS, 0, PAGE_SIZE).unwrap(), PAGE_SIZE);
+    assert_eq!(cache.stats().pages_moved, moved_before);
+    let mut want = data.clone();
+    want.copy_within(5 * PAGE_SIZE..6 * PAGE_SIZE, 0);
+    want.copy_within(3 * PAGE_SIZE..4 * PAGE_SIZE, 10 * PAGE_SIZE);
+    assert_eq!(read_all(&dst), want);
+    dst.sync_all().unwrap();
+    assert_eq!(std::fs::read(&b).unwrap(), want);
+    settle(&cache);
+    cache.check_invariants();
+}
+
+#[test]
+fn dirty_source_pages_are_copied_and_stay_dirty() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PageCache::new(4 << 20).unwrap();
+    let src = cache.create(dir.path().join("a")).unwrap();
+    let dst = cache.create(dir.path().join("b")).unwrap();
+    let data = pattern(3, 8 * PAGE_SIZE);
+    src.write_all_at(&data, 0).unwrap();
+    assert_eq!(dst.copy_from(&src, 0, 0, data.len()).unwrap(), data.len());
+    assert_eq!(cache.stats().pages_moved, 0, "dirty pages must not move");
+    src.sync_all().unwrap();
+    dst.sync_all().unwrap();
+    assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), data);
+    assert_eq!(std::fs::read(dir.path().join("b")).unwrap(), data);
+}
+
+#[test]
+fn copies_across_caches_copy_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c1, c2) = (PageCache::new(1 << 20).unwrap(), PageCache::new(1 << 20).unwrap());
+    let data = pattern(9, 20 * PAGE_SIZE + 5);
+    std::fs::write(dir.path().join("a"), &data).unwrap();
+    let src = c1.open(dir.path().join("a")).unwrap();
+    let dst = c2.create(dir.path().join("b")).unwrap();
+    assert_eq!(dst.copy_from(&src, 0, PS, usize::MAX).unwrap(), data.len());
+    assert_eq!(c1.stats().pages_moved + c2.stats().pages_moved, 0);
+    let mut want = vec![0u8; PAGE_SIZE];
+    want.extend_from_slice(&data);
+    assert_eq!(read_all(&dst), want);
+    assert_eq!(read_all(&src), data);
+    c1.check_invariants();
+    c2.check_invariants();
+}
+
+#[test]
+fn bad_copies_fail_cleanly_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PageCache::new(1 << 20).unwrap();
+    let data = pattern(5, 6 * PAGE_SIZE);
+    std::fs::write(dir.path().join("a"), &data).unwrap();
+    let f = cache.open_with(dir.path().join("a"), &rw()).unwrap();
+    // Overlapping ranges of one file.
+    let e = f.copy_from(&f, 0, PS, 2 * PAGE_SIZE).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    // Into a read-only handle.
+    let ro = cache.open(dir.path().join("a")).unwrap();
+    let e = ro.copy_from(&f, 0, 0, PAGE_SIZE).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+    // Past the largest file size.
+    let e = f.copy_from(&f, 0, u64::MAX - 10, PAGE_SIZE).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert_eq!(read_all(&f), data);
+    // At or past the source's end: nothing to copy.
+    assert_eq!(f.copy_from(&f, data.len() as u64, 0, PAGE_SIZE).unwrap(), 0);
+    // Within one file, not overlapping: copied.
+    assert_eq!(f.copy_from(&f, 0, 4 * PS, 2 * PAGE_SIZE).unwrap(), 2 * PAGE_SIZE);
+    let mut want = data.clone();
+    want.copy_within(0..2 * PAGE_SIZE, 4 * PAGE_SIZE);
+    assert_eq!(read_all(&f), want);
+    f.sync_all().unwrap();
+    assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), want);
+}
