@@ -24,17 +24,20 @@ fi
 dd_cache=$(( (size_mib + 64) << 20 ))
 warm="cat $in > /dev/null"
 common=(--warmup 2 --runs 10 --prepare "$warm" --style basic)
+# Into a file: each run truncates the last run's output, and without a sync
+# first that waits for its writeback to the disk (runs then swing by +-0.5 s).
+file_common=(--warmup 2 --runs 10 --prepare "sync; $warm" --style basic)
 
 echo "## cat to /dev/null"
 hyperfine "${common[@]}" -n coreutils "cat $in > /dev/null" -n page-cache "$cat_ex $in > /dev/null"
 echo "## cat into a pipe"
 hyperfine "${common[@]}" -n coreutils "cat $in | tail -c 1 > /dev/null" -n page-cache "$cat_ex $in | tail -c 1 > /dev/null"
 echo "## cat into a file"
-hyperfine "${common[@]}" -n coreutils "cat $in > $dir/out" -n page-cache "$cat_ex $in > $dir/out"
+hyperfine "${file_common[@]}" -n coreutils "cat $in > $dir/out" -n page-cache "$cat_ex $in > $dir/out"
 echo "## dd bs=1M into a file"
-hyperfine "${common[@]}" -n coreutils "dd if=$in of=$dir/out bs=1M status=none" \
+hyperfine "${file_common[@]}" -n coreutils "dd if=$in of=$dir/out bs=1M status=none" \
   -n page-cache "PAGE_CACHE_BYTES=$dd_cache $dd_ex if=$in of=$dir/out bs=1M status=none"
 echo "## dd bs=1M into a file, dd's default 64 MiB cache (frames reused, no first-touch faults)"
-hyperfine "${common[@]}" -n coreutils "dd if=$in of=$dir/out bs=1M status=none" \
+hyperfine "${file_common[@]}" -n coreutils "dd if=$in of=$dir/out bs=1M status=none" \
   -n page-cache "$dd_ex if=$in of=$dir/out bs=1M status=none"
 rm -f "$dir/out"
