@@ -288,3 +288,81 @@ fn bad_copies_fail_cleanly_and_change_nothing() {
     f.sync_all().unwrap();
     assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), want);
 }
+
+/// Moves racing readers, reclaim and a second copier: a small cache, one
+/// thread copying the source into one destination page by page, another
+/// copying it into a second destination, two threads reading the source
+/// and checking every byte, and one streaming a third file to keep reclaim
+/// busy. The source never changes, so every read of it must match; at the
+/// end both destinations hold the source, in the cache and on disk.
+#[test]
+fn moves_race_readers_reclaim_and_other_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PageCache::new(96 * PAGE_SIZE).unwrap();
+    let data = pattern(11, 64 * PAGE_SIZE + 123);
+    let noise = pattern(12, 256 * PAGE_SIZE);
+    std::fs::write(dir.path().join("src"), &data).unwrap();
+    std::fs::write(dir.path().join("noise"), &noise).unwrap();
+    let src = cache.open(dir.path().join("src")).unwrap();
+    let dsts = [cache.create(dir.path().join("d0")).unwrap(), cache.create(dir.path().join("d1")).unwrap()];
+    let noise_f = cache.open(dir.path().join("noise")).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let mut copiers = Vec::new();
+        for (k, dst) in dsts.iter().enumerate() {
+            let (src, data) = (&src, &data);
+            copiers.push(s.spawn(move || {
+                for round in 0..200u64 {
+                    // Pages in a different order each round, some unaligned.
+                    let pages = data.len().div_ceil(PAGE_SIZE) as u64;
+                    for i in 0..pages {
+                        let p = (i * 7 + round + k as u64) % pages;
+                        let skew = if (p + round) % 5 == 0 { 1 } else { 0 };
+                        let off = (p * PS).saturating_sub(skew);
+                        let n = dst.copy_from(src, off, off, PAGE_SIZE).unwrap();
+                        assert_eq!(n as u64, PS.min(data.len() as u64 - off));
+                    }
+                }
+            }));
+        }
+        for r in 0..2u64 {
+            let (src, data, stop) = (&src, &data, &stop);
+            s.spawn(move || {
+                let mut buf = vec![0u8; 3 * PAGE_SIZE];
+                let mut i = r;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let off = (i * 4093) % data.len() as u64;
+                    let n = src.read_at(&mut buf, off).unwrap();
+                    assert!(buf[..n] == data[off as usize..off as usize + n], "source bytes at {off} changed");
+                    i += 1;
+                }
+            });
+        }
+        {
+            let (noise_f, noise, stop) = (&noise_f, &noise, &stop);
+            s.spawn(move || {
+                let mut buf = vec![0u8; 16 * PAGE_SIZE];
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for off in (0..noise.len()).step_by(buf.len()) {
+                        let n = noise_f.read_at(&mut buf, off as u64).unwrap();
+                        assert!(buf[..n] == noise[off..off + n]);
+                    }
+                }
+            });
+        }
+        // Stop the readers once both copiers are done.
+        for c in copiers {
+            c.join().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    for (k, d) in dsts.iter().enumerate() {
+        assert!(read_all(d) == data, "destination {k} differs from the source");
+        d.sync_all().unwrap();
+        assert!(std::fs::read(dir.path().join(format!("d{k}"))).unwrap() == data, "destination {k} on disk");
+    }
+    assert_eq!(read_all(&src), data);
+    assert!(cache.stats().pages_moved > 0, "{}", cache.stats());
+    settle(&cache);
+    cache.check_invariants();
+}
