@@ -723,16 +723,22 @@ impl XArray {
         unsafe { guard.defer_unchecked(free) };
     }
 
-    /// Sets `mark` on slot `off` of `leaf` and propagates it upwards.
+    /// Sets `mark` on slot `off` of `leaf` and propagates it upwards. Mark
+    /// bitmaps change only under the mutex (held here), so a load and a
+    /// store replace a locked read-modify-write, and a bit already set costs
+    /// no store at all.
     fn set_mark_at<'g>(&self, leaf: &'g Node, off: usize, m: usize, guard: &'g Guard) {
         let mut node = leaf;
         let mut bit = 1u64 << off;
         loop {
-            // Release: bits are set bottom-up, so a reader that sees this bit
-            // (Acquire) also sees the bits set below it.
-            if node.marks[m].fetch_or(bit, Ordering::Release) & bit != 0 {
+            // Relaxed: mutex held; only lock holders write mark bitmaps.
+            let old = node.marks[m].load(Ordering::Relaxed);
+            if old & bit != 0 {
                 return;
             }
+            // Release: bits are set bottom-up, so a reader that sees this bit
+            // (Acquire) also sees the bits set below it.
+            node.marks[m].store(old | bit, Ordering::Release);
             let parent = node.parent();
             if parent == EMPTY {
                 return;
@@ -744,14 +750,20 @@ impl XArray {
     }
 
     /// Clears `mark` on slot `off` of `leaf` and propagates upwards while
-    /// nodes lose their last bit.
+    /// nodes lose their last bit (a load and a store, as in `set_mark_at`;
+    /// a bit already clear, the usual case on erase, costs no store).
     fn clear_mark_at<'g>(&self, leaf: &'g Node, off: usize, m: usize, guard: &'g Guard) {
         let mut node = leaf;
         let mut bit = 1u64 << off;
         loop {
+            // Relaxed: mutex held; only lock holders write mark bitmaps.
+            let old = node.marks[m].load(Ordering::Relaxed);
+            if old & bit == 0 {
+                return;
+            }
             // Release: pairs with readers' Acquire loads of mark bitmaps.
-            let old = node.marks[m].fetch_and(!bit, Ordering::Release);
-            if old & bit == 0 || old & !bit != 0 {
+            node.marks[m].store(old & !bit, Ordering::Release);
+            if old & !bit != 0 {
                 return;
             }
             let parent = node.parent();
