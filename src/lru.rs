@@ -251,7 +251,7 @@ impl Lru {
         let full = {
             let mut b = self.add[slot % self.add.len()].lock();
             b.push(pfn);
-            (b.len() >= PAGEVEC_SIZE).then(|| std::mem::take(&mut *b))
+            (b.len() >= PAGEVEC_SIZE).then(|| std::mem::replace(&mut *b, Vec::with_capacity(PAGEVEC_SIZE)))
         };
         if let Some(batch) = full {
             self.add_batch(zone, batch);
@@ -268,7 +268,8 @@ impl Lru {
             let filling = zone.buddy.nr_free() > zone.watermarks.high;
             for &pfn in &batch {
                 let p = &zone.pages[pfn as usize];
-                let asked = !p.test(RA_FRESH) && !p.test_and_clear(FILL_INACTIVE);
+                // Test before clearing: most pages never had the bit.
+                let asked = !p.test(RA_FRESH) && !(p.test(FILL_INACTIVE) && p.test_and_clear(FILL_INACTIVE));
                 if filling && lists.active.len < max_active && asked {
                     p.set(PageFlags::ACTIVE);
                 }
@@ -294,7 +295,7 @@ impl Lru {
         let full = {
             let mut b = self.activate[slot % self.activate.len()].lock();
             b.push(pfn);
-            (b.len() >= PAGEVEC_SIZE).then(|| std::mem::take(&mut *b))
+            (b.len() >= PAGEVEC_SIZE).then(|| std::mem::replace(&mut *b, Vec::with_capacity(PAGEVEC_SIZE)))
         };
         if let Some(batch) = full {
             self.activate_batch(zone, batch);

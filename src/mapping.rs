@@ -296,7 +296,7 @@ impl AddressSpace {
             assert_eq!(removed, Some(self.zone.page_to_pfn(p)), "page not at its index");
             p.set_mapping(0, p.index());
         }
-        if p.test_and_clear(PageFlags::DIRTY) {
+        if p.test(PageFlags::DIRTY) && p.test_and_clear(PageFlags::DIRTY) {
             self.account_cleaned();
         }
         self.zone.put_page(p);
