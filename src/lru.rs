@@ -269,7 +269,8 @@ impl Lru {
             for &pfn in &batch {
                 let p = &zone.pages[pfn as usize];
                 // Test before clearing: most pages never had the bit.
-                let asked = !p.test(RA_FRESH) && !(p.test(FILL_INACTIVE) && p.test_and_clear(FILL_INACTIVE));
+                let written = p.test(FILL_INACTIVE) && p.test_and_clear(FILL_INACTIVE);
+                let asked = !p.test(RA_FRESH) && !written;
                 if filling && lists.active.len < max_active && asked {
                     p.set(PageFlags::ACTIVE);
                 }
