@@ -345,6 +345,17 @@ impl CachedFile {
         self.file.mapping.errseq.check_and_advance(&self.file.errseq_since)
     }
 
+    /// Writes every page dirty now back to the file and waits for it, with
+    /// no `fdatasync` (`filemap_write_and_wait`): the bytes reach the file,
+    /// as a `write(2)` would have put them there, not yet the disk. Returns
+    /// a write error this handle has not seen yet (it is then seen, and the
+    /// next `sync_data` does not report it again); the pages stay dirty.
+    pub fn flush(&self) -> io::Result<()> {
+        let _ = writeback::write_cache_pages(&self.file.mapping, writeback::SyncMode::Integrity);
+        writeback::wait_writeback(&self.file.mapping);
+        self.file.mapping.errseq.check_and_advance(&self.file.errseq_since)
+    }
+
     /// As `sync_data`, then `fsync` (metadata too).
     pub fn sync_all(&self) -> io::Result<()> {
         let _ = writeback::sync_mapping(&self.file.mapping, true);
@@ -397,8 +408,9 @@ impl Write for FileCursor {
         Ok(n)
     }
 
+    /// `CachedFile::flush`: the dirty pages go to the file (not to disk).
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        self.file.flush()
     }
 }
 

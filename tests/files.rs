@@ -494,6 +494,21 @@ fn dropping_handles_and_cache_without_sync_keeps_data() {
 // ---- 7. cursor ----------------------------------------------------------------------------
 
 #[test]
+fn flush_puts_dirty_pages_in_the_file_without_a_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let cache = PageCache::new(4 << 20).unwrap();
+    let f = cache.create(&path).unwrap();
+    let data = pattern(4, 0, 3 * PAGE_SIZE + 17);
+    let mut c = f.cursor();
+    c.write_all(&data).unwrap();
+    assert_eq!(cache.stats().dirty_pages, 4);
+    c.flush().unwrap();
+    assert_eq!(cache.stats().dirty_pages, 0);
+    assert_same("file after flush", &std::fs::read(&path).unwrap(), &data);
+}
+
+#[test]
 fn cursor_reads_writes_and_seeks_like_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("f");
