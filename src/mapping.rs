@@ -506,27 +506,37 @@ impl AddressSpace {
         true
     }
 
-    /// Ends writeback of a page; a failed write puts it back to dirty (we
-    /// never drop data the file did not take). The caller holds a reference.
-    pub(crate) fn end_writeback(&self, page: &Page, failed: bool) {
+    /// Ends writeback of the pages of one write (`end_page_writeback`), their
+    /// marks cleared under one tree lock and their waiters woken after it is
+    /// dropped; a failed write puts them back to dirty (we never drop data
+    /// the file did not take). The caller holds a reference to each.
+    pub(crate) fn end_writeback_run(&self, pages: &[&Page], failed: bool) {
+        let mut redirtied = 0usize;
         {
             let mut tree = self.tree.lock();
-            if page.mapping_id() == self.id {
+            for page in pages {
+                if page.mapping_id() != self.id {
+                    continue;
+                }
                 tree.clear_mark(page.index(), Mark::Writeback);
                 if failed && !page.test_and_set(PageFlags::DIRTY) {
                     tree.set_mark(page.index(), Mark::Dirty);
-                    drop(tree);
-                    // Relaxed: counters.
-                    self.zone.nr_dirty.fetch_add(1, Ordering::Relaxed);
-                    if self.nr_dirty.fetch_add(1, Ordering::Relaxed) == 0 {
-                        self.dirtied_when.lock().get_or_insert_with(Instant::now);
-                    }
+                    redirtied += 1;
                 }
             }
         }
+        if redirtied > 0 {
+            // Relaxed: counters.
+            self.zone.nr_dirty.fetch_add(redirtied, Ordering::Relaxed);
+            if self.nr_dirty.fetch_add(redirtied, Ordering::Relaxed) == 0 {
+                self.dirtied_when.lock().get_or_insert_with(Instant::now);
+            }
+        }
         // Relaxed: a counter.
-        self.zone.nr_writeback.fetch_sub(1, Ordering::Relaxed);
-        wait::end_page_writeback(page);
+        self.zone.nr_writeback.fetch_sub(pages.len(), Ordering::Relaxed);
+        for page in pages {
+            wait::end_page_writeback(page);
+        }
     }
 
     /// Panics unless the tree's invariants hold and every entry's page

@@ -193,9 +193,8 @@ fn write_run(m: &AddressSpace, run: &mut Vec<&Page>) -> io::Result<()> {
     } else {
         m.zone.count(Event::WritebackPages, run.len() as u64);
     }
-    for page in run.drain(..) {
-        m.end_writeback(page, failed);
-    }
+    m.end_writeback_run(run, failed);
+    run.clear();
     result
 }
 
