@@ -196,6 +196,21 @@ impl CachedFile {
     /// is copied straight from `src`'s page memory. When `src` is this same
     /// file, the bytes go through a one-page buffer, and ranges that overlap
     /// are refused with `InvalidInput`, as `copy_file_range(2)` refuses them.
+    ///
+    /// ```
+    /// use page_cache::PageCache;
+    /// # fn main() -> std::io::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # std::fs::write(dir.path().join("a"), vec![7u8; 1 << 20])?;
+    /// let cache = PageCache::new(8 << 20)?;
+    /// let src = cache.open(dir.path().join("a"))?;
+    /// let dst = cache.create(dir.path().join("b"))?;
+    /// assert_eq!(dst.copy_from(&src, 0, 0, usize::MAX)?, 1 << 20);
+    /// assert_eq!(cache.stats().pages_moved, 256); // whole pages moved, none copied
+    /// dst.sync_data()?;
+    /// assert_eq!(std::fs::read(dir.path().join("b"))?, vec![7u8; 1 << 20]);
+    /// # Ok(()) }
+    /// ```
     pub fn copy_from(&self, src: &CachedFile, src_offset: u64, offset: u64, len: usize) -> io::Result<usize> {
         self.check_writable()?;
         let (s, m) = (&*src.file.mapping, &*self.file.mapping);

@@ -31,10 +31,12 @@
 //! page lock → mapping tree lock → LRU lock → buddy lock (per-thread lists
 //! before the free lists). Reclaim holds the locks of several pages at once
 //! (a batch removed under one tree lock), all taken with `trylock`, so it
-//! never waits while holding one. A mapping's `size_lock` (the kernel's `i_rwsem`)
-//! comes before any page lock. No file I/O and no system allocation happens
-//! under the tree, LRU or buddy locks; file I/O happens under page locks and
-//! with pages under writeback.
+//! never waits while holding one. A mapping's `size_lock` (the kernel's
+//! `i_rwsem`) comes before any page lock. `CachedFile::copy_from` holds the
+//! destination's `size_lock`, then a source page (a read guard, or its lock
+//! by `trylock`), then one file's tree lock at a time, never both. No file
+//! I/O and no system allocation happens under the tree, LRU or buddy locks;
+//! file I/O happens under page locks and with pages under writeback.
 //!
 //! # Page flags
 //!
