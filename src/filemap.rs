@@ -250,7 +250,9 @@ impl CachedFile {
                         }
                     }
                 }
-                if offset + done > m.size() {
+                // Only bytes copied grow the file (a copy that failed at
+                // once past the end leaves the size alone).
+                if done > 0 && offset + done > m.size() {
                     m.set_size(offset + done);
                 }
                 res
@@ -289,12 +291,15 @@ impl CachedFile {
         if whole && m.find_get_page(didx).is_none() {
             match page.try_lock() {
                 Ok(locked) => {
-                    // i_size covers the page before it can be written back.
-                    if dpos + PS > m.size() {
-                        m.set_size(dpos + PS);
-                    }
                     match s.move_page_to(locked, m, didx) {
-                        MovePage::Done => return Ok(()),
+                        MovePage::Done(moved) => {
+                            // i_size covers the page before it can be written back.
+                            if dpos + PS > m.size() {
+                                m.set_size(dpos + PS);
+                            }
+                            m.set_page_dirty(moved.page());
+                            return Ok(());
+                        }
                         MovePage::Kept(locked) => page = locked.unlock(),
                         MovePage::Orphaned => page = read_cache_page(s, ra, sidx, req)?,
                     }

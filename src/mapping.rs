@@ -329,14 +329,15 @@ impl AddressSpace {
     }
 
     /// Moves a locked, uptodate, clean page of this file to `dst_index` of
-    /// `dst` (another file), where it becomes dirty: the page changes files
-    /// instead of being copied (the old `splice` page stealing). Only if
+    /// `dst` (another file): the page changes files instead of being copied
+    /// (the old `splice` page stealing). Only if
     /// nobody but the cache and the caller holds it (the count freezes from
     /// 2, as reclaim's removal does), `dst` is in the same cache, and `dst`
-    /// has no page at `dst_index`;
-    /// `dst`'s size must already cover the page. The page keeps its place
-    /// on the LRU. On `Done` and `Orphaned` the caller's reference is gone;
-    /// on `Kept` the page is still this file's, locked, and handed back.
+    /// has no page at `dst_index`. The page keeps its place on the LRU. On
+    /// `Done` it comes back locked, in `dst` but not dirty: the caller grows
+    /// `dst`'s size over it first (writeback writes only up to the size),
+    /// then dirties it. On `Orphaned` the caller's reference is gone; on
+    /// `Kept` the page is still this file's, locked, and handed back.
     pub(crate) fn move_page_to<'a>(
         &'a self,
         page: LockedPage<'a>,
@@ -373,9 +374,8 @@ impl AddressSpace {
             // now; dropping the caller's reference frees it.
             return MovePage::Orphaned;
         }
-        dst.set_page_dirty(p);
         self.zone.count(crate::stats::Event::PagesMoved, 1);
-        MovePage::Done
+        MovePage::Done(page)
     }
 
     /// Up to `nr` cached pages from `start` on, in ascending index order.
@@ -613,8 +613,9 @@ mod tests {
 
 /// What `AddressSpace::move_page_to` did with the page.
 pub(crate) enum MovePage<'a> {
-    /// The page is the destination's now, dirty.
-    Done,
+    /// The page is the destination's now, still locked and not yet dirty:
+    /// the caller makes the destination's size cover it, then dirties it.
+    Done(LockedPage<'a>),
     /// The page could not move; still the source's, still locked.
     Kept(LockedPage<'a>),
     /// The page left the source but the destination slot was taken; it is

@@ -214,6 +214,42 @@ fn assert_no_bad_uptodate(f: &CachedFile, want: &[u8]) {
 }
 
 #[test]
+fn copy_whose_source_fails_changes_nothing_and_a_short_one_grows_only_by_its_bytes() {
+    let initial = pattern(8 * PAGE_SIZE, 3);
+    let s = setup(1 << 20, &initial);
+    let dst = s.cache.create(s.path.with_extension("dst")).unwrap();
+    dst.write_all_at(b"head", 0).unwrap();
+    // Every read fails: nothing copied, and the destination does not grow
+    // to the offset the copy was aimed at.
+    s.plan.set_fail_reads(true);
+    assert!(dst.copy_from(&s.file, 0, 10 * PS, 2 * PAGE_SIZE).is_err());
+    assert_eq!(dst.len(), 4);
+    s.plan.set_fail_reads(false);
+    // Pages 0 and 1 cached, and reads from page 2 on fail: the copy stops
+    // after the two good pages (moved, whole and aligned) and the size
+    // covers exactly those.
+    let mut two = vec![0u8; 2 * PAGE_SIZE];
+    s.file.read_exact_at(&mut two, 0).unwrap();
+    s.plan.set_fail_reads_from(Some(2 * PS));
+    assert_eq!(dst.copy_from(&s.file, 0, 10 * PS, 4 * PAGE_SIZE).unwrap(), 2 * PAGE_SIZE);
+    assert_eq!(dst.len(), 12 * PS);
+    s.plan.set_fail_reads(false);
+    s.plan.set_fail_reads_from(None);
+    let mut buf = vec![0u8; 2 * PAGE_SIZE];
+    dst.read_exact_at(&mut buf, 10 * PS).unwrap();
+    assert_eq!(buf, &initial[..2 * PAGE_SIZE]);
+    dst.sync_all().unwrap();
+    let disk = std::fs::read(s.path.with_extension("dst")).unwrap();
+    assert_eq!(disk.len() as u64, 12 * PS);
+    assert_eq!(&disk[..4], b"head");
+    assert_eq!(&disk[10 * PAGE_SIZE..], &initial[..2 * PAGE_SIZE]);
+    // The source lost nothing.
+    let mut all = vec![0u8; initial.len()];
+    s.file.read_exact_at(&mut all, 0).unwrap();
+    assert_eq!(all, initial);
+}
+
+#[test]
 fn failed_read_leaves_nothing_wrong_and_retry_succeeds() {
     let initial = pattern(16 * PAGE_SIZE, 5);
     let s = setup(1 << 20, &initial);

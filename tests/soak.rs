@@ -1,5 +1,6 @@
 //! Soak test (ignored by default; run with `--ignored`): 8 threads read,
-//! write, truncate, sync and shrink three 2 MiB files through a 64-page
+//! write, copy between files (`copy_from`, which moves whole pages),
+//! truncate, sync and shrink three 2 MiB files through a 64-page
 //! cache for `SOAK_SECS` seconds (default 20), checking every read against
 //! an exact model. With the `fault-injection` feature the files sit on
 //! faulty backings that fail or cut short reads, writes and syncs at random.
@@ -52,6 +53,7 @@ struct Counters {
     ops: AtomicU64,
     reads: AtomicU64,
     writes: AtomicU64,
+    copies: AtomicU64,
     set_lens: AtomicU64,
     syncs: AtomicU64,
     shrinks: AtomicU64,
@@ -125,6 +127,44 @@ fn worker(
             *lock(&p.doing) = "shrink".into();
             cache.shrink((a % (CACHE_PAGES as u64 * PAGE_SIZE as u64)) as usize);
             c.shrinks.fetch_add(1, Ordering::Relaxed);
+        } else if (75..=84).contains(&dice) {
+            // Copy from another file into this one; both models locked, in
+            // file order. Half the copies are page-aligned, so pages move.
+            let si = (fi + 1 + (a % 2) as usize) % FILES;
+            let src = &files[si];
+            let what = format!("thread {id} copy file {si} -> {fi}");
+            *lock(&p.doing) = what.clone();
+            let (mut dst_model, src_model) = if fi < si {
+                let d = lock(&f.model);
+                (d, lock(&src.model))
+            } else {
+                let s = lock(&src.model);
+                (lock(&f.model), s)
+            };
+            let align = |x: u64| if a & 1 == 0 { x / PAGE_SIZE as u64 * PAGE_SIZE as u64 } else { x };
+            let soff = align((a >> 8) % (src_model.len() as u64 + 8192));
+            let doff = align((b >> 8) % (FILE_SIZE as u64 + MAX_IO));
+            match f.handle.copy_from(&src.handle, soff, doff, len) {
+                Ok(n) => {
+                    let avail = (src_model.len() as u64).saturating_sub(soff) as usize;
+                    assert!(n <= len.min(avail), "{what}: copied {n} of {len} at {soff} (source has {avail})");
+                    assert!(n == len.min(avail) || cfg!(feature = "fault-injection"), "{what}: short copy {n}");
+                    if n > 0 {
+                        let end = doff as usize + n;
+                        if dst_model.len() < end {
+                            dst_model.resize(end, 0);
+                        }
+                        dst_model[doff as usize..end].copy_from_slice(&src_model[soff as usize..soff as usize + n]);
+                    }
+                }
+                Err(e) => {
+                    assert!(acceptable(&e, &c), "{what}: copy {soff} -> {doff} +{len}: {e}");
+                    c.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            assert_eq!(f.handle.len(), dst_model.len() as u64, "{what}: size after copy");
+            assert_eq!(src.handle.len(), src_model.len() as u64, "{what}: source size after copy");
+            c.copies.fetch_add(1, Ordering::Relaxed);
         } else {
             let mut model = lock(&f.model);
             let size = model.len() as u64;
@@ -354,11 +394,12 @@ fn soak() {
     let c = &counters;
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
     println!(
-        "soak: {} ops ({} reads, {} writes, {} set_len, {} syncs, {} shrinks); {} failed with an error, \
+        "soak: {} ops ({} reads, {} writes, {} copies, {} set_len, {} syncs, {} shrinks); {} failed with an error, \
          {} out of memory, {} short reads; {} good-sync disk comparisons; {} bytes verified; 0 lost",
         get(&c.ops),
         get(&c.reads),
         get(&c.writes),
+        get(&c.copies),
         get(&c.set_lens),
         get(&c.syncs),
         get(&c.shrinks),
