@@ -1521,40 +1521,25 @@ impl Copier<'_> {
                 ibuf.fill(0);
             }
             let want = if records >= opts.max_records { opts.max_bytes as usize } else { ibs };
-            if self.splice && !opts.two_buffers() && !opts.conv.sync && !self.sparse {
-                if let Some((n, nw, err)) = splice_record(input, output, want) {
-                    if n == 0 {
-                        break;
-                    }
-                    self.note_read(n, want);
-                    if self.opts.iflag.fullblock && n < want {
-                        // iread_fnc would have read again and met end of file.
-                        self.prev_nread = 0;
-                    }
-                    *input_offset = input_offset.and_then(|o| o.checked_add(n as u64));
-                    if n < ibs {
-                        stats.r_partial += 1;
-                        partread = n;
-                    } else {
-                        stats.r_full += 1;
-                        partread = 0;
-                    }
-                    self.final_op_was_seek = false;
-                    stats.w_bytes += nw as u64;
-                    if nw != n {
-                        let e = err.unwrap_or_else(|| os_err(ENOSPC));
-                        errln!("dd: error writing {}: {}", quoteaf(self.output_name), reason(&e));
-                        return Ok(1);
-                    }
-                    if n == ibs {
-                        stats.w_full += 1;
-                    } else {
-                        stats.w_partial += 1;
-                    }
-                    continue;
+            // Between cached files, a record may go by `copy_from` instead
+            // of through the buffer; its counting is the buffer path's.
+            let spliced = if self.splice && !opts.two_buffers() && !opts.conv.sync && !self.sparse {
+                splice_record(input, output, want)
+            } else {
+                None
+            };
+            if let Some(n) = spliced {
+                self.note_read(n, want);
+                if self.opts.iflag.fullblock && n < want {
+                    // iread_fnc would have read again and met end of file.
+                    self.prev_nread = 0;
                 }
             }
-            let mut n = match self.iread_fnc(input, &mut ibuf[..want]) {
+            let read = match spliced {
+                Some(n) => Ok(n),
+                None => self.iread_fnc(input, &mut ibuf[..want]),
+            };
+            let mut n = match read {
                 Ok(0) => break,
                 Ok(n) => {
                     *input_offset = input_offset.and_then(|o| o.checked_add(n as u64));
@@ -1605,7 +1590,13 @@ impl Copier<'_> {
             }
 
             if !opts.two_buffers() {
-                let (nw, err) = self.iwrite(output, &ibuf[..n]);
+                let (nw, err) = if spliced.is_some() {
+                    // Already written.
+                    self.final_op_was_seek = false;
+                    (n, None)
+                } else {
+                    self.iwrite(output, &ibuf[..n])
+                };
                 stats.w_bytes += nw as u64;
                 if nw != n {
                     let e = err.unwrap_or_else(|| os_err(ENOSPC));
@@ -1722,12 +1713,12 @@ impl Copier<'_> {
 /// output file with `CachedFile::copy_from`: whole pages move from the
 /// input's cache to the output's, the rest is copied from page memory, and
 /// nothing goes through dd's buffer. Returns the bytes read and written
-/// (the same; short only at end of file or before an error, which the next
-/// record meets), or `None` when the buffer path must do it: either side not
+/// (short only at end of file or before an error, which the next record
+/// meets), or `None` when the buffer path must do it: either side not
 /// cached, both the same file, or the copy failing before its first byte
 /// (the buffer path then reads and writes again and reports the error as dd
 /// does).
-fn splice_record(input: &mut Input, output: &mut Output, want: usize) -> Option<(usize, usize, Option<io::Error>)> {
+fn splice_record(input: &mut Input, output: &mut Output, want: usize) -> Option<usize> {
     let (Input::Cached { file: ifile, pos: ipos }, Output::Cached { file: ofile, pos: opos, append }) = (input, output)
     else {
         return None;
@@ -1739,7 +1730,7 @@ fn splice_record(input: &mut Input, output: &mut Output, want: usize) -> Option<
     let n = ofile.copy_from(ifile, *ipos, at, want).ok()?;
     *ipos += n as u64;
     *opos = at + n as u64;
-    Some((n, n, None))
+    Some(n)
 }
 
 /// coreutils `advance_input_after_read_error`.
