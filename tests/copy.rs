@@ -9,7 +9,7 @@ use std::io::ErrorKind;
 use std::path::Path;
 
 mod common;
-use common::settle;
+use common::{run_model_cases, settle};
 use page_cache::{CachedFile, PageCache, PAGE_SIZE};
 use proptest::prelude::*;
 
@@ -148,26 +148,14 @@ fn run_model(
 }
 
 fn model_test(capacity: usize) {
-    use proptest::test_runner::TestRunner;
     let dir = tempfile::tempdir().unwrap();
     let cache = PageCache::new(capacity).unwrap();
     let case = std::cell::Cell::new(0);
-    let config = ProptestConfig {
-        cases: 48,
-        max_shrink_iters: 1000,
-        max_shrink_time: 15_000,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
-    let mut runner = TestRunner::new(config);
     let strategy = (0..=(40usize << 10), 0..=(40usize << 10), prop::collection::vec(op(), 1..40));
-    let result = runner.run(&strategy, |(a, b, ops)| {
+    run_model_cases(&strategy, |(a, b, ops)| {
         case.set(case.get() + 1);
         run_model(&cache, dir.path(), case.get(), (a, b), &ops)
     });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
     assert!(cache.stats().pages_moved > 0, "no copy moved a page: {}", cache.stats());
 }
 

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Instant;
 
 mod common;
-use common::settle;
+use common::{run_model_cases, settle};
 use page_cache::{CachedFile, PageCache, PAGE_SIZE};
 use proptest::prelude::*;
 
@@ -147,27 +147,14 @@ fn run_model(cache: &PageCache, path: &Path, initial_len: usize, ops: &[Op]) -> 
 /// would cost more to start and stop than the case itself). Each case gets a
 /// new file, and later cases run against the pages earlier ones left behind.
 fn model_test(capacity: usize) {
-    use proptest::test_runner::TestRunner;
     let dir = tempfile::tempdir().unwrap();
     let cache = PageCache::new(capacity).unwrap();
     let case = std::cell::Cell::new(0);
-    // No failure file: this crate keeps its regressions in the tests themselves.
-    let config = ProptestConfig {
-        cases: 48,
-        max_shrink_iters: 1000,
-        max_shrink_time: 15_000,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
-    let mut runner = TestRunner::new(config);
     let strategy = (0..=(64usize << 10), prop::collection::vec(op(), 1..48));
-    let result = runner.run(&strategy, |(initial, ops)| {
+    run_model_cases(&strategy, |(initial, ops)| {
         case.set(case.get() + 1);
         run_model(&cache, &dir.path().join(format!("f{}", case.get())), initial, &ops)
     });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
 }
 
 #[test]

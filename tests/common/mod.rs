@@ -33,3 +33,23 @@ pub fn settle(cache: &PageCache) {
     }
     quiet(cache);
 }
+
+/// Runs a model test's cases: 48 of them, shrinking a failure for at most
+/// 15 s, with no failure file (this crate keeps its regressions in the
+/// tests themselves). Panics with the minimal failing case.
+#[allow(dead_code)] // not every test crate that shares this module has a model test
+pub fn run_model_cases<S: proptest::strategy::Strategy>(
+    strategy: &S,
+    case: impl Fn(S::Value) -> Result<(), proptest::test_runner::TestCaseError>,
+) {
+    let config = proptest::test_runner::Config {
+        cases: 48,
+        max_shrink_iters: 1000,
+        max_shrink_time: 15_000,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    };
+    if let Err(e) = proptest::test_runner::TestRunner::new(config).run(strategy, case) {
+        panic!("{e}");
+    }
+}
