@@ -22,6 +22,7 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use page_cache::{CachedFile, PageCache, PAGE_SIZE};
 
@@ -233,18 +234,135 @@ fn grow_pipe(out: &File) {
 /// Pages written per `writev` call.
 const BATCH: usize = 64;
 
-/// Write a regular file's pages straight from the page cache: up to
-/// `BATCH` pages at a time (a quarter of a small cache, so readahead and
-/// reclaim keep room), each borrowed in place, in one `writev`.
+/// Write a regular file's pages straight from the page cache, each page
+/// borrowed in place, up to `BATCH` pages per `writev`.
+///
+/// On two or more cores a helper thread fills the file ahead of the writer
+/// with [`CachedFile::readahead`], a window at a time, and this thread
+/// fills a window too whenever the next one is still unclaimed: to
+/// `/dev/null` both cores copy from the kernel, into a file or a pipe the
+/// helper reads while this thread writes. Windows are claimed from one
+/// counter, so each is read once; the helper stays at most half the cache
+/// ahead of the writer (and sleeps when it gets there), so what it reads is
+/// still cached when the writer comes to it.
 fn copy_cached(file: &CachedFile, out: &mut File, cache_pages: usize) -> Result<(), CopyError> {
+    let window = (cache_pages / 16).max(1) as u64;
+    let depth = (cache_pages as u64 / 2 / window).max(2);
+    let windows = file.len().div_ceil(PAGE_SIZE as u64).div_ceil(window);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if windows < 4 || cores < 2 || cache_pages < 64 {
+        return write_pages(file, out, cache_pages, 0, u64::MAX);
+    }
+    let ahead = Ahead {
+        window,
+        depth,
+        windows,
+        next: AtomicU64::new(0),
+        written: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    };
+    std::thread::scope(|s| {
+        let helper = s.spawn(|| ahead.help(file));
+        let result = ahead.lead(file, out, cache_pages, helper.thread());
+        // Release: the helper's Acquire load sees it and exits.
+        ahead.stop.store(true, Ordering::Release);
+        helper.thread().unpark();
+        result
+    })
+}
+
+/// The windows shared by the writer and its helper.
+struct Ahead {
+    /// Pages per window.
+    window: u64,
+    /// How many windows past the one being written may be claimed.
+    depth: u64,
+    /// Windows in the file.
+    windows: u64,
+    /// The first window nobody has claimed.
+    next: AtomicU64,
+    /// Windows written so far.
+    written: AtomicU64,
+    /// The writer is done (or failed).
+    stop: AtomicBool,
+}
+
+impl Ahead {
+    /// Claims window `w` if it is still the next unclaimed one.
+    fn claim(&self, w: u64) -> bool {
+        // Relaxed: the counter only hands out window numbers; the pages a
+        // window brings in are published by the page cache itself.
+        self.next.compare_exchange(w, w + 1, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+
+    fn fill(&self, file: &CachedFile, w: u64) {
+        let bytes = self.window * PAGE_SIZE as u64;
+        // A failed read leaves those pages out; the writer's own read of
+        // them reports the error.
+        let _ = file.readahead(w * bytes, bytes);
+    }
+
+    /// The helper thread: claims and fills windows up to `depth` past the
+    /// writer, sleeping when it is that far ahead.
+    fn help(&self, file: &CachedFile) {
+        // Acquire: pairs with the Release store of `stop`.
+        while !self.stop.load(Ordering::Acquire) {
+            let w = self.next.load(Ordering::Relaxed);
+            if w >= self.windows {
+                return;
+            }
+            // Relaxed: a flow-control hint; a stale value only parks early,
+            // and every store is followed by an unpark.
+            if w >= self.written.load(Ordering::Relaxed) + self.depth {
+                std::thread::park();
+                continue;
+            }
+            if self.claim(w) {
+                self.fill(file, w);
+            }
+        }
+    }
+
+    /// The writer: before writing window `c`, fills window `c + 1` itself
+    /// if the helper has not claimed it yet.
+    fn lead(
+        &self,
+        file: &CachedFile,
+        out: &mut File,
+        cache_pages: usize,
+        helper: &std::thread::Thread,
+    ) -> Result<(), CopyError> {
+        for c in 0..self.windows {
+            loop {
+                let n = self.next.load(Ordering::Relaxed);
+                if n > c + 1 || n >= self.windows {
+                    break;
+                }
+                if self.claim(n) {
+                    self.fill(file, n);
+                }
+            }
+            write_pages(file, out, cache_pages, c * self.window, (c + 1) * self.window)?;
+            // Relaxed: see `help`; the unpark wakes a helper that parked.
+            self.written.store(c + 1, Ordering::Relaxed);
+            helper.unpark();
+        }
+        Ok(())
+    }
+}
+
+/// Writes pages `[first, end)` (clipped at end of file) to `out`: up to
+/// `BATCH` pages at a time (at most a quarter of a small cache, so
+/// readahead and reclaim keep room), each borrowed in place, in one `writev`.
+fn write_pages(file: &CachedFile, out: &mut File, cache_pages: usize, first: u64, end: u64) -> Result<(), CopyError> {
     let batch = (cache_pages / 4).clamp(1, BATCH);
     let page_size = PAGE_SIZE as u64;
-    let mut index: u64 = 0;
+    let mut index = first;
     let mut pages = Vec::with_capacity(BATCH);
     loop {
         let len = file.len();
         let first = index;
-        while pages.len() < batch && index.saturating_mul(page_size) < len {
+        while pages.len() < batch && index < end && index.saturating_mul(page_size) < len {
             pages.push(file.mapping().read_page(index).map_err(CopyError::Read)?);
             index += 1;
         }

@@ -382,6 +382,35 @@ impl CachedFile {
         self.file.mapping.errseq.check_and_advance(&self.file.errseq_since)
     }
 
+    /// Brings the bytes `[offset, offset + len)` into the cache in the
+    /// calling thread, as `readahead(2)` or `POSIX_FADV_WILLNEED` do
+    /// (`force_page_cache_readahead`): pages already cached are left as they
+    /// are, the rest are read from the file, one vectored read per
+    /// contiguous run of at most the readahead maximum. Stops at end of
+    /// file. A range larger than the cache evicts its own start.
+    ///
+    /// A failed read is not reported here: those pages stay out of the
+    /// cache, and the reader who needs one gets the error. Threads that
+    /// read disjoint ranges of one file run in parallel, so a reader can
+    /// have a helper thread fill the range it will want next.
+    pub fn readahead(&self, offset: u64, len: u64) -> io::Result<()> {
+        let m = &*self.file.mapping;
+        let end = offset.checked_add(len).ok_or_else(|| invalid("offset + len overflows"))?;
+        let end = end.min(m.size());
+        if offset >= end {
+            return Ok(());
+        }
+        let chunk = m.zone.ra_max_pages.max(1);
+        let mut index = offset / PS;
+        let end_index = end.div_ceil(PS);
+        while index < end_index {
+            let nr = chunk.min(end_index - index);
+            readahead::read_window(m, index, nr, None, u64::MAX)?;
+            index += nr;
+        }
+        Ok(())
+    }
+
     /// A cursor implementing `Read`, `Write` and `Seek`, starting at 0.
     pub fn cursor(&self) -> FileCursor {
         FileCursor { file: self.clone(), pos: 0 }

@@ -365,6 +365,33 @@ fn async_readahead_failure_only_fails_reads_that_need_it() {
     s.cache.check_invariants();
 }
 
+/// `CachedFile::readahead` over a failing region returns Ok and caches none
+/// of the pages it could not read; the read that needs one gets the error,
+/// and once the fault is gone the same read succeeds.
+#[test]
+fn explicit_readahead_failure_caches_nothing_bad_and_the_reader_gets_the_error() {
+    let initial = pattern(64 * PAGE_SIZE, 10);
+    let s = setup(4 << 20, &initial);
+    // Short reads: the window's read goes on in calls that reach page 16.
+    s.plan.set_short_reads(true);
+    s.plan.set_fail_reads_from(Some(16 * PS));
+    s.file.readahead(0, 64 * PS).unwrap();
+    assert!(s.plan.errors_injected() > 0, "the fault did not fire; the test lost its point");
+    assert_no_bad_uptodate(&s.file, &initial);
+    assert!(s.file.mapping().find_get_page(3).is_some(), "pages before the bad region were read");
+    // The pages whose read failed are not cached; a read of one fails.
+    let missing = (16..64u64).find(|&i| s.file.mapping().find_get_page(i).is_none());
+    let missing = missing.expect("every page cached although reads past page 16 failed");
+    let mut page = vec![0; PAGE_SIZE];
+    assert!(s.file.read_at(&mut page, missing * PS).is_err(), "page {missing} is in the bad region");
+    s.plan.set_fail_reads_from(None);
+    s.plan.set_short_reads(false);
+    let mut all = vec![0; 64 * PAGE_SIZE];
+    s.file.read_exact_at(&mut all, 0).unwrap();
+    assert_eq!(all, initial);
+    s.cache.check_invariants();
+}
+
 /// A single-threaded run of random operations under seeded random faults
 /// (EIO and short I/O on reads, writes and syncs) in a cache much smaller
 /// than the file: reads that succeed return the model's bytes, and after

@@ -353,6 +353,74 @@ fn sequential_reads_read_ahead_and_random_reads_do_not() {
     assert!(calls <= READS, "{calls} read calls for {READS} reads");
 }
 
+/// `CachedFile::readahead` brings exactly the asked range (clipped at end of
+/// file) in with few read calls, leaves cached pages alone, rejects an
+/// overflowing range, and two threads filling alternate windows of one file
+/// while a third reads it all get the file's bytes.
+#[test]
+fn explicit_readahead_fills_the_range_and_threads_can_share_it() {
+    const SIZE: usize = 8 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ra");
+    let content = pattern(5, 0, SIZE - 100);
+    std::fs::write(&path, &content).unwrap();
+    let cache = PageCache::new(64 << 20).unwrap();
+    let f = cache.open(&path).unwrap();
+
+    // Pages 10..20 cached first by a read; then readahead of pages 4..40.
+    let mut buf = vec![0u8; 10 * PAGE_SIZE];
+    f.read_exact_at(&mut buf, 10 * PS).unwrap();
+    let before = cache.stats();
+    f.readahead(4 * PS + 1, 36 * PS - 1).unwrap();
+    let s = cache.stats();
+    let cached: Vec<u64> = (0..64).filter(|&i| f.mapping().find_get_page(i).is_some()).collect();
+    assert!((4..40).all(|i| cached.contains(&i)), "pages 4..40 are not all cached: {cached:?}");
+    assert_eq!(s.readahead_pages - before.readahead_pages, 36 - 10, "pages read: only the missing ones");
+    assert!(s.read_calls - before.read_calls <= 2, "{} read calls for two runs", s.read_calls - before.read_calls);
+    assert_eq!(s.misses, before.misses, "readahead is not a miss");
+    f.read_exact_at(&mut buf, 4 * PS).unwrap();
+    assert_same("after readahead", &buf, &content[4 * PAGE_SIZE..14 * PAGE_SIZE]);
+    assert_eq!(cache.stats().misses, before.misses, "reading a range read ahead misses nothing");
+
+    // The last page (partial) and ranges past the end.
+    let last = (SIZE / PAGE_SIZE - 1) as u64;
+    f.readahead(last * PS, 10 * PS).unwrap();
+    assert!(f.mapping().find_get_page(last).is_some());
+    assert!(f.mapping().find_get_page(last + 1).is_none());
+    f.readahead(SIZE as u64 * 2, PS).unwrap();
+    f.readahead(0, 0).unwrap();
+    let e = f.readahead(u64::MAX - 10, 100).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    cache.check_invariants();
+    drop(f);
+    drop(cache);
+
+    // Two fillers on alternate 64-page windows, one reader behind them, in
+    // a cache a quarter of the file: the reader sees the file's bytes.
+    let cache = PageCache::new(2 << 20).unwrap();
+    let f = cache.open(&path).unwrap();
+    let window = 64 * PS;
+    let windows = (SIZE as u64).div_ceil(window);
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let f = &f;
+            s.spawn(move || {
+                for w in (t..windows).step_by(2) {
+                    f.readahead(w * window, window).unwrap();
+                }
+            });
+        }
+        let mut got = vec![0u8; window as usize];
+        for w in 0..windows {
+            let off = w * window;
+            let n = f.read_at(&mut got, off).unwrap();
+            let end = (off as usize + n).min(content.len());
+            assert_same("reader behind two fillers", &got[..n], &content[off as usize..end]);
+        }
+    });
+    cache.check_invariants();
+}
+
 // ---- 4. two opens share pages -------------------------------------------------------
 
 #[test]
