@@ -362,10 +362,9 @@ fn write_pages(file: &CachedFile, out: &mut File, cache_pages: usize, first: u64
     loop {
         let len = file.len();
         let first = index;
-        while pages.len() < batch && index < end && index.saturating_mul(page_size) < len {
-            pages.push(file.mapping().read_page(index).map_err(CopyError::Read)?);
-            index += 1;
-        }
+        let want = (batch as u64).min(end.saturating_sub(index)) as usize;
+        file.mapping().read_pages(index, want, &mut pages).map_err(CopyError::Read)?;
+        index += pages.len() as u64;
         if pages.is_empty() {
             return Ok(());
         }

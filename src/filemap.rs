@@ -491,7 +491,19 @@ pub(crate) fn read_cache_page<'a>(
     index: u64,
     req: u64,
 ) -> io::Result<PageRef<'a>> {
-    let found = m.find_get_page(index);
+    read_cache_page_found(m, ra, index, req, m.find_get_page(index))
+}
+
+/// `read_cache_page` for a caller that has looked the page up already
+/// (`found`: the page at `index` with a reference, or `None`).
+#[inline]
+pub(crate) fn read_cache_page_found<'a>(
+    m: &'a AddressSpace,
+    ra: &RaContext,
+    index: u64,
+    req: u64,
+    found: Option<PageRef<'a>>,
+) -> io::Result<PageRef<'a>> {
     if let Some(page) = &found {
         let f = page.page().flags();
         if f.0 & (PageFlags::UPTODATE.0 | PageFlags::READAHEAD.0 | RA_FRESH.0) == PageFlags::UPTODATE.0 {

@@ -256,12 +256,74 @@ impl AddressSpace {
         Ok(page)
     }
 
+    /// Pages `[start, start + nr)`, uptodate, clipped at end of file, pushed
+    /// onto `out` in index order (`filemap_get_pages`): the cached ones come
+    /// from one walk of the tree, the rest are read as `read_page` reads
+    /// them, with readahead. On an error the pages before the failed one
+    /// are in `out`.
+    pub fn read_pages<'a>(&'a self, start: u64, nr: usize, out: &mut Vec<PageRef<'a>>) -> io::Result<()> {
+        check_index(start)?;
+        let end = start.saturating_add(nr as u64).min(self.size().div_ceil(crate::PAGE_SIZE as u64));
+        if start >= end {
+            return Ok(());
+        }
+        let mut index = start;
+        for page in self.find_get_pages_contig(start, (end - start) as usize) {
+            out.push(crate::filemap::read_cache_page_found(self, &self.ra, index, 1, Some(page))?);
+            index += 1;
+        }
+        if index > start {
+            self.ra.note_read(index - 1);
+        }
+        while index < end {
+            out.push(crate::filemap::read_cache_page(self, &self.ra, index, 1)?);
+            // Before the next miss: readahead sees a sequential reader.
+            self.ra.note_read(index);
+            index += 1;
+        }
+        Ok(())
+    }
+
     /// Inserts a locked page at `index` and queues it for the LRU. The page
     /// cache takes its own reference. Fails with `AlreadyExists` if the slot
     /// is taken.
     pub fn add_to_page_cache_lru(&self, page: &LockedPage<'_>, index: u64) -> io::Result<()> {
         self.add_to_page_cache(page, index)?;
         self.zone.lru_cache_add(page.page());
+        Ok(())
+    }
+
+    /// Inserts locked pages at `first`, `first + 1`, ... under one tree
+    /// lock (readahead's run: one lock instead of one per page) and queues
+    /// each one inserted for the LRU. Pushes per page whether it went in; a
+    /// page whose slot was taken stays out, owned by the caller alone.
+    pub(crate) fn add_run_to_page_cache_lru(
+        &self,
+        pages: &[LockedPage<'_>],
+        first: u64,
+        inserted: &mut Vec<bool>,
+    ) -> io::Result<()> {
+        check_index(first.saturating_add(pages.len() as u64).saturating_sub(1))?;
+        {
+            let mut tree = self.tree.lock();
+            for (i, page) in pages.iter().enumerate() {
+                let p = page.page();
+                assert_eq!(p.mapping_id(), 0, "page already belongs to a mapping");
+                let index = first + i as u64;
+                p.set_mapping(self.id, index);
+                p.get_page();
+                let ok = tree.insert(index, self.zone.page_to_pfn(p)).is_ok();
+                if !ok {
+                    p.set_mapping(0, 0);
+                    // The caller's reference remains: this never frees.
+                    self.zone.put_page(p);
+                }
+                inserted.push(ok);
+            }
+        }
+        for (page, _) in pages.iter().zip(&inserted[inserted.len() - pages.len()..]).filter(|(_, &ok)| ok) {
+            self.zone.lru_cache_add(page.page());
+        }
         Ok(())
     }
 

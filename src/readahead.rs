@@ -159,6 +159,8 @@ fn read_window_into<'a>(
     let end_index = size.div_ceil(PAGE_SIZE as u64);
     let end = start.saturating_add(nr).min(end_index);
     let mut run: Vec<LockedPage<'a>> = Vec::new();
+    let mut fresh: Vec<LockedPage<'a>> = Vec::new();
+    let mut inserted: Vec<bool> = Vec::new();
     let mut result = Ok(());
     // The pages already cached in the window, from one walk of the tree
     // (a page that appears later is caught by the insert below). A window
@@ -169,49 +171,73 @@ fn read_window_into<'a>(
     while index < end {
         while cached.next_if(|&c| c < index).is_some() {}
         if cached.next_if_eq(&index).is_some() {
-            result = result.and(flush_run(m, &mut run, wanted, got));
             index += 1;
             continue;
         }
-        // Never wait for a frame while holding the run's pages locked: in a
-        // cache smaller than the window that waits on ourselves.
-        let page = match if run.is_empty() { m.zone.alloc_page() } else { m.zone.try_alloc_page() } {
-            Ok(p) => p,
-            Err(e) => {
-                // Out of frames: read what we have; fail only the page asked for.
-                result = result.and(flush_run(m, &mut run, wanted, got));
-                if wanted.is_some_and(|w| w >= index) {
-                    return result.and(Err(e));
+        // A gap of uncached pages, [index, gap_end): frames for all of it,
+        // then one insertion under the tree lock.
+        let gap_end = cached.peek().map_or(end, |&c| c.min(end));
+        let mut out_of_frames = None;
+        while index + (fresh.len() as u64) < gap_end {
+            // Never wait for a frame while holding pages locked: in a cache
+            // smaller than the window that waits on ourselves.
+            let page = match if fresh.is_empty() { m.zone.alloc_page() } else { m.zone.try_alloc_page() } {
+                Ok(p) => p,
+                Err(e) => {
+                    out_of_frames = Some(e);
+                    break;
                 }
-                return result;
+            };
+            let Ok(page) = page.try_lock() else { unreachable!("a fresh page is unlocked") };
+            if Some(index + fresh.len() as u64) != wanted {
+                // Set before the page reaches the LRU: speculative pages do
+                // not start on the active list while the cache fills.
+                page.page().set(RA_FRESH);
             }
-        };
-        let Ok(page) = page.try_lock() else { unreachable!("a fresh page is unlocked") };
-        if Some(index) != wanted {
-            // Set before the page reaches the LRU: speculative pages do not
-            // start on the active list while the cache fills.
-            page.page().set(RA_FRESH);
+            fresh.push(page);
         }
-        if m.add_to_page_cache_lru(&page, index).is_err() {
-            page.page().clear(RA_FRESH);
-            // Someone else cached it meanwhile: the run ends here.
-            result = result.and(flush_run(m, &mut run, wanted, got));
+        inserted.clear();
+        if let Err(e) = m.add_run_to_page_cache_lru(&fresh, index, &mut inserted) {
+            // Past the largest index: nothing went in.
+            fresh.clear();
+            return result.and(Err(e));
+        }
+        // A truncation that already swept the cache would miss pages
+        // inserted past the new end: drop those ourselves.
+        let limit = m.size().div_ceil(PAGE_SIZE as u64);
+        let mut truncated = false;
+        for (page, &ok) in fresh.drain(..).zip(&inserted) {
+            let at = index;
             index += 1;
-            continue;
+            if !ok {
+                // Someone else cached it meanwhile: the run ends here.
+                page.page().clear(RA_FRESH);
+                result = result.and(flush_run(m, &mut run, wanted, got));
+                continue;
+            }
+            if at >= limit {
+                m.delete_from_page_cache(&page);
+                truncated = true;
+                continue;
+            }
+            if at - start == marker {
+                page.page().set(PageFlags::READAHEAD);
+            }
+            run.push(page);
         }
-        if index * PAGE_SIZE as u64 >= m.size() {
-            // Truncated since the window was sized: a truncation that already
-            // swept the cache would miss this page, so drop it ourselves.
-            m.delete_from_page_cache(&page);
-            break;
+        result = result.and(flush_run(m, &mut run, wanted, got));
+        if truncated {
+            return result;
         }
-        if index - start == marker {
-            page.page().set(PageFlags::READAHEAD);
+        if let Some(e) = out_of_frames {
+            // Out of frames: what we have is read; fail only the page asked for.
+            if wanted.is_some_and(|w| w >= index) {
+                return result.and(Err(e));
+            }
+            return result;
         }
-        run.push(page);
-        index += 1;
     }
-    result.and(flush_run(m, &mut run, wanted, got))
+    result
 }
 
 /// Reads a run of locked, contiguous, new pages; unlocks them.

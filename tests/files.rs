@@ -421,6 +421,49 @@ fn explicit_readahead_fills_the_range_and_threads_can_share_it() {
     cache.check_invariants();
 }
 
+/// `AddressSpace::read_pages` returns uptodate pages in index order, from
+/// the cache where they are and read (with readahead) where they are not,
+/// clipped at end of file, in a cache smaller than the file.
+#[test]
+fn read_pages_returns_the_range_in_order_cached_or_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rp");
+    let size = 3 * (1 << 20) + 123;
+    let content = pattern(9, 0, size);
+    std::fs::write(&path, &content).unwrap();
+    // Readahead in the reading thread: the read-call count is deterministic.
+    let cache = PageCache::builder().capacity(1 << 20).readahead_threads(0).build().unwrap();
+    let f = cache.open(&path).unwrap();
+    // Some pages cached, in the middle of a later batch.
+    let mut buf = vec![0u8; 3 * PAGE_SIZE];
+    f.read_exact_at(&mut buf, 70 * PS).unwrap();
+    let pages_in_file = size.div_ceil(PAGE_SIZE) as u64;
+    let mut pages = Vec::new();
+    let mut index = 0u64;
+    for batch in [1usize, 7, 64, 3, 100].iter().cycle() {
+        pages.clear();
+        f.mapping().read_pages(index, *batch, &mut pages).unwrap();
+        if pages.is_empty() {
+            break;
+        }
+        assert_eq!(pages.len() as u64, (*batch as u64).min(pages_in_file - index), "batch at page {index}");
+        for p in &pages {
+            assert_eq!(p.index(), index);
+            let at = index as usize * PAGE_SIZE;
+            let n = (size - at).min(PAGE_SIZE);
+            assert_same("read_pages", &p.read()[..n], &content[at..at + n]);
+            index += 1;
+        }
+        cache.check_invariants();
+    }
+    assert_eq!(index, pages_in_file);
+    let s = cache.stats();
+    assert!(s.read_calls < pages_in_file / 8, "{} read calls for {pages_in_file} pages: no readahead", s.read_calls);
+    pages.clear();
+    f.mapping().read_pages(pages_in_file + 5, 4, &mut pages).unwrap();
+    assert!(pages.is_empty());
+}
+
 // ---- 4. two opens share pages -------------------------------------------------------
 
 #[test]
