@@ -224,7 +224,7 @@ impl Lru {
     /// The LRU lock.
     #[inline]
     pub(crate) fn lock(&self) -> MutexGuard<'_, LruLists> {
-        self.lists.lock()
+        crate::sync::lock_spinning(&self.lists)
     }
 
     /// Ages up to `nr` active pages under the held LRU lock (see

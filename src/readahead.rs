@@ -158,9 +158,12 @@ fn read_window_into<'a>(
     let size = m.size();
     let end_index = size.div_ceil(PAGE_SIZE as u64);
     let end = start.saturating_add(nr).min(end_index);
-    let mut run: Vec<LockedPage<'a>> = Vec::new();
-    let mut fresh: Vec<LockedPage<'a>> = Vec::new();
-    let mut inserted: Vec<bool> = Vec::new();
+    // Sized once for the window: growing them page by page reallocated
+    // five times per window.
+    let len = end.saturating_sub(start) as usize;
+    let mut run: Vec<LockedPage<'a>> = Vec::with_capacity(len);
+    let mut fresh: Vec<LockedPage<'a>> = Vec::with_capacity(len);
+    let mut inserted: Vec<bool> = Vec::with_capacity(len);
     let mut result = Ok(());
     // The pages already cached in the window, from one walk of the tree
     // (a page that appears later is caught by the insert below). A window

@@ -292,7 +292,7 @@ impl XArray {
 
     /// Takes the writers' mutex.
     pub fn lock(&self) -> XaLock<'_> {
-        let mutex = self.lock.lock();
+        let mutex = crate::sync::lock_spinning(&self.lock);
         XaLock { tree: self, _mutex: mutex, guard: crossbeam_epoch::pin() }
     }
 
