@@ -1,9 +1,11 @@
 //! `cat [--cache-size=BYTES] [FILE]...`: concatenate files to standard output
 //! through one [`PageCache`].
 //!
-//! Regular files are walked page by page with `mapping().read_page(i)` and
-//! each page's bytes are written straight from the cached page to an
-//! unbuffered standard output: no intermediate copy buffer. Standard input
+//! Regular files are walked a batch of pages at a time with
+//! `mapping().read_pages(..)` and each page's bytes are written straight
+//! from the cached page to an unbuffered standard output: no intermediate
+//! copy buffer. On two or more cores a helper thread fills the file ahead
+//! of the writer with `CachedFile::readahead` (see `copy_cached`). Standard input
 //! (`-` or no operand) and files that are not regular (pipes, character
 //! devices, directories) are streamed with plain reads and writes.
 //!
