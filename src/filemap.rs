@@ -547,8 +547,8 @@ fn read_cache_page_slow<'a>(
         }
         if page.page().test(PageFlags::READAHEAD) && page.page().test_and_clear(PageFlags::READAHEAD) {
             let next = ra.window.lock().on_marker(index, max);
-            if let Some((start, nr, _)) = next {
-                readahead::submit(m, start, nr);
+            if let Some((start, nr, marker)) = next {
+                readahead::submit(m, start, nr, marker);
             }
         }
         if page.is_uptodate() {

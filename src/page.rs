@@ -510,6 +510,29 @@ impl<'a> LockedPage<'a> {
         self.page.zone.set_page_dirty(self.page.page);
     }
 
+    /// Gives up the wrapper keeping both the lock and the reference, to
+    /// hand them to another thread (readahead's worker); `from_raw` takes
+    /// them back.
+    #[inline]
+    pub(crate) fn into_raw(self) -> &'a Page {
+        let me = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `me` is never used or dropped again, so the PageRef is
+        // moved out exactly once.
+        let page = unsafe { std::ptr::read(&me.page) };
+        page.into_raw()
+    }
+
+    /// Wraps a page whose lock and one reference the caller holds.
+    ///
+    /// # Safety
+    /// The caller owns the page's lock bit and one reference (as
+    /// [`LockedPage::into_raw`] left them) and hands both to the result:
+    /// nobody else may unlock the page or drop that reference.
+    #[inline]
+    pub(crate) unsafe fn from_raw(page: &'a Page, zone: &'a Zone) -> LockedPage<'a> {
+        LockedPage { page: PageRef::from_raw(page, zone) }
+    }
+
     /// Releases the lock, keeping the reference.
     #[doc(alias = "unlock_page")]
     #[inline]

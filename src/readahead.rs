@@ -1,11 +1,12 @@
 //! On-demand readahead, following `mm/readahead.c`: a per-handle window
 //! {start, size, async_size} that grows 4x then 2x up to a maximum on
 //! sequential access; the page `async_size` pages before the window's end
-//! carries the READAHEAD marker, and reading it starts the next window on a
-//! worker thread. Random access reads only what was asked.
+//! carries the READAHEAD marker, and reading it starts the next window: its
+//! pages go into the cache locked in the reader's thread and a worker
+//! thread reads them. Random access reads only what was asked.
 
 use std::io::{self, IoSliceMut};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -92,11 +93,61 @@ impl RaState {
     }
 }
 
-/// A readahead request for a worker thread.
+/// An asynchronous readahead window for a worker thread: the pages the
+/// reader's thread inserted locked (as the kernel's `page_cache_ra_unbounded`
+/// adds its folios before `read_pages` submits the I/O), for the worker to
+/// read and unlock. A reader that reaches one of them before the worker
+/// waits on its lock instead of missing and reading it again.
 pub(crate) struct RaJob {
-    pub(crate) mapping: Weak<AddressSpace>,
-    pub(crate) start: u64,
-    pub(crate) nr: u64,
+    mapping: Arc<AddressSpace>,
+    /// Frame numbers, in index order; each carries its page's lock and one
+    /// reference, given to the job by `LockedPage::into_raw`.
+    pfns: Vec<u32>,
+}
+
+impl RaJob {
+    /// Takes the pages back out of the job (once: the job is left empty).
+    fn take<'m>(m: &'m AddressSpace, pfns: &mut Vec<u32>) -> Vec<LockedPage<'m>> {
+        std::mem::take(pfns)
+            .into_iter()
+            .map(|pfn| {
+                // SAFETY: every pfn came from `LockedPage::into_raw` in
+                // `submit`, which left the page locked with a reference that
+                // belong to this job; `mem::take` empties the job, so each
+                // lock and reference is taken back exactly once.
+                unsafe { LockedPage::from_raw(m.zone.pfn_to_page(pfn), &m.zone) }
+            })
+            .collect()
+    }
+
+    /// Reads the pages, a contiguous run per vectored call, and unlocks
+    /// them; a run that fails leaves the cache (errors are left for the
+    /// reader who needs those pages).
+    fn run(mut self) {
+        let mapping = self.mapping.clone();
+        let m = &*mapping;
+        let mut run: Vec<LockedPage<'_>> = Vec::with_capacity(self.pfns.len());
+        let mut got = None;
+        for page in Self::take(m, &mut self.pfns) {
+            if run.last().is_some_and(|p| p.index() + 1 != page.index()) {
+                let _ = flush_run(m, &mut run, None, &mut got);
+            }
+            run.push(page);
+        }
+        let _ = flush_run(m, &mut run, None, &mut got);
+    }
+}
+
+impl Drop for RaJob {
+    /// A job never run (the cache shutting down, or a send that failed):
+    /// its pages leave the cache unread and are unlocked, so nobody waits
+    /// on them forever.
+    fn drop(&mut self) {
+        let mapping = self.mapping.clone();
+        for page in Self::take(&mapping, &mut self.pfns) {
+            mapping.delete_from_page_cache(&page);
+        }
+    }
 }
 
 /// Starts the readahead worker threads; they exit when the sender drops.
@@ -111,17 +162,18 @@ pub(crate) fn start_workers(
         let zone = zone.clone();
         handles.push(std::thread::Builder::new().name(format!("page-cache-ra{i}")).spawn(move || loop {
             match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(job) => {
-                    if let Some(m) = job.mapping.upgrade() {
-                        // Errors are left for the reader who needs the page.
-                        let _ = read_window(&m, job.start, job.nr, None, u64::MAX);
-                    }
-                }
+                Ok(job) => job.run(),
                 Err(RecvTimeoutError::Disconnected) => return,
                 Err(RecvTimeoutError::Timeout) => {}
             }
             // Acquire: pairs with the Release store at shutdown.
             if zone.shutting_down.load(Ordering::Acquire) {
+                // Jobs still queued hold locked pages: dropping one unlocks
+                // them (and a queued job's mapping would keep the channel
+                // alive through its zone).
+                while let Ok(job) = rx.try_recv() {
+                    drop(job);
+                }
                 return;
             }
         })?);
@@ -143,8 +195,26 @@ pub(crate) fn read_window<'a>(
     marker: u64,
 ) -> io::Result<Option<PageRef<'a>>> {
     let mut got = None;
-    read_window_into(m, start, nr, wanted, marker, &mut got)?;
+    read_window_into(m, start, nr, wanted, marker, &mut got, None)?;
     Ok(got)
+}
+
+/// A run of inserted, locked pages is complete: read it now, or, for an
+/// asynchronous window, keep it locked in `defer` for the worker.
+fn end_run<'a>(
+    m: &'a AddressSpace,
+    run: &mut Vec<LockedPage<'a>>,
+    wanted: Option<u64>,
+    got: &mut Option<PageRef<'a>>,
+    defer: &mut Option<&mut Vec<LockedPage<'a>>>,
+) -> io::Result<()> {
+    match defer {
+        Some(d) => {
+            d.append(run);
+            Ok(())
+        }
+        None => flush_run(m, run, wanted, got),
+    }
 }
 
 fn read_window_into<'a>(
@@ -154,6 +224,7 @@ fn read_window_into<'a>(
     wanted: Option<u64>,
     marker: u64,
     got: &mut Option<PageRef<'a>>,
+    mut defer: Option<&mut Vec<LockedPage<'a>>>,
 ) -> io::Result<()> {
     let size = m.size();
     let end_index = size.div_ceil(PAGE_SIZE as u64);
@@ -183,8 +254,11 @@ fn read_window_into<'a>(
         let mut out_of_frames = None;
         while index + (fresh.len() as u64) < gap_end {
             // Never wait for a frame while holding pages locked: in a cache
-            // smaller than the window that waits on ourselves.
-            let page = match if fresh.is_empty() { m.zone.alloc_page() } else { m.zone.try_alloc_page() } {
+            // smaller than the window that waits on ourselves. A deferred
+            // window holds its earlier runs locked, and is speculative: it
+            // never waits.
+            let wait = fresh.is_empty() && defer.is_none();
+            let page = match if wait { m.zone.alloc_page() } else { m.zone.try_alloc_page() } {
                 Ok(p) => p,
                 Err(e) => {
                     out_of_frames = Some(e);
@@ -215,7 +289,7 @@ fn read_window_into<'a>(
             if !ok {
                 // Someone else cached it meanwhile: the run ends here.
                 page.page().clear(RA_FRESH);
-                result = result.and(flush_run(m, &mut run, wanted, got));
+                result = result.and(end_run(m, &mut run, wanted, got, &mut defer));
                 continue;
             }
             if at >= limit {
@@ -228,7 +302,7 @@ fn read_window_into<'a>(
             }
             run.push(page);
         }
-        result = result.and(flush_run(m, &mut run, wanted, got));
+        result = result.and(end_run(m, &mut run, wanted, got, &mut defer));
         if truncated {
             return result;
         }
@@ -354,17 +428,35 @@ impl RaContext {
     }
 }
 
-/// Queues the window after the marker page for a worker thread, or reads
-/// it in the calling thread when the cache runs no workers.
-pub(crate) fn submit(m: &AddressSpace, start: u64, nr: u64) {
-    if let Some(tx) = m.zone.ra_tx.lock().as_ref() {
-        let _ = tx.send(RaJob { mapping: m.self_weak.clone(), start, nr });
+/// Starts the window after the marker page (`page_cache_async_readahead`):
+/// with worker threads, inserts its pages locked here and queues their
+/// read; without, reads it in the calling thread. The page at
+/// `start + marker` carries the next READAHEAD marker, so a sequential
+/// reader keeps one window in flight.
+pub(crate) fn submit(m: &AddressSpace, start: u64, nr: u64, marker: u64) {
+    // Acquire: pairs with the Release store at shutdown.
+    if m.zone.shutting_down.load(Ordering::Acquire) {
         return;
     }
-    // Acquire: pairs with the Release store at shutdown.
-    if !m.zone.shutting_down.load(Ordering::Acquire) {
+    let tx = m.zone.ra_tx.lock().clone();
+    let Some(tx) = tx else {
         // Errors are left for the reader who needs those pages.
-        let _ = read_window(m, start, nr, None, u64::MAX);
+        let _ = read_window(m, start, nr, None, marker);
+        return;
+    };
+    let Some(mapping) = m.self_weak.upgrade() else {
+        return;
+    };
+    let mut pages = Vec::new();
+    // Errors (the largest index passed) leave nothing to read.
+    let _ = read_window_into(m, start, nr, None, marker, &mut None, Some(&mut pages));
+    if pages.is_empty() {
+        return;
+    }
+    let pfns = pages.into_iter().map(|p| m.zone.page_to_pfn(p.into_raw())).collect();
+    // A send that fails hands the job back; dropping it unlocks the pages.
+    if let Err(e) = tx.send(RaJob { mapping, pfns }) {
+        drop(e.into_inner());
     }
 }
 

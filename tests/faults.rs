@@ -199,6 +199,39 @@ fn slow_io_is_still_correct() {
     assert_eq!(&std::fs::read(&s.path).unwrap()[5000..5004], b"slow");
 }
 
+/// Asynchronous readahead inserts its window locked in the reader's thread
+/// and leaves the read to the worker. Dropping the cache while the worker
+/// is busy with one window and the next is queued must neither hang nor
+/// leave a page locked; and a reader that reaches pages the worker has not
+/// read yet waits for them instead of reading them again.
+#[test]
+fn queued_async_windows_are_read_or_dropped_at_shutdown() {
+    let initial = pattern(256 * PAGE_SIZE, 11);
+    // 8 MiB: windows of 4, 16, 64 pages (a window is at most 1/16 of the cache).
+    let s = setup(8 << 20, &initial);
+    s.plan.set_delay(Duration::from_millis(30));
+    let mut page = vec![0; PAGE_SIZE];
+    // Page 0 misses and reads 0..4 with the marker on page 1; reading
+    // page 1 queues 4..20; reading page 4 (the next marker, still locked
+    // under the worker's slow read) queues 20..84 and waits for page 4.
+    for i in 0..5u64 {
+        s.file.read_exact_at(&mut page, i * PS).unwrap();
+        assert_eq!(page, &initial[i as usize * PAGE_SIZE..][..PAGE_SIZE], "page {i}");
+    }
+    let st = s.cache.stats();
+    assert!(st.read_calls <= 3, "{} read calls: a page the worker had in hand was read again", st.read_calls);
+    assert!(st.readahead_pages >= 16, "no asynchronous window went out ({} pages)", st.readahead_pages);
+    // Page 20's window is queued or being read: drop everything now.
+    let Setup { cache, file, _dir, .. } = s;
+    drop(file);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(cache);
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(30)).expect("dropping the cache hung on a queued readahead window");
+}
+
 /// No page of the file may be uptodate with bytes that differ from `want`.
 fn assert_no_bad_uptodate(f: &CachedFile, want: &[u8]) {
     let pages = want.len().div_ceil(PAGE_SIZE) as u64;
