@@ -123,8 +123,8 @@ impl Builder {
         let zone = Arc::new(Zone::new(frames, self.huge_pages, dirty, ra_max_pages as u64)?);
         let mut threads = Vec::new();
         if self.readahead_threads > 0 {
-            let (tx, workers) = readahead::start_workers(self.readahead_threads, zone.clone())?;
-            *zone.ra_tx.lock() = Some(tx);
+            let (queue, workers) = readahead::start_workers(self.readahead_threads, zone.clone())?;
+            *zone.ra_queue.lock() = Some(queue);
             threads = workers;
         }
         let spawn = |name: &str, f: fn(Arc<Zone>), z: Arc<Zone>| {
@@ -430,7 +430,7 @@ impl Drop for CacheInner {
         self.zone.kswapd.wake();
         self.zone.flusher.wake();
         // Readahead workers exit when their channel disconnects.
-        drop(self.zone.ra_tx.lock().take());
+        drop(self.zone.ra_queue.lock().take());
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }

@@ -558,6 +558,9 @@ fn read_cache_page_slow<'a>(
         }
         // Being read by someone else, or a read failed: take the lock.
         let was_locked = page.is_locked();
+        if was_locked {
+            readahead::run_queued_while_locked(&m.zone, page.page());
+        }
         let mut locked = page.lock();
         if locked.page().mapping_id() != m.id {
             continue; // truncated or reclaimed meanwhile

@@ -150,12 +150,19 @@ impl Drop for RaJob {
     }
 }
 
-/// Starts the readahead worker threads; they exit when the sender drops.
-pub(crate) fn start_workers(
-    n: usize,
-    zone: Arc<Zone>,
-) -> io::Result<(Sender<RaJob>, Vec<std::thread::JoinHandle<()>>)> {
+/// The queue of asynchronous windows: readers send, workers receive, and a
+/// reader about to wait for a window still being read takes a queued one
+/// and reads it itself (`run_queued_while_locked`).
+#[derive(Clone)]
+pub(crate) struct RaQueue {
+    tx: Sender<RaJob>,
+    rx: Receiver<RaJob>,
+}
+
+/// Starts the readahead worker threads; they exit when every sender drops.
+pub(crate) fn start_workers(n: usize, zone: Arc<Zone>) -> io::Result<(RaQueue, Vec<std::thread::JoinHandle<()>>)> {
     let (tx, rx) = crossbeam_channel::unbounded::<RaJob>();
+    let queue = RaQueue { tx, rx: rx.clone() };
     let mut handles = Vec::with_capacity(n);
     for i in 0..n {
         let rx: Receiver<RaJob> = rx.clone();
@@ -178,7 +185,7 @@ pub(crate) fn start_workers(
             }
         })?);
     }
-    Ok((tx, handles))
+    Ok((queue, handles))
 }
 
 /// Brings pages `[start, start + nr)` (clipped at EOF) into the cache:
@@ -438,8 +445,8 @@ pub(crate) fn submit(m: &AddressSpace, start: u64, nr: u64, marker: u64) {
     if m.zone.shutting_down.load(Ordering::Acquire) {
         return;
     }
-    let tx = m.zone.ra_tx.lock().clone();
-    let Some(tx) = tx else {
+    let queue = m.zone.ra_queue.lock().clone();
+    let Some(queue) = queue else {
         // Errors are left for the reader who needs those pages.
         let _ = read_window(m, start, nr, None, marker);
         return;
@@ -455,14 +462,76 @@ pub(crate) fn submit(m: &AddressSpace, start: u64, nr: u64, marker: u64) {
     }
     let pfns = pages.into_iter().map(|p| m.zone.page_to_pfn(p.into_raw())).collect();
     // A send that fails hands the job back; dropping it unlocks the pages.
-    if let Err(e) = tx.send(RaJob { mapping, pfns }) {
+    if let Err(e) = queue.tx.send(RaJob { mapping, pfns }) {
         drop(e.into_inner());
+    }
+}
+
+/// A reader is about to wait for `page`, locked under a window a worker is
+/// reading: rather than sleep, it reads windows still queued itself, until
+/// the page is unlocked or the queue is empty. A sequential reader whose
+/// worker is one window behind then fills every other window, and both
+/// cores copy from the file, where it used to sleep until the worker caught
+/// up. The reader holds no page lock here, and a job takes none but its own.
+#[cold]
+pub(crate) fn run_queued_while_locked(zone: &Zone, page: &crate::page::Page) {
+    let queue = zone.ra_queue.lock().clone();
+    let Some(queue) = queue else {
+        return;
+    };
+    while page.test(PageFlags::LOCKED) {
+        match queue.rx.try_recv() {
+            Ok(job) => job.run(),
+            Err(_) => return,
+        }
     }
 }
 
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    /// A queue with no worker: the reader's own thread must take the
+    /// queued window it waits on (`run_queued_while_locked`), and a window
+    /// that is never run leaves the cache unlocked when its job drops.
+    #[test]
+    fn queued_windows_are_run_by_a_waiting_reader_or_dropped_unlocked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..64 * PAGE_SIZE).map(|i| (i / PAGE_SIZE) as u8 ^ i as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let cache = crate::PageCache::builder().capacity(8 << 20).readahead_threads(0).build().unwrap();
+        let f = cache.open(&path).unwrap();
+        let m = f.mapping();
+        let zone = m.zone.clone();
+        let (queue, workers) = start_workers(0, zone.clone()).unwrap();
+        assert!(workers.is_empty());
+        *zone.ra_queue.lock() = Some(queue);
+        let mut page = vec![0u8; PAGE_SIZE];
+        // Page 0 reads 0..4 (marker on 1); page 1 queues 4..20, locked.
+        f.read_exact_at(&mut page, 0).unwrap();
+        f.read_exact_at(&mut page, PAGE_SIZE as u64).unwrap();
+        let p4 = m.find_get_page(4).expect("the async window is in the cache");
+        assert!(p4.is_locked() && !p4.is_uptodate(), "queued, not read");
+        drop(p4);
+        // Reading page 4 would wait forever with no worker: the reader runs
+        // the queued window itself (and page 4's marker queues 20..84).
+        f.read_exact_at(&mut page, 4 * PAGE_SIZE as u64).unwrap();
+        assert_eq!(page, &data[4 * PAGE_SIZE..5 * PAGE_SIZE]);
+        let p20 = m.find_get_page(20).expect("the next async window is in the cache");
+        assert!(p20.is_locked());
+        drop(p20);
+        cache.check_invariants();
+        // The cache's queue goes away with a window still in it: its pages
+        // leave the cache, unlocked.
+        drop(zone.ra_queue.lock().take());
+        assert!(m.find_get_page(20).is_none(), "a dropped window's pages leave the cache");
+        assert!((0..64).filter_map(|i| m.find_get_page(i)).all(|p| !p.is_locked()));
+        cache.check_invariants();
+        let mut all = vec![0u8; data.len()];
+        f.read_exact_at(&mut all, 0).unwrap();
+        assert_eq!(all, data);
+    }
 
     #[test]
     fn sequential_windows_grow_then_cap() {

@@ -7,7 +7,6 @@ use std::io;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::arena::{Arena, MemMap};
@@ -15,7 +14,7 @@ use crate::buddy::Buddy;
 use crate::lru::Lru;
 use crate::mapping::AddressSpace;
 use crate::page::{Page, PageFlags, PageRef};
-use crate::readahead::RaJob;
+use crate::readahead::RaQueue;
 use crate::stats::{Counters, Event};
 use crate::sync::{AtomicBool, AtomicUsize, Ordering};
 use crate::workingset::{self, Shadows};
@@ -124,8 +123,9 @@ pub(crate) struct Zone {
     pub(crate) flusher: Wakeup,
     pub(crate) dirty: DirtyLimits,
     pub(crate) shutting_down: AtomicBool,
-    /// Where asynchronous readahead goes (None once the cache shuts down).
-    pub(crate) ra_tx: Mutex<Option<Sender<RaJob>>>,
+    /// Where asynchronous readahead goes (None without workers, and once
+    /// the cache shuts down).
+    pub(crate) ra_queue: Mutex<Option<RaQueue>>,
     /// Largest readahead window, in pages.
     pub(crate) ra_max_pages: u64,
 }
@@ -150,7 +150,7 @@ impl Zone {
             flusher: Wakeup::new(),
             dirty,
             shutting_down: AtomicBool::new(false),
-            ra_tx: Mutex::new(None),
+            ra_queue: Mutex::new(None),
             ra_max_pages,
             pages,
         })
