@@ -21,14 +21,33 @@ use crate::workingset::{self, Shadows};
 use crate::PAGE_SIZE;
 
 thread_local! {
-    static SLOT: u8 = const { 0 };
+    static SLOT: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
 }
 
+/// Thread numbers for `thread_slot`, handed out in order. A plain std
+/// atomic, not the `sync` shim's: it only numbers threads, and nothing is
+/// published through it.
+static NEXT_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// A number that differs between live threads, for picking per-thread
-/// shards: the address of a thread-local, hashed. Costs no atomic.
+/// shards: threads are numbered in the order they first ask, so two
+/// threads land in different shards of any table with at least two.
+/// (A hash of a thread-local's address could put two threads in one
+/// shard: with four shards, one pair of threads in four.) Costs no atomic
+/// after a thread's first call.
 #[inline]
 pub(crate) fn thread_slot() -> usize {
-    SLOT.with(|s| (s as *const u8 as usize >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40)
+    SLOT.with(|s| {
+        let slot = s.get();
+        if slot != usize::MAX {
+            return slot;
+        }
+        // Relaxed: a counter handing out distinct numbers; nothing else is
+        // ordered by it.
+        let slot = NEXT_SLOT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        s.set(slot);
+        slot
+    })
 }
 
 /// Free-frame watermarks, in frames.
