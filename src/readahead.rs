@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
@@ -159,6 +159,27 @@ pub(crate) struct RaQueue {
     rx: Receiver<RaJob>,
 }
 
+/// How long an idle worker polls the queue before it sleeps. Streaming
+/// 1 GiB through a 4 MiB cache (interleaved medians of 11): 1.54x pread's
+/// time without polling, 1.28x with 200 us, no better with 500 or 2000 us.
+const SPIN_FOR: Duration = Duration::from_micros(200);
+
+/// Polls `rx` for up to `limit`, checking the clock every 64 polls.
+fn poll_for(rx: &Receiver<RaJob>, limit: Duration) -> Option<RaJob> {
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if let Ok(job) = rx.try_recv() {
+                return Some(job);
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= limit {
+            return None;
+        }
+    }
+}
+
 /// Starts the readahead worker threads; they exit when every sender drops.
 pub(crate) fn start_workers(n: usize, zone: Arc<Zone>) -> io::Result<(RaQueue, Vec<std::thread::JoinHandle<()>>)> {
     let (tx, rx) = crossbeam_channel::unbounded::<RaJob>();
@@ -168,6 +189,14 @@ pub(crate) fn start_workers(n: usize, zone: Arc<Zone>) -> io::Result<(RaQueue, V
         let rx: Receiver<RaJob> = rx.clone();
         let zone = zone.clone();
         handles.push(std::thread::Builder::new().name(format!("page-cache-ra{i}")).spawn(move || loop {
+            // A streaming reader queues its next window a few tens of
+            // microseconds after the last: poll for it a while before
+            // sleeping, so the reader's send wakes nobody (a futex wake
+            // and a cross-core wakeup per window otherwise).
+            if let Some(job) = poll_for(&rx, SPIN_FOR) {
+                job.run();
+                continue;
+            }
             match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(job) => job.run(),
                 Err(RecvTimeoutError::Disconnected) => return,
