@@ -41,6 +41,10 @@ echo "## dd bs=1M into a file, dd's default 64 MiB cache (frames reused, no firs
 hyperfine "${file_common[@]}" -n coreutils "dd if=$in of=$dir/out bs=1M status=none" \
   -n page-cache "$dd_ex if=$in of=$dir/out bs=1M status=none"
 rm -f "$dir/out"
+echo "## cat into a file, interleaved (15 rounds of one run each, sync before each, medians)"
+cat "$in" > /dev/null
+python3 benches/interleave.py --prepare sync 15 "coreutils=cat $in > $dir/out" "page-cache=$cat_ex $in > $dir/out"
+rm -f "$dir/out"
 echo "## cat to /dev/null, interleaved (31 rounds of one run each, medians)"
 cat "$in" > /dev/null
 python3 benches/interleave.py 31 "coreutils=cat $in > /dev/null" "page-cache=$cat_ex $in > /dev/null"

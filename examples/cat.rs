@@ -313,15 +313,36 @@ impl Ahead {
             if w >= self.windows {
                 return;
             }
-            // Relaxed: a flow-control hint; a stale value only parks early,
-            // and every store is followed by an unpark.
-            if w >= self.written.load(Ordering::Relaxed) + self.depth {
-                std::thread::park();
+            if self.too_far_ahead(w) {
+                self.wait_for_room(w);
                 continue;
             }
             if self.claim(w) {
                 self.fill(file, w);
             }
+        }
+    }
+
+    /// Whether window `w` is more than `depth` past the writer.
+    fn too_far_ahead(&self, w: u64) -> bool {
+        // Relaxed: a flow-control hint; a stale value only waits early,
+        // and every store is followed by an unpark.
+        w >= self.written.load(Ordering::Relaxed) + self.depth
+    }
+
+    /// Waits until window `w` is within `depth` of the writer: spins for
+    /// up to 200 us (the writer usually finishes a window within that),
+    /// then parks. Parking at once cost a futex wake per window, and
+    /// `cat > file` varied widely: in one interleaved run of 15 its median
+    /// was 1.15 s (min 0.82 s) against 0.87 s (min 0.84 s) with the spin.
+    fn wait_for_room(&self, w: u64) {
+        let start = std::time::Instant::now();
+        while self.too_far_ahead(w) {
+            if start.elapsed() >= std::time::Duration::from_micros(200) {
+                std::thread::park();
+                return;
+            }
+            std::hint::spin_loop();
         }
     }
 
