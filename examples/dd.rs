@@ -1234,7 +1234,11 @@ fn open_output(path: &OsStr, opts: &Opts, cache: &mut Option<PageCache>) -> io::
         // Truncation is done with set_len below; O_APPEND is emulated (a
         // positioned write on an O_APPEND descriptor would append anyway).
         let file = get_cache(cache)?.open_with(Path::new(path), &oo)?;
-        if opts.seek_records == 0 && !opts.conv.notrunc {
+        // Only a file with something in it: coreutils truncates with
+        // O_TRUNC, which leaves a new file alone, and an ftruncate to 0 makes
+        // ext4 start writing the file back when it is closed (auto_da_alloc):
+        // 2.9% of dd's time, and disk I/O started at exit.
+        if opts.seek_records == 0 && !opts.conv.notrunc && !file.is_empty() {
             file.set_len(0)?;
         }
         let pos = if opts.oflag.append { file.len() } else { 0 };

@@ -158,6 +158,11 @@ pub(crate) struct CacheInner {
 
 /// A page cache: one arena of frames, one reclaimer, many files. Cloning is
 /// cheap and shares the cache.
+///
+/// When the last clone (and the last open file) is dropped, every dirty
+/// page is written back to its file and waited for, as closing a
+/// `std::fs::File` leaves its writes in the file; like `File`, dropping
+/// does not `fdatasync`: call `sync_data` or `sync_all` for durability.
 #[derive(Clone)]
 pub struct PageCache {
     inner: Arc<CacheInner>,
@@ -418,8 +423,15 @@ impl CacheInner {
 impl Drop for CacheInner {
     fn drop(&mut self) {
         let mappings: Vec<_> = self.files.lock().values().map(|e| e.mapping.clone()).collect();
+        // Every dirty page goes to its file, as closing a `std::fs::File`
+        // leaves its writes in the file: written and waited for, with no
+        // fdatasync (that is `sync_data`'s job). Syncing here made every
+        // program that drops a cache with written files wait for the disk:
+        // `dd` of 1 GiB took 0.93 s against coreutils' 0.50 s.
         for m in &mappings {
-            if let Err(e) = writeback::sync_mapping(m, false) {
+            let written = writeback::write_cache_pages(m, SyncMode::Integrity);
+            writeback::wait_writeback(m);
+            if let Err(e) = written {
                 // Nowhere left to report it: say so rather than lose it silently.
                 eprintln!("page-cache: writing back {:?} at shutdown failed: {e}", m);
             }
