@@ -47,6 +47,10 @@ echo "## cat into a new file, interleaved (15 rounds of one run each, rm and syn
 cat "$in" > /dev/null
 python3 benches/interleave.py --prepare "rm -f $dir/out; sync" 15 "coreutils=cat $in > $dir/out" "page-cache=$cat_ex $in > $dir/out"
 rm -f "$dir/out"
+echo "## dd bs=1M into a new file, default cache, interleaved (15 rounds, rm and sync before each, medians)"
+python3 benches/interleave.py --prepare "rm -f $dir/out; sync" 15 "coreutils=dd if=$in of=$dir/out bs=1M status=none" \
+  "page-cache=$dd_ex if=$in of=$dir/out bs=1M status=none"
+rm -f "$dir/out"
 echo "## cat to /dev/null, interleaved (31 rounds of one run each, medians)"
 cat "$in" > /dev/null
 python3 benches/interleave.py 31 "coreutils=cat $in > /dev/null" "page-cache=$cat_ex $in > /dev/null"
