@@ -38,6 +38,13 @@
 //! I/O and no system allocation happens under the tree, LRU or buddy locks;
 //! file I/O happens under page locks and with pages under writeback.
 //!
+//! The pages of a queued asynchronous readahead window are locked by the
+//! job, not by a thread: whoever runs it (a worker, or a reader about to
+//! wait on one of its pages) reads them and unlocks them, and a job that
+//! never runs unlocks them when it drops. Running a job takes no lock but
+//! the tree lock and waits for nothing, so a reader waiting on such a page
+//! waits only for I/O.
+//!
 //! # Page flags
 //!
 //! See [`PageFlags`] and the state table in the `page` module docs: LOCKED
