@@ -41,9 +41,9 @@
 //! The pages of a queued asynchronous readahead window are locked by the
 //! job, not by a thread: whoever runs it (a worker, or a reader about to
 //! wait on one of its pages) reads them and unlocks them, and a job that
-//! never runs unlocks them when it drops. Running a job takes no lock but
-//! the tree lock and waits for nothing, so a reader waiting on such a page
-//! waits only for I/O.
+//! never runs unlocks them when it drops. Running a job takes no page lock
+//! (only the tree, LRU and buddy locks, briefly) and waits for nothing but
+//! its own read, so a reader waiting on such a page waits only for I/O.
 //!
 //! # Page flags
 //!
