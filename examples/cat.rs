@@ -245,7 +245,7 @@ const BATCH: usize = 64;
 /// `/dev/null` both cores copy from the kernel, into a file or a pipe the
 /// helper reads while this thread writes. Windows are claimed from one
 /// counter, so each is read once; the helper stays at most half the cache
-/// ahead of the writer (and sleeps when it gets there), so what it reads is
+/// ahead of the writer (and waits when it gets there), so what it reads is
 /// still cached when the writer comes to it.
 fn copy_cached(file: &CachedFile, out: &mut File, cache_pages: usize) -> Result<(), CopyError> {
     let window = (cache_pages / 16).max(1) as u64;
@@ -366,7 +366,7 @@ impl Ahead {
                 }
             }
             write_pages(file, out, cache_pages, c * self.window, (c + 1) * self.window)?;
-            // Relaxed: see `help`; the unpark wakes a helper that parked.
+            // Relaxed: see `too_far_ahead`; the unpark wakes a helper that parked.
             self.written.store(c + 1, Ordering::Relaxed);
             helper.unpark();
         }

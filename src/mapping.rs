@@ -307,18 +307,7 @@ impl AddressSpace {
         {
             let mut tree = self.tree.lock();
             for (i, page) in pages.iter().enumerate() {
-                let p = page.page();
-                assert_eq!(p.mapping_id(), 0, "page already belongs to a mapping");
-                let index = first + i as u64;
-                p.set_mapping(self.id, index);
-                p.get_page();
-                let ok = tree.insert(index, self.zone.page_to_pfn(p)).is_ok();
-                if !ok {
-                    p.set_mapping(0, 0);
-                    // The caller's reference remains: this never frees.
-                    self.zone.put_page(p);
-                }
-                inserted.push(ok);
+                inserted.push(self.insert_locked(&mut tree, page.page(), first + i as u64));
             }
         }
         for (page, _) in pages.iter().zip(&inserted[inserted.len() - pages.len()..]).filter(|(_, &ok)| ok) {
@@ -330,19 +319,26 @@ impl AddressSpace {
     /// Inserts a locked page at `index` without touching the LRU.
     pub(crate) fn add_to_page_cache(&self, page: &LockedPage<'_>, index: u64) -> io::Result<()> {
         check_index(index)?;
-        let p = page.page();
-        assert_eq!(p.mapping_id(), 0, "page already belongs to a mapping");
-        let pfn = self.zone.page_to_pfn(p);
-        let mut tree = self.tree.lock();
-        p.set_mapping(self.id, index);
-        p.get_page();
-        if tree.insert(index, pfn).is_err() {
-            p.set_mapping(0, 0);
-            drop(tree);
-            self.zone.put_page(p);
+        if !self.insert_locked(&mut self.tree.lock(), page.page(), index) {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, "page already cached at this index"));
         }
         Ok(())
+    }
+
+    /// Under the tree lock: puts a locked page at `index` with the page
+    /// cache's own reference; false (and the page as it was) if the slot is
+    /// taken.
+    fn insert_locked(&self, tree: &mut XaLock<'_>, p: &Page, index: u64) -> bool {
+        assert_eq!(p.mapping_id(), 0, "page already belongs to a mapping");
+        p.set_mapping(self.id, index);
+        p.get_page();
+        if tree.insert(index, self.zone.page_to_pfn(p)).is_err() {
+            p.set_mapping(0, 0);
+            // The caller's reference remains: this never frees.
+            self.zone.put_page(p);
+            return false;
+        }
+        true
     }
 
     /// Removes a locked page from the cache even if others hold references

@@ -124,8 +124,7 @@ impl RaJob {
     /// them; a run that fails leaves the cache (errors are left for the
     /// reader who needs those pages).
     fn run(mut self) {
-        let mapping = self.mapping.clone();
-        let m = &*mapping;
+        let m = &*self.mapping;
         let mut run: Vec<LockedPage<'_>> = Vec::with_capacity(self.pfns.len());
         let mut got = None;
         for page in Self::take(m, &mut self.pfns) {
@@ -143,9 +142,9 @@ impl Drop for RaJob {
     /// its pages leave the cache unread and are unlocked, so nobody waits
     /// on them forever.
     fn drop(&mut self) {
-        let mapping = self.mapping.clone();
-        for page in Self::take(&mapping, &mut self.pfns) {
-            mapping.delete_from_page_cache(&page);
+        let m = &*self.mapping;
+        for page in Self::take(m, &mut self.pfns) {
+            m.delete_from_page_cache(&page);
         }
     }
 }
