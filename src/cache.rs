@@ -13,16 +13,16 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::backing::{Backing, FileBacking, O_DIRECT};
-use crate::filemap::{CachedFile, OpenFile};
-use crate::mapping::AddressSpace;
-use crate::page::{Page, PageRef};
-use crate::readahead::{self, RaContext};
-use crate::reclaim::Reclaimer;
+use crate::index::mapping::AddressSpace;
+use crate::io::backing::{Backing, FileBacking, O_DIRECT};
+use crate::io::filemap::{CachedFile, FileTable, OpenFile};
+use crate::io::readahead::{self, RaContext};
+use crate::io::writeback::{self, SyncMode};
+use crate::mem::page::{Page, PageRef};
+use crate::mem::zone::{DirtyLimits, Zone};
+use crate::reclaim::vmscan::Reclaimer;
 use crate::stats::Stats;
 use crate::sync::{AtomicU64, Ordering};
-use crate::writeback::{self, SyncMode};
-use crate::zone::{DirtyLimits, Zone};
 use crate::PAGE_SIZE;
 
 /// Configures and builds a [`PageCache`].
@@ -119,7 +119,8 @@ impl Builder {
             limit: (frames * self.dirty_limit as usize / 100).max(2),
             expire: self.dirty_expire,
         };
-        let ra_max_pages = (self.readahead_max / PAGE_SIZE).min((frames / (2 * crate::lru::INACTIVE_RATIO)).max(1));
+        let ra_max_pages =
+            (self.readahead_max / PAGE_SIZE).min((frames / (2 * crate::reclaim::lru::INACTIVE_RATIO)).max(1));
         let zone = Arc::new(Zone::new(frames, self.huge_pages, dirty, ra_max_pages as u64)?);
         let mut threads = Vec::new();
         if self.readahead_threads > 0 {
@@ -130,7 +131,7 @@ impl Builder {
         let spawn = |name: &str, f: fn(Arc<Zone>), z: Arc<Zone>| {
             std::thread::Builder::new().name(name.into()).spawn(move || f(z))
         };
-        threads.push(spawn("page-cache-kswapd", crate::reclaim::kswapd, zone.clone())?);
+        threads.push(spawn("page-cache-kswapd", crate::reclaim::vmscan::kswapd, zone.clone())?);
         threads.push(spawn("page-cache-flush", writeback::flusher, zone.clone())?);
         Ok(PageCache {
             inner: Arc::new(CacheInner {
@@ -182,7 +183,7 @@ fn not_regular(path: &Path) -> io::Error {
 }
 
 fn access_mode(file: &File) -> io::Result<(bool, bool)> {
-    crate::backing::access_mode(file)
+    crate::io::backing::access_mode(file)
 }
 
 impl PageCache {
@@ -267,7 +268,7 @@ impl PageCache {
             let m = &file.file.mapping;
             let _size = m.size_lock.lock();
             m.set_size(0);
-            crate::truncate::truncate_pages_from(m, 0);
+            m.truncate_pages_from(0);
         }
         Ok(file)
     }
@@ -288,7 +289,7 @@ impl PageCache {
     fn handle(&self, mapping: Arc<AddressSpace>, writable: bool) -> CachedFile {
         CachedFile {
             file: Arc::new(OpenFile {
-                cache: self.inner.clone(),
+                table: self.inner.clone(),
                 errseq_since: AtomicU64::new(mapping.errseq.sample()),
                 mapping,
                 ra: RaContext::default(),
@@ -398,9 +399,9 @@ impl PageCache {
     }
 }
 
-impl CacheInner {
+impl FileTable for CacheInner {
     /// An open of `mapping` went away; the last one writes its dirty pages back.
-    pub(crate) fn close(&self, mapping: &Arc<AddressSpace>) {
+    fn close(&self, mapping: &Arc<AddressSpace>) {
         let last = {
             let mut files = self.files.lock();
             let key = files.iter().find(|(_, e)| Arc::ptr_eq(&e.mapping, mapping)).map(|(k, _)| *k);

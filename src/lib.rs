@@ -67,30 +67,16 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
-mod arena;
-mod backing;
-mod buddy;
-mod cache;
-#[cfg(feature = "fault-injection")]
-pub mod fault;
-mod filemap;
-mod lru;
-mod mapping;
-mod page;
-mod pagevec;
-mod readahead;
+// The layers, bottom to top; each folder's module docs say what it owns
+// and which layers it may call.
+mod index;
+mod io;
+mod mem;
 mod reclaim;
+// The cache on top, and what every layer shares.
+mod cache;
 mod stats;
 mod sync;
-mod truncate;
-mod wait;
-mod workingset;
-mod writeback;
-// The tree's whole API is proven against a model in its own tests; the
-// cache uses a subset.
-#[allow(dead_code)]
-mod xarray;
-mod zone;
 
 #[cfg(all(test, loom))]
 mod loom_models;
@@ -98,14 +84,17 @@ mod loom_models;
 /// Bytes in a page (and a frame).
 pub const PAGE_SIZE: usize = 4096;
 
-pub use backing::{Backing, FileBacking};
-pub use buddy::MAX_ORDER;
 pub use cache::{Builder, PageCache};
-pub use filemap::{CachedFile, FileCursor};
-pub use lru::PAGEVEC_SIZE;
-pub use mapping::{AddressSpace, Tag};
-pub use page::{LockedPage, Page, PageFlags, PageReadGuard, PageRef};
-pub use pagevec::{put_pages_list, PageVec};
+pub use index::mapping::{AddressSpace, Tag};
+pub use io::backing::{Backing, FileBacking};
+#[cfg(feature = "fault-injection")]
+#[doc(inline)]
+pub use io::fault;
+pub use io::filemap::{CachedFile, FileCursor};
+pub use mem::buddy::MAX_ORDER;
+pub use mem::page::{LockedPage, Page, PageFlags, PageReadGuard, PageRef};
+pub use reclaim::lru::PAGEVEC_SIZE;
+pub use reclaim::pagevec::{put_pages_list, PageVec};
 pub use stats::Stats;
 
 #[cfg(doctest)]

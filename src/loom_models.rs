@@ -6,9 +6,9 @@
 use loom::sync::Arc;
 use loom::thread;
 
-use crate::page::{Page, PageFlags};
+use crate::mem::page::{Page, PageFlags};
+use crate::mem::wait;
 use crate::sync::{AtomicBool, AtomicU32, Ordering};
-use crate::wait;
 
 /// Lock, unlock and wait: nobody sleeps forever (loom reports a deadlock if
 /// a wakeup is lost) and nobody holds the lock together.

@@ -6,7 +6,7 @@ use std::fmt;
 
 use crossbeam_utils::CachePadded;
 
-use crate::buddy::MAX_ORDER;
+use crate::mem::buddy::MAX_ORDER;
 use crate::sync::{AtomicU64, Ordering};
 
 /// What a counter counts.

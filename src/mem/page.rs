@@ -37,9 +37,9 @@
 use std::fmt;
 use std::ops::Deref;
 
+use crate::mem::wait;
+use crate::mem::zone::Zone;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
-use crate::wait;
-use crate::zone::Zone;
 
 /// A set of page flags (bits of [`Page`]'s flags word).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -88,6 +88,14 @@ impl std::ops::BitOr for PageFlags {
         PageFlags(self.0 | rhs.0)
     }
 }
+
+/// Marks a page that readahead brought in and nobody has read yet (for the
+/// readahead hit counter). Shares the flags word; not part of the public table.
+pub(crate) const RA_FRESH: PageFlags = PageFlags(1 << 17);
+
+/// Set on a new page that starts on the inactive list even while the cache
+/// fills (pages created by writes); cleared when the page reaches a list.
+pub(crate) const FILL_INACTIVE: PageFlags = PageFlags(1 << 18);
 
 /// "No frame": the end of a list.
 pub(crate) const NO_PFN: u32 = u32::MAX;

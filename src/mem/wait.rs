@@ -15,7 +15,7 @@
 //! (the kernel's `wake_up_page_bit`). Queues are keyed by the descriptor
 //! address plus the bit.
 
-use crate::page::{Page, PageFlags};
+use crate::mem::page::{Page, PageFlags};
 use crate::sync::{park, Ordering};
 
 #[inline]

@@ -16,7 +16,7 @@ use std::ops::{Deref, DerefMut};
 use crossbeam_utils::CachePadded;
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::page::{Page, PageFlags, NO_PFN};
+use crate::mem::page::{Page, PageFlags, NO_PFN};
 use crate::sync::{AtomicUsize, Ordering, SpinGuard, SpinLock};
 
 /// Largest block order: blocks of up to 2^10 frames (4 MiB).
@@ -106,7 +106,7 @@ pub(crate) struct Buddy {
 
 #[inline]
 fn pcp_slot(n: usize) -> usize {
-    crate::zone::thread_slot() % n
+    crate::mem::zone::thread_slot() % n
 }
 
 impl Buddy {

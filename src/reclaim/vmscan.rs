@@ -5,16 +5,17 @@
 //! (free frames below the low watermark, up to the high one) or directly in
 //! an allocating thread (below min).
 
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::mapping::AddressSpace;
-use crate::page::{Page, PageFlags};
+use crate::index::mapping::AddressSpace;
+use crate::mem::page::{Page, PageFlags, PageRef};
+use crate::mem::wait;
+use crate::mem::zone::Zone;
+use crate::reclaim::workingset;
 use crate::stats::Event;
 use crate::sync::Ordering;
-use crate::wait;
-use crate::workingset;
-use crate::zone::Zone;
 
 /// Pages isolated from the LRU per batch.
 pub(crate) const SWAP_CLUSTER_MAX: usize = 32;
@@ -113,9 +114,9 @@ impl Zone {
         let mut lists = self.lru.lock();
         let mut pfn = lists.inactive_tail();
         let mut scanned = 0;
-        while pfn != crate::page::NO_PFN && out.len() < nr && scanned < 4 * nr {
+        while pfn != crate::mem::page::NO_PFN && out.len() < nr && scanned < 4 * nr {
             scanned += 1;
-            let prev = crate::lru::LruLists::prev(&self.pages, pfn);
+            let prev = crate::reclaim::lru::LruLists::prev(&self.pages, pfn);
             let page = self.pfn_to_page(pfn);
             if page.get_page_unless_zero() {
                 lists.del(&self.pages, pfn);
@@ -196,7 +197,7 @@ impl Zone {
             }
             // Page out: written with the page locked, then freed below.
             page.set(PageFlags::RECLAIM);
-            let ok = crate::writeback::pageout(mapping, page);
+            let ok = crate::io::writeback::pageout(mapping, page);
             page.clear(PageFlags::RECLAIM);
             if !ok {
                 return Verdict::Keep;
@@ -257,5 +258,84 @@ pub(crate) fn kswapd(zone: Arc<Zone>) {
                 break;
             }
         }
+    }
+}
+
+/// The allocation entry points (`alloc_pages` and its slow path in
+/// `mm/page_alloc.c`): they live with reclaim because below the
+/// watermarks they run it. The buddy allocator itself (`Zone::alloc_block`)
+/// is the memory layer's and never reclaims.
+impl Zone {
+    /// Allocates one frame with one reference, reclaiming if memory is low.
+    /// Fails with `OutOfMemory` after a bounded effort when every page is pinned.
+    #[inline]
+    pub(crate) fn alloc_page(&self) -> io::Result<PageRef<'_>> {
+        let free = self.buddy.nr_free();
+        if free <= self.watermarks.low {
+            self.reclaim_on_alloc();
+        }
+        if free > self.watermarks.min {
+            if let Ok(pfn) = self.buddy.alloc(&self.pages, 0) {
+                return Ok(self.make_live(pfn));
+            }
+        }
+        self.alloc_page_slow()
+    }
+
+    /// Below the low watermark: reclaim a batch of clean pages right here,
+    /// on this core, and wake kswapd only for what needs I/O. Handing every
+    /// batch to kswapd on the other core cost a wakeup and a round of cache
+    /// line transfers per batch (measured: 2.3x pread on the miss path).
+    /// The scan is bounded (4 batches): when the inactive tail is dirty,
+    /// scanning the whole LRU on every allocation cost more than the
+    /// allocation itself; kswapd and the flusher deal with dirty pages.
+    #[cold]
+    fn reclaim_on_alloc(&self) {
+        let freed = self.shrink_lists_scan(SWAP_CLUSTER_MAX, Reclaimer::Direct, 4 * SWAP_CLUSTER_MAX);
+        if freed < SWAP_CLUSTER_MAX / 2 {
+            self.wake_kswapd();
+        }
+    }
+
+    #[cold]
+    fn alloc_page_slow(&self) -> io::Result<PageRef<'_>> {
+        let deadline = std::time::Instant::now() + Duration::from_millis(500);
+        loop {
+            self.direct_reclaim(SWAP_CLUSTER_MAX);
+            if let Ok(pfn) = self.buddy.alloc(&self.pages, 0) {
+                return Ok(self.make_live(pfn));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    "page cache full: every page is pinned, dirty or locked",
+                ));
+            }
+            // Writeback may be about to free pages; give it a moment.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// One frame without waiting (readahead's `__GFP_NORETRY`): the free
+    /// lists, then one round of direct reclaim.
+    pub(crate) fn try_alloc_page(&self) -> io::Result<PageRef<'_>> {
+        if self.buddy.nr_free() <= self.watermarks.low {
+            self.reclaim_on_alloc();
+        }
+        if let Ok(pfn) = self.buddy.alloc(&self.pages, 0) {
+            return Ok(self.make_live(pfn));
+        }
+        self.direct_reclaim(SWAP_CLUSTER_MAX);
+        self.buddy.alloc(&self.pages, 0).map(|pfn| self.make_live(pfn))
+    }
+
+    /// Allocates a compound block of 2^order frames (`alloc_pages`): the
+    /// head carries one reference and its order; it is freed whole when the
+    /// last reference drops.
+    pub(crate) fn alloc_pages(&self, order: usize) -> io::Result<PageRef<'_>> {
+        if order == 0 {
+            return self.alloc_page();
+        }
+        self.alloc_block(order)
     }
 }

@@ -8,7 +8,7 @@ use std::io;
 
 use memmap2::MmapMut;
 
-use crate::page::Page;
+use crate::mem::page::Page;
 use crate::PAGE_SIZE;
 
 /// Largest number of frames a cache may hold (frame numbers are `u32`, and

@@ -4,9 +4,9 @@
 //! reaches zero leave the LRU under one acquisition of the LRU lock and go
 //! back to the buddy pool, to the cold end of the free lists if asked.
 
-use crate::lru::PAGEVEC_SIZE;
-use crate::page::{Page, PageFlags, PageRef};
-use crate::zone::Zone;
+use crate::mem::page::{Page, PageFlags, PageRef};
+use crate::mem::zone::Zone;
+use crate::reclaim::lru::PAGEVEC_SIZE;
 
 /// Up to [`PAGEVEC_SIZE`] page references, released together.
 pub struct PageVec<'a> {

@@ -10,10 +10,12 @@
 use crossbeam_utils::CachePadded;
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::page::{Page, PageFlags, NO_PFN};
-use crate::readahead::RA_FRESH;
+use crate::mem::page::{Page, PageFlags, NO_PFN};
+use crate::mem::page::{FILL_INACTIVE, RA_FRESH};
+use crate::mem::zone::{thread_slot, Zone};
+use crate::reclaim::workingset;
+use crate::stats::Event;
 use crate::sync::{AtomicU64, Ordering};
-use crate::zone::Zone;
 
 /// Pages a batch holds before it is drained (the kernel's `PAGEVEC_SIZE`).
 pub const PAGEVEC_SIZE: usize = 14;
@@ -79,10 +81,6 @@ impl List {
 /// activation (`workingset`) gives new pages a second chance the inactive
 /// list alone would not.
 pub(crate) const INACTIVE_RATIO: usize = 8;
-
-/// Set on a new page that starts on the inactive list even while the cache
-/// fills (pages created by writes); cleared when the page reaches a list.
-pub(crate) const FILL_INACTIVE: PageFlags = PageFlags(1 << 18);
 
 /// The two lists, under one lock, with the LRU stamps of CLOCK-Pro's test
 /// period (see `workingset`).
@@ -379,5 +377,36 @@ impl Lru {
                 assert!(on_list[pfn], "page {pfn} has LRU but is on no list");
             }
         }
+    }
+}
+
+/// The LRU's entry points on the zone: what a lookup hit and an insertion
+/// into the page cache call.
+impl Zone {
+    /// Two-touch promotion (`mark_page_accessed`); takes no lock unless the
+    /// page moves to the active list.
+    #[inline]
+    pub(crate) fn mark_page_accessed(&self, page: &Page) {
+        let f = page.flags();
+        if f.0 & PageFlags::REFERENCED.0 == 0 {
+            page.set(PageFlags::REFERENCED);
+        } else if f.0 & PageFlags::ACTIVE.0 == 0 {
+            self.lru.activate_page(self, page, thread_slot());
+        }
+    }
+
+    /// Queues a new page for the LRU (`lru_cache_add`). A page that comes
+    /// back inside its test period goes to the active list
+    /// (`workingset_refault`).
+    #[inline]
+    pub(crate) fn lru_cache_add(&self, page: &Page) {
+        if let Some(stamp) = self.shadows.take(page.mapping_id(), page.index()) {
+            self.count(Event::Refaults, 1);
+            if workingset::in_test_period(stamp, self.lru.hand()) {
+                self.count(Event::RefaultActivations, 1);
+                page.set(PageFlags::ACTIVE);
+            }
+        }
+        self.lru.cache_add(self, page, thread_slot());
     }
 }

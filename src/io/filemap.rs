@@ -5,22 +5,30 @@
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
-use crate::cache::CacheInner;
-use crate::mapping::{AddressSpace, MovePage};
-use crate::page::{LockedPage, PageFlags, PageRef};
-use crate::readahead::{self, RaContext, RA_FRESH};
+use crate::index::mapping::{check_index, AddressSpace, MovePage};
+use crate::io::readahead::{self, RaContext};
+use crate::io::writeback;
+use crate::mem::page::{LockedPage, PageFlags, PageRef, RA_FRESH};
 use crate::stats::Event;
 use crate::sync::AtomicU64;
-use crate::writeback;
 use crate::PAGE_SIZE;
 
 const PS: u64 = PAGE_SIZE as u64;
+
+/// The table of open files, as an open file sees it when it closes
+/// (`iput`). The cache on top implements it and hands it down with each
+/// open, so this layer never names the cache.
+pub(crate) trait FileTable: Send + Sync {
+    /// The open of `mapping` is gone: on the last one, the file's dirty
+    /// pages are written back.
+    fn close(&self, mapping: &Arc<AddressSpace>);
+}
 
 /// One open of a file (the kernel's `struct file`): the mapping it shares
 /// with every other open of the same file, its own readahead window and its
 /// own cursor into the mapping's write errors.
 pub(crate) struct OpenFile {
-    pub(crate) cache: Arc<CacheInner>,
+    pub(crate) table: Arc<dyn FileTable>,
     pub(crate) mapping: Arc<AddressSpace>,
     pub(crate) ra: RaContext,
     pub(crate) errseq_since: AtomicU64,
@@ -29,7 +37,7 @@ pub(crate) struct OpenFile {
 
 impl Drop for OpenFile {
     fn drop(&mut self) {
-        self.cache.close(&self.mapping);
+        self.table.close(&self.mapping);
     }
 }
 
@@ -125,7 +133,7 @@ impl CachedFile {
         }
         let end = offset
             .checked_add(buf.len() as u64)
-            .filter(|&e| e <= crate::mapping::MAX_FILE_SIZE)
+            .filter(|&e| e <= crate::index::mapping::MAX_FILE_SIZE)
             .ok_or_else(|| invalid("write past the largest file size"))?;
         let m = &*self.file.mapping;
         let written = {
@@ -157,12 +165,12 @@ impl CachedFile {
         let m = &*self.file.mapping;
         // Written pages start inactive even while the cache fills, as the
         // kernel starts them: a second write or a read activates them.
-        let mut page = m.find_or_create_page_with(index, crate::lru::FILL_INACTIVE)?;
+        let mut page = m.find_or_create_page_with(index, crate::mem::page::FILL_INACTIVE)?;
         let whole = src.len() == PAGE_SIZE;
         if !page.is_uptodate() && whole {
             // A new frame, overwritten whole: its old bytes are cold and
             // worthless, so do not read them in (non-temporal stores).
-            crate::arena::copy_page_nontemporal(page.data_mut(), src);
+            crate::mem::arena::copy_page_nontemporal(page.data_mut(), src);
         } else {
             if !page.is_uptodate() {
                 // A partial write: the rest of the page must be the file's.
@@ -221,7 +229,7 @@ impl CachedFile {
         let len = (len as u64).min(src_size - src_offset);
         offset
             .checked_add(len)
-            .filter(|&e| e <= crate::mapping::MAX_FILE_SIZE)
+            .filter(|&e| e <= crate::index::mapping::MAX_FILE_SIZE)
             .ok_or_else(|| invalid("write past the largest file size"))?;
         if std::ptr::eq(s, m) {
             if src_offset < offset + len && offset < src_offset + len {
@@ -351,10 +359,10 @@ impl CachedFile {
     /// Truncates or extends the file (extension reads as zeros).
     pub fn set_len(&self, size: u64) -> io::Result<()> {
         self.check_writable()?;
-        if size > crate::mapping::MAX_FILE_SIZE {
+        if size > crate::index::mapping::MAX_FILE_SIZE {
             return Err(invalid("file size too large"));
         }
-        crate::truncate::set_len(&self.file.mapping, size)
+        crate::io::truncate::set_len(&self.file.mapping, size)
     }
 
     /// Writes every page dirty now and waits, then `fdatasync`s. Reports a
@@ -591,5 +599,47 @@ pub(crate) fn read_one(m: &AddressSpace, page: &mut LockedPage<'_>) -> io::Resul
             page.page().set(PageFlags::ERROR);
             Err(e)
         }
+    }
+}
+
+/// The page-level read calls of [`AddressSpace`] live with the read path
+/// they run (`read_cache_page`, `filemap_get_pages`), so the index layer
+/// does not call up into this one.
+impl AddressSpace {
+    /// The page at `index`, uptodate: found, or created and filled from the
+    /// file, with readahead for sequential callers (`read_cache_page`).
+    pub fn read_page(&self, index: u64) -> io::Result<PageRef<'_>> {
+        check_index(index)?;
+        let page = read_cache_page(self, &self.ra, index, 1)?;
+        self.ra.note_read(index);
+        Ok(page)
+    }
+
+    /// Pages `[start, start + nr)`, uptodate, clipped at end of file, pushed
+    /// onto `out` in index order (`filemap_get_pages`): the cached ones come
+    /// from one walk of the tree, the rest are read as `read_page` reads
+    /// them, with readahead. On an error the pages before the failed one
+    /// are in `out`.
+    pub fn read_pages<'a>(&'a self, start: u64, nr: usize, out: &mut Vec<PageRef<'a>>) -> io::Result<()> {
+        check_index(start)?;
+        let end = start.saturating_add(nr as u64).min(self.size().div_ceil(crate::PAGE_SIZE as u64));
+        if start >= end {
+            return Ok(());
+        }
+        let mut index = start;
+        for page in self.find_get_pages_contig(start, (end - start) as usize) {
+            out.push(read_cache_page_found(self, &self.ra, index, 1, Some(page))?);
+            index += 1;
+        }
+        if index > start {
+            self.ra.note_read(index - 1);
+        }
+        while index < end {
+            out.push(read_cache_page(self, &self.ra, index, 1)?);
+            // Before the next miss: readahead sees a sequential reader.
+            self.ra.note_read(index);
+            index += 1;
+        }
+        Ok(())
     }
 }

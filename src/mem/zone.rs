@@ -9,15 +9,15 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::arena::{Arena, MemMap};
-use crate::buddy::Buddy;
-use crate::lru::Lru;
-use crate::mapping::AddressSpace;
-use crate::page::{Page, PageFlags, PageRef};
-use crate::readahead::RaQueue;
+use crate::index::mapping::AddressSpace;
+use crate::io::readahead::RaQueue;
+use crate::mem::arena::{Arena, MemMap};
+use crate::mem::buddy::Buddy;
+use crate::mem::page::{Page, PageFlags, PageRef};
+use crate::reclaim::lru::Lru;
+use crate::reclaim::workingset::Shadows;
 use crate::stats::{Counters, Event};
 use crate::sync::{AtomicBool, AtomicUsize, Ordering};
-use crate::workingset::{self, Shadows};
 use crate::PAGE_SIZE;
 
 thread_local! {
@@ -208,85 +208,23 @@ impl Zone {
         std::ptr::slice_from_raw_parts(self.arena.page_address(self.page_to_pfn(page)), PAGE_SIZE)
     }
 
-    /// Allocates one frame with one reference, reclaiming if memory is low.
-    /// Fails with `OutOfMemory` after a bounded effort when every page is pinned.
+    /// A block of 2^order frames straight from the buddy allocator, with
+    /// no reclaim: `None` when no block that large is free. The head
+    /// carries one reference (and, above order 0, its order). The
+    /// allocation entry points that reclaim (`alloc_page` and friends) are
+    /// the reclaim layer's (`reclaim::vmscan`).
     #[inline]
-    pub(crate) fn alloc_page(&self) -> io::Result<PageRef<'_>> {
-        let free = self.buddy.nr_free();
-        if free <= self.watermarks.low {
-            self.reclaim_on_alloc();
-        }
-        if free > self.watermarks.min {
-            if let Ok(pfn) = self.buddy.alloc(&self.pages, 0) {
-                return Ok(self.make_live(pfn));
-            }
-        }
-        self.alloc_page_slow()
-    }
-
-    /// Below the low watermark: reclaim a batch of clean pages right here,
-    /// on this core, and wake kswapd only for what needs I/O. Handing every
-    /// batch to kswapd on the other core cost a wakeup and a round of cache
-    /// line transfers per batch (measured: 2.3x pread on the miss path).
-    /// The scan is bounded (4 batches): when the inactive tail is dirty,
-    /// scanning the whole LRU on every allocation cost more than the
-    /// allocation itself; kswapd and the flusher deal with dirty pages.
-    #[cold]
-    fn reclaim_on_alloc(&self) {
-        use crate::reclaim::{Reclaimer, SWAP_CLUSTER_MAX};
-        let freed = self.shrink_lists_scan(SWAP_CLUSTER_MAX, Reclaimer::Direct, 4 * SWAP_CLUSTER_MAX);
-        if freed < SWAP_CLUSTER_MAX / 2 {
-            self.wake_kswapd();
-        }
-    }
-
-    #[cold]
-    fn alloc_page_slow(&self) -> io::Result<PageRef<'_>> {
-        let deadline = std::time::Instant::now() + Duration::from_millis(500);
-        loop {
-            self.direct_reclaim(crate::reclaim::SWAP_CLUSTER_MAX);
-            if let Ok(pfn) = self.buddy.alloc(&self.pages, 0) {
-                return Ok(self.make_live(pfn));
-            }
-            if std::time::Instant::now() >= deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::OutOfMemory,
-                    "page cache full: every page is pinned, dirty or locked",
-                ));
-            }
-            // Writeback may be about to free pages; give it a moment.
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    /// One frame without waiting (readahead's `__GFP_NORETRY`): the free
-    /// lists, then one round of direct reclaim.
-    pub(crate) fn try_alloc_page(&self) -> io::Result<PageRef<'_>> {
-        if self.buddy.nr_free() <= self.watermarks.low {
-            self.reclaim_on_alloc();
-        }
-        if let Ok(pfn) = self.buddy.alloc(&self.pages, 0) {
-            return Ok(self.make_live(pfn));
-        }
-        self.direct_reclaim(crate::reclaim::SWAP_CLUSTER_MAX);
-        self.buddy.alloc(&self.pages, 0).map(|pfn| self.make_live(pfn))
-    }
-
-    /// Allocates a compound block of 2^order frames (`alloc_pages`): the
-    /// head carries one reference and its order; it is freed whole when the
-    /// last reference drops.
-    pub(crate) fn alloc_pages(&self, order: usize) -> io::Result<PageRef<'_>> {
-        if order == 0 {
-            return self.alloc_page();
-        }
+    pub(crate) fn alloc_block(&self, order: usize) -> io::Result<PageRef<'_>> {
         let pfn = self.buddy.alloc(&self.pages, order)?;
-        // Relaxed: the block is ours alone until published by set_page_count.
-        self.pfn_to_page(pfn).index.store(order as u64, Ordering::Relaxed);
+        if order > 0 {
+            // Relaxed: the block is ours alone until published by set_page_count.
+            self.pfn_to_page(pfn).index.store(order as u64, Ordering::Relaxed);
+        }
         Ok(self.make_live(pfn))
     }
 
     #[inline]
-    fn make_live(&self, pfn: u32) -> PageRef<'_> {
+    pub(crate) fn make_live(&self, pfn: u32) -> PageRef<'_> {
         let page = self.pfn_to_page(pfn);
         page.set_page_count(1);
         PageRef::from_raw(page, self)
@@ -314,33 +252,6 @@ impl Zone {
         self.buddy.free(&self.pages, self.page_to_pfn(page), order, cold);
     }
 
-    /// Two-touch promotion (`mark_page_accessed`); takes no lock unless the
-    /// page moves to the active list.
-    #[inline]
-    pub(crate) fn mark_page_accessed(&self, page: &Page) {
-        let f = page.flags();
-        if f.0 & PageFlags::REFERENCED.0 == 0 {
-            page.set(PageFlags::REFERENCED);
-        } else if f.0 & PageFlags::ACTIVE.0 == 0 {
-            self.lru.activate_page(self, page, thread_slot());
-        }
-    }
-
-    /// Queues a new page for the LRU (`lru_cache_add`). A page that comes
-    /// back inside its test period goes to the active list
-    /// (`workingset_refault`).
-    #[inline]
-    pub(crate) fn lru_cache_add(&self, page: &Page) {
-        if let Some(stamp) = self.shadows.take(page.mapping_id(), page.index()) {
-            self.count(Event::Refaults, 1);
-            if workingset::in_test_period(stamp, self.lru.hand()) {
-                self.count(Event::RefaultActivations, 1);
-                page.set(PageFlags::ACTIVE);
-            }
-        }
-        self.lru.cache_add(self, page, thread_slot());
-    }
-
     /// Registers a mapping and returns its id.
     pub(crate) fn register_mapping(&self, mapping: Weak<AddressSpace>) -> u32 {
         let mut table = self.mappings.write();
@@ -355,16 +266,6 @@ impl Zone {
     /// The mapping with this id, if it is alive.
     pub(crate) fn mapping(&self, id: u32) -> Option<Arc<AddressSpace>> {
         self.mappings.read().get(id as usize).and_then(Weak::upgrade)
-    }
-
-    /// Marks a locked page dirty through its mapping (`set_page_dirty`).
-    pub(crate) fn set_page_dirty(&self, page: &Page) {
-        match self.mapping(page.mapping_id()) {
-            Some(m) => m.set_page_dirty(page),
-            None => {
-                page.set(PageFlags::DIRTY);
-            }
-        }
     }
 
     /// Counts an event in this thread's shard.

@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::backing::{Backing, FileBacking};
+use crate::io::backing::{Backing, FileBacking};
 
 /// Offset value meaning "no offset rule".
 const NO_OFFSET: u64 = u64::MAX;

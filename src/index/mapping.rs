@@ -23,13 +23,13 @@ use std::time::Instant;
 use crossbeam_epoch as epoch;
 use parking_lot::{Mutex, RwLock};
 
-use crate::backing::Backing;
-use crate::page::{LockedPage, Page, PageFlags, PageRef};
-use crate::readahead::RaContext;
+use crate::index::xarray::{Mark, XArray, XaLock};
+use crate::io::backing::Backing;
+use crate::io::readahead::RaContext;
+use crate::mem::page::{LockedPage, Page, PageFlags, PageRef};
+use crate::mem::wait;
+use crate::mem::zone::Zone;
 use crate::sync::{AtomicU64, AtomicUsize, Ordering};
-use crate::wait;
-use crate::xarray::{Mark, XArray, XaLock};
-use crate::zone::Zone;
 
 /// Tags a page can carry in its mapping's tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,43 +247,6 @@ impl AddressSpace {
         }
     }
 
-    /// The page at `index`, uptodate: found, or created and filled from the
-    /// file, with readahead for sequential callers (`read_cache_page`).
-    pub fn read_page(&self, index: u64) -> io::Result<PageRef<'_>> {
-        check_index(index)?;
-        let page = crate::filemap::read_cache_page(self, &self.ra, index, 1)?;
-        self.ra.note_read(index);
-        Ok(page)
-    }
-
-    /// Pages `[start, start + nr)`, uptodate, clipped at end of file, pushed
-    /// onto `out` in index order (`filemap_get_pages`): the cached ones come
-    /// from one walk of the tree, the rest are read as `read_page` reads
-    /// them, with readahead. On an error the pages before the failed one
-    /// are in `out`.
-    pub fn read_pages<'a>(&'a self, start: u64, nr: usize, out: &mut Vec<PageRef<'a>>) -> io::Result<()> {
-        check_index(start)?;
-        let end = start.saturating_add(nr as u64).min(self.size().div_ceil(crate::PAGE_SIZE as u64));
-        if start >= end {
-            return Ok(());
-        }
-        let mut index = start;
-        for page in self.find_get_pages_contig(start, (end - start) as usize) {
-            out.push(crate::filemap::read_cache_page_found(self, &self.ra, index, 1, Some(page))?);
-            index += 1;
-        }
-        if index > start {
-            self.ra.note_read(index - 1);
-        }
-        while index < end {
-            out.push(crate::filemap::read_cache_page(self, &self.ra, index, 1)?);
-            // Before the next miss: readahead sees a sequential reader.
-            self.ra.note_read(index);
-            index += 1;
-        }
-        Ok(())
-    }
-
     /// Inserts a locked page at `index` and queues it for the LRU. The page
     /// cache takes its own reference. Fails with `AlreadyExists` if the slot
     /// is taken.
@@ -425,7 +388,7 @@ impl AddressSpace {
         }
         // Off this file with a count of 0: give back the caller's reference.
         p.set_page_count(1);
-        p.clear(crate::readahead::RA_FRESH);
+        p.clear(crate::mem::page::RA_FRESH);
         p.clear(PageFlags::READAHEAD);
         if dst.add_to_page_cache(&page, dst_index).is_err() {
             // `dst` has a page there after all. Ours belongs to no file
@@ -597,6 +560,47 @@ impl AddressSpace {
         }
     }
 
+    /// Removes every page at index `start` or above from the cache
+    /// (`truncate_inode_pages_range`'s removal loop, in two passes: take
+    /// what is idle, then wait for the busy ones). Dirty pages go too: the
+    /// caller has written them back or is cutting them off the file.
+    pub(crate) fn truncate_pages_from(&self, start: u64) {
+        /// Batch size of the walks.
+        const BATCH: usize = 64;
+        // Pass 1: take what is idle.
+        let mut index = start;
+        loop {
+            let pages = self.find_get_pages(index, BATCH);
+            let Some(last) = pages.last().map(|p| p.index()) else { break };
+            for page in pages {
+                if page.is_writeback() {
+                    continue;
+                }
+                if let Ok(locked) = page.try_lock() {
+                    if !locked.is_writeback() {
+                        self.delete_from_page_cache(&locked);
+                    }
+                }
+            }
+            if last == u64::MAX {
+                break;
+            }
+            index = last + 1;
+        }
+        // Pass 2: wait for the busy ones.
+        loop {
+            let pages = self.find_get_pages(start, BATCH);
+            if pages.is_empty() {
+                break;
+            }
+            for page in pages {
+                let locked = page.lock();
+                locked.wait_on_page_writeback();
+                self.delete_from_page_cache(&locked);
+            }
+        }
+    }
+
     /// Panics unless the tree's invariants hold and every entry's page
     /// names this mapping and its index.
     pub fn check_invariants(&self) {
@@ -618,7 +622,7 @@ impl Drop for AddressSpace {
     fn drop(&mut self) {
         // Frames go back to the pool; the cache wrote dirty pages back
         // before it let go of the mapping.
-        crate::truncate::truncate_pages_from(self, 0);
+        self.truncate_pages_from(0);
     }
 }
 
@@ -632,13 +636,27 @@ impl std::fmt::Debug for AddressSpace {
     }
 }
 
+/// Dirtying a page goes through its mapping, found by the page's mapping
+/// id (`folio_mark_dirty` calling the mapping's `dirty_folio`).
+impl Zone {
+    /// Marks a locked page dirty through its mapping (`set_page_dirty`).
+    pub(crate) fn set_page_dirty(&self, page: &Page) {
+        match self.mapping(page.mapping_id()) {
+            Some(m) => m.set_page_dirty(page),
+            None => {
+                page.set(PageFlags::DIRTY);
+            }
+        }
+    }
+}
+
 /// The largest file size: file offsets are `off_t`, a signed 64-bit number.
 pub(crate) const MAX_FILE_SIZE: u64 = i64::MAX as u64;
 
 /// Page indices stop where byte offsets would overflow `off_t`.
 pub(crate) const MAX_INDEX: u64 = MAX_FILE_SIZE / crate::PAGE_SIZE as u64;
 
-fn check_index(index: u64) -> io::Result<()> {
+pub(crate) fn check_index(index: u64) -> io::Result<()> {
     if index > MAX_INDEX {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("page index {index} past the largest file")));
     }

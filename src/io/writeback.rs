@@ -8,13 +8,13 @@ use std::io::{self, IoSlice};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::mapping::{AddressSpace, Tag};
-use crate::page::{Page, PageFlags};
+use crate::index::mapping::{AddressSpace, Tag};
+use crate::index::xarray::Mark;
+use crate::mem::page::{Page, PageFlags};
+use crate::mem::wait;
+use crate::mem::zone::Zone;
 use crate::stats::Event;
 use crate::sync::Ordering;
-use crate::wait;
-use crate::xarray::Mark;
-use crate::zone::Zone;
 use crate::PAGE_SIZE;
 
 /// Pages looked up per batch.

@@ -5,47 +5,8 @@
 
 use std::io;
 
-use crate::mapping::AddressSpace;
+use crate::index::mapping::AddressSpace;
 use crate::PAGE_SIZE;
-
-/// Batch size of the truncation walks.
-const BATCH: usize = 64;
-
-/// Removes every page at index `start` or above from the cache.
-pub(crate) fn truncate_pages_from(m: &AddressSpace, start: u64) {
-    // Pass 1: take what is idle.
-    let mut index = start;
-    loop {
-        let pages = m.find_get_pages(index, BATCH);
-        let Some(last) = pages.last().map(|p| p.index()) else { break };
-        for page in pages {
-            if page.is_writeback() {
-                continue;
-            }
-            if let Ok(locked) = page.try_lock() {
-                if !locked.is_writeback() {
-                    m.delete_from_page_cache(&locked);
-                }
-            }
-        }
-        if last == u64::MAX {
-            break;
-        }
-        index = last + 1;
-    }
-    // Pass 2: wait for the busy ones.
-    loop {
-        let pages = m.find_get_pages(start, BATCH);
-        if pages.is_empty() {
-            break;
-        }
-        for page in pages {
-            let locked = page.lock();
-            locked.wait_on_page_writeback();
-            m.delete_from_page_cache(&locked);
-        }
-    }
-}
 
 /// Changes the size of the file to `new`: `set_len`.
 pub(crate) fn set_len(m: &AddressSpace, new: u64) -> io::Result<()> {
@@ -63,7 +24,7 @@ pub(crate) fn set_len(m: &AddressSpace, new: u64) -> io::Result<()> {
     // read from or written to the file from here on.
     m.set_size(new);
     let ps = PAGE_SIZE as u64;
-    truncate_pages_from(m, new.div_ceil(ps));
+    m.truncate_pages_from(new.div_ceil(ps));
     if new % ps != 0 {
         if let Some(mut page) = m.find_lock_page(new / ps) {
             let from = (new % ps) as usize;

@@ -14,16 +14,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::mapping::AddressSpace;
-use crate::page::{LockedPage, PageFlags, PageRef};
+use crate::index::mapping::AddressSpace;
+use crate::mem::page::{LockedPage, PageFlags, PageRef, RA_FRESH};
+use crate::mem::zone::Zone;
 use crate::stats::Event;
 use crate::sync::{AtomicU64, Ordering};
-use crate::zone::Zone;
 use crate::PAGE_SIZE;
-
-/// Marks a page that readahead brought in and nobody has read yet (for the
-/// readahead hit counter). Shares the flags word; not part of the public table.
-pub(crate) const RA_FRESH: PageFlags = PageFlags(1 << 17);
 
 /// One handle's readahead window (`struct file_ra_state`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -502,7 +498,7 @@ pub(crate) fn submit(m: &AddressSpace, start: u64, nr: u64, marker: u64) {
 /// cores copy from the file, where it used to sleep until the worker caught
 /// up. The reader holds no page lock here, and a job takes none but its own.
 #[cold]
-pub(crate) fn run_queued_while_locked(zone: &Zone, page: &crate::page::Page) {
+pub(crate) fn run_queued_while_locked(zone: &Zone, page: &crate::mem::page::Page) {
     let queue = zone.ra_queue.lock().clone();
     let Some(queue) = queue else {
         return;

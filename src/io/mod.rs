@@ -1,0 +1,18 @@
+//! The I/O layer, following the read, write and writeback halves of
+//! `mm/filemap.c`, `mm/readahead.c`, `mm/page-writeback.c`,
+//! `fs/fs-writeback.c` and `mm/truncate.c`: [`CachedFile`](filemap::CachedFile)
+//! and its read and write paths, readahead, writeback and the flusher,
+//! truncation, and the backing file underneath (plus the fault-injecting
+//! one for tests).
+//!
+//! May call every layer below it: `reclaim`, `index`, `mem`, `sync`,
+//! `stats`. It calls nothing above it (`cache` owns the open-file table and
+//! starts this layer's threads).
+
+pub(crate) mod backing;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+pub(crate) mod filemap;
+pub(crate) mod readahead;
+pub(crate) mod truncate;
+pub(crate) mod writeback;
