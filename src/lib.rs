@@ -26,6 +26,24 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Layers
+//!
+//! `src/` is four layers, bottom to top: `mem/` (arena, descriptors and
+//! flags, page lock and waiting, buddy, zone), `index/` (the radix tree,
+//! [`AddressSpace`] and the `find_*` family), `reclaim/` (LRU lists,
+//! pagevecs, workingset shadows, kswapd and direct reclaim, allocation
+//! with reclaim) and `io/` ([`CachedFile`]'s read and write paths,
+//! readahead, writeback, truncation, the [`Backing`]); the cache
+//! ([`PageCache`], the open-file table), `stats` and `sync` sit on top.
+//! Where each protocol lives: lockless lookup and removal in
+//! `index/mapping.rs`; references, flags and read guards in
+//! `mem/page.rs`; the page lock and bit waiting in `mem/wait.rs`; the
+//! buddy in `mem/buddy.rs`; two-touch promotion and batching in
+//! `reclaim/lru.rs`; isolation, the refcount freeze and watermarks in
+//! `reclaim/vmscan.rs`; writeback in `io/writeback.rs`, and errseq
+//! in `index/mapping.rs`. The few calls that run up a layer are listed in
+//! docs/design.md ("Upward calls").
+//!
 //! # Lock order
 //!
 //! page lock → mapping tree lock → LRU lock → buddy lock (per-thread lists

@@ -1,7 +1,11 @@
-//! The memory zone: arena, `mem_map`, buddy allocator, LRU lists and
-//! counters of one cache, following `include/linux/mmzone.h` and the
-//! allocation entry points of `mm/page_alloc.c` (`alloc_pages`, `put_page`,
-//! `__free_pages`).
+//! The memory zone, following `include/linux/mmzone.h` and the free side
+//! of `mm/page_alloc.c` (`put_page`, `__free_pages`): one cache's arena,
+//! `mem_map`, buddy allocator, watermarks and counters, and the per-cache
+//! state of the layers above it that every thread reaches through the
+//! zone (the LRU lists and shadows, the mapping registry, the readahead
+//! queue), as `pglist_data` holds the kernel's lruvec. The allocation entry
+//! points that reclaim (`alloc_page`, `try_alloc_page`, `alloc_pages`)
+//! are in `reclaim::vmscan`; this module's `alloc_block` never reclaims.
 
 use std::io;
 use std::sync::{Arc, Weak};
