@@ -9,6 +9,8 @@
 //! and have no effect) and `status=` (none, noxfer, progress). Numbers take
 //! the coreutils suffixes (`c`, `w`, `b`, `kB`, `K`, `KiB`, `MB`, `M`, ...,
 //! `x` products, and a trailing `B` on `count`/`skip`/`seek` meaning bytes).
+//! The options `--help` and `--version` print the usage or the version and
+//! exit 0 wherever they stand before `--`, as GNU dd's do.
 //!
 //! Regular files are read with `CachedFile::read_at` and written with
 //! `CachedFile::write_all_at`; a record from one cached file to another with

@@ -163,6 +163,44 @@ fn apply_flag(flags: &mut Flags, sym: FlagSym, unsupported: &mut Option<&'static
     }
 }
 
+/// The options, looked at before any operand as GNU dd's getopt does: the
+/// first option before `--` decides, wherever it stands among the
+/// operands. `--help` and `--version` leave with status 0, any other option
+/// is a usage error; with no option this returns and the operands are
+/// parsed.
+fn parse_options(args: &[OsString]) -> Result<(), Exit> {
+    for arg in args {
+        let operand = arg.as_bytes();
+        if operand == b"--" {
+            return Ok(());
+        }
+        if operand.len() < 2 || operand[0] != b'-' {
+            continue;
+        }
+        match operand {
+            b"--help" => {
+                print_help();
+                return Err(Exit(0));
+            }
+            b"--version" => {
+                outln!("dd (page-cache) {}", env!("CARGO_PKG_VERSION"));
+                return Err(Exit(0));
+            }
+            _ if operand.starts_with(b"--help=") || operand.starts_with(b"--version=") => {
+                let name = operand.split(|&b| b == b'=').next().unwrap_or_default();
+                return Err(usage_error(&format!("option {} doesn't allow an argument", quote_bytes(name))));
+            }
+            _ if operand.starts_with(b"--") => {
+                return Err(usage_error(&format!("unrecognized option {}", quote_bytes(operand))));
+            }
+            _ => {
+                return Err(usage_error(&format!("invalid option -- '{}'", char::from(operand[1]))));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn parse_args(args: &[OsString]) -> Result<Opts, Exit> {
     let mut input = None;
     let mut output = None;
@@ -177,30 +215,13 @@ pub(crate) fn parse_args(args: &[OsString]) -> Result<Opts, Exit> {
     let mut status = Status::Default;
     let mut unsupported: Option<&'static str> = None;
 
+    parse_options(args)?;
     let mut options_done = false;
     for arg in args {
         let operand = arg.as_bytes();
-        if !options_done && operand.len() > 1 && operand[0] == b'-' {
-            match operand {
-                b"--" => {
-                    options_done = true;
-                    continue;
-                }
-                b"--help" => {
-                    print_help();
-                    return Err(Exit(0));
-                }
-                b"--version" => {
-                    outln!("dd (page-cache example) {}", env!("CARGO_PKG_VERSION"));
-                    return Err(Exit(0));
-                }
-                _ if operand.starts_with(b"--") => {
-                    return Err(usage_error(&format!("unrecognized option {}", quote_bytes(operand))));
-                }
-                _ => {
-                    return Err(usage_error(&format!("invalid option -- '{}'", char::from(operand[1]))));
-                }
-            }
+        if !options_done && operand == b"--" {
+            options_done = true;
+            continue;
         }
         if !operand.contains(&b'=') {
             return Err(usage_error(&format!("unrecognized operand {}", quote_bytes(operand))));
@@ -351,6 +372,7 @@ impl Opts {
 fn print_help() {
     outln!(
         "Usage: dd [OPERAND]...\n\
+         \x20 or:  dd OPTION\n\
          Copy a file, converting and formatting according to the operands,\n\
          with regular files going through a user-space page cache.\n\n\
          \x20 bs=BYTES        read and write up to BYTES bytes at a time (default: 512)\n\
@@ -370,6 +392,9 @@ fn print_help() {
          MB=1000*1000, M=1024*1024, xM=M, GB, G, T, P, E, Z, Y, R, Q;\n\
          binary prefixes can be used too: KiB=K, MiB=M, and so on.\n\
          If N ends in 'B', it counts bytes not blocks.\n\n\
-         The page cache capacity is $PAGE_CACHE_BYTES (default 64 MiB)."
+         The page cache capacity is $PAGE_CACHE_BYTES (default 64 MiB).\n\n\
+         Options are:\n\n\
+         \x20     --help        display this help and exit\n\
+         \x20     --version     output version information and exit"
     );
 }
