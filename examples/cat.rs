@@ -16,6 +16,10 @@
 //! Errors are reported like coreutils `cat`: `cat: NAME: reason` on standard
 //! error, the remaining operands are still copied, and the exit status is 1.
 //! A broken pipe on standard output ends the program quietly with status 1.
+//!
+//! `--help` and `--version` print the usage or the version and exit 0, as
+//! options anywhere before `--` (coreutils' getopt handling); after `--`
+//! they are file names.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -67,15 +71,6 @@ fn main() -> ExitCode {
 fn run() -> u8 {
     let mut operands: Vec<OsString> = Vec::new();
     let mut cache_bytes: Option<usize> = None;
-    if let Some(v) = std::env::var_os("PAGE_CACHE_BYTES") {
-        match parse_size(&v) {
-            Some(n) => cache_bytes = Some(n),
-            None => {
-                errln!("cat: invalid PAGE_CACHE_BYTES: {}", quote(&v));
-                return 1;
-            }
-        }
-    }
 
     let mut options_done = false;
     for arg in std::env::args_os().skip(1) {
@@ -102,9 +97,18 @@ fn run() -> u8 {
                  With no FILE, or when FILE is -, read standard input.\n\n\
                  \x20 --cache-size=BYTES  page cache capacity (default: $PAGE_CACHE_BYTES, else 4M)\n\
                  \x20 -u                  (ignored)\n\
-                 \x20 --help              display this help and exit"
+                 \x20 --help              display this help and exit\n\
+                 \x20 --version           output version information and exit"
             );
             return 0;
+        } else if bytes == b"--version" {
+            outln!("cat (page-cache) {}", env!("CARGO_PKG_VERSION"));
+            return 0;
+        } else if bytes.starts_with(b"--help=") || bytes.starts_with(b"--version=") {
+            let name = bytes.split(|&b| b == b'=').next().unwrap_or_default();
+            errln!("cat: option {} doesn't allow an argument", quote(OsStr::from_bytes(name)));
+            errln!("Try 'cat --help' for more information.");
+            return 1;
         } else if bytes.starts_with(b"--") {
             errln!("cat: unrecognized option {}", quote(&arg));
             errln!("Try 'cat --help' for more information.");
@@ -114,6 +118,17 @@ fn run() -> u8 {
             if let Some(&c) = bytes[1..].iter().find(|&&c| c != b'u') {
                 errln!("cat: invalid option -- '{}'", char::from(c));
                 errln!("Try 'cat --help' for more information.");
+                return 1;
+            }
+        }
+    }
+    // After the options, so that `--help` and `--version` answer whatever
+    // the environment holds; `--cache-size` overrides it.
+    if let Some(v) = std::env::var_os("PAGE_CACHE_BYTES") {
+        match parse_size(&v) {
+            Some(n) => cache_bytes = cache_bytes.or(Some(n)),
+            None => {
+                errln!("cat: invalid PAGE_CACHE_BYTES: {}", quote(&v));
                 return 1;
             }
         }

@@ -3,10 +3,26 @@
 //! `find_get_pages`; `--preload` reads the whole file into the cache first.
 //!
 //! `cargo run --release --example fincore -- [--preload] [--read BYTES] FILE...`
+//!
+//! `--help` (or `-h`) prints the usage and `--version` the version, on
+//! standard output, and exit 0.
 
 use std::process::ExitCode;
 
 use page_cache::{PageCache, PAGE_SIZE};
+
+fn print_help() {
+    println!(
+        "Usage: fincore [--preload] [--read BYTES] FILE...\n\
+         Read part of each FILE through a page cache, then show which of its pages\n\
+         are resident: bytes and pages resident, file size, a 32-column map\n\
+         ('#' all resident, 'o' some, '.' none).\n\n\
+         \x20 --preload       read the whole file first\n\
+         \x20 --read BYTES    read the first BYTES bytes first (default: 0)\n\
+         \x20 -h, --help      display this help and exit\n\
+         \x20 --version       output version information and exit"
+    );
+}
 
 fn main() -> ExitCode {
     let mut preload = false;
@@ -15,6 +31,14 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
+            "-h" | "--help" => {
+                print_help();
+                return ExitCode::SUCCESS;
+            }
+            "--version" => {
+                println!("fincore (page-cache) {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
             "--preload" => preload = true,
             "--read" => match args.next().and_then(|v| v.parse().ok()) {
                 Some(n) => read_bytes = n,

@@ -1,8 +1,9 @@
 //! Integration tests of the `cat` and `dd` examples: both are built once with
-//! `cargo build --example cat --example dd`, run on generated inputs, and
-//! compared with coreutils (`/bin/cat`, `/bin/dd`): output bytes, exit status
-//! and diagnostics (for dd: the `records in/out` lines and the bytes figure
-//! of the last line, not the time or the rate).
+//! `cargo build --example cat --example dd --example fincore`, run on
+//! generated inputs, and compared with coreutils (`/bin/cat`, `/bin/dd`):
+//! output bytes, exit status and diagnostics (for dd: the `records in/out`
+//! lines and the bytes figure of the last line, not the time or the rate).
+//! The `fincore` example is built with them for its `--help`/`--version` tests.
 
 use std::fs::{self, File};
 use std::io::Read;
@@ -24,6 +25,7 @@ const MIB: usize = 1 << 20;
 struct Examples {
     cat: PathBuf,
     dd: PathBuf,
+    fincore: PathBuf,
 }
 
 fn examples() -> &'static Examples {
@@ -34,16 +36,16 @@ fn examples() -> &'static Examples {
 fn build_examples() -> Examples {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new(env!("CARGO"))
-        .args(["build", "--example", "cat", "--example", "dd"])
+        .args(["build", "--example", "cat", "--example", "dd", "--example", "fincore"])
         .arg("--message-format=json-render-diagnostics")
         .current_dir(manifest)
         .stderr(Stdio::inherit())
         .output()
         .expect("cannot run cargo");
-    assert!(out.status.success(), "cargo build --example cat --example dd failed");
+    assert!(out.status.success(), "cargo build --example cat --example dd --example fincore failed");
     // Cargo tells where it put the executables; fall back on the default
     // layout (`$CARGO_TARGET_DIR` or `target/`, then `debug/examples/`).
-    let (mut cat, mut dd) = (None, None);
+    let (mut cat, mut dd, mut fincore) = (None, None, None);
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         if !line.contains("\"reason\":\"compiler-artifact\"") {
             continue;
@@ -53,6 +55,7 @@ fn build_examples() -> Examples {
             match exe.file_name().and_then(|n| n.to_str()) {
                 Some("cat") => cat = Some(exe),
                 Some("dd") => dd = Some(exe),
+                Some("fincore") => fincore = Some(exe),
                 _ => {}
             }
         }
@@ -64,9 +67,11 @@ fn build_examples() -> Examples {
     let dir = target.join("debug").join("examples");
     let cat = cat.unwrap_or_else(|| dir.join("cat"));
     let dd = dd.unwrap_or_else(|| dir.join("dd"));
+    let fincore = fincore.unwrap_or_else(|| dir.join("fincore"));
     assert!(cat.is_file(), "no cat example at {}", cat.display());
     assert!(dd.is_file(), "no dd example at {}", dd.display());
-    Examples { cat, dd }
+    assert!(fincore.is_file(), "no fincore example at {}", fincore.display());
+    Examples { cat, dd, fincore }
 }
 
 /// The string value of `"key":"..."` in one line of Cargo's JSON messages.
@@ -692,5 +697,121 @@ fn dd_never_panics_on_odd_operands() {
         assert!(!run.stderr.contains("panicked"), "dd {args:?} panicked: {}", run.stderr);
         assert!(matches!(run.code, Some(0 | 1)), "dd {args:?}: {:?}", run.code);
         fs::remove_dir_all(&dir).expect("clean up");
+    }
+}
+
+// ------------------------------------------------------ --help and --version
+
+/// Run `bin` as `name ARGS` in `dir`, standard input empty.
+fn run_tool(bin: &Path, name: &str, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(bin);
+    cmd.arg0(name).args(args).current_dir(dir).env("LC_ALL", "C").env_remove("PAGE_CACHE_BYTES");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("run {name}: {e}"))
+}
+
+#[test]
+fn tools_answer_version() {
+    let tmp = TempDir::new().expect("tempdir");
+    let dir = tmp.path();
+    let ex = examples();
+    for (name, bin) in [("cat", &ex.cat), ("dd", &ex.dd), ("fincore", &ex.fincore)] {
+        let out = run_tool(bin, name, dir, &["--version"], &[]);
+        assert_eq!(out.status.code(), Some(0), "{name} --version: exit status");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{name} (page-cache) {}\n", env!("CARGO_PKG_VERSION")),
+            "{name} --version: stdout"
+        );
+        assert!(out.stderr.is_empty(), "{name} --version: stderr {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let version = format!("(page-cache) {}\n", env!("CARGO_PKG_VERSION"));
+    // As with getopt: an option anywhere before `--`, whatever the operands.
+    for args in [&["bs=x", "--version"][..], &["if=nope", "of=out", "--version"], &["--version", "--bogus"]] {
+        let out = run_tool(&ex.dd, "dd", dir, args, &[]);
+        assert_eq!(out.status.code(), Some(0), "dd {args:?}: exit status");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("dd {version}"), "dd {args:?}: stdout");
+        assert!(!dir.join("out").exists(), "dd {args:?} created of=");
+    }
+    for args in [&["nope", "--version"][..], &["-u", "--version"], &["--version", "--bogus"]] {
+        let out = run_tool(&ex.cat, "cat", dir, args, &[]);
+        assert_eq!(out.status.code(), Some(0), "cat {args:?}: exit status");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("cat {version}"), "cat {args:?}: stdout");
+    }
+    // The environment is not looked at before the options.
+    let out = run_tool(&ex.cat, "cat", dir, &["--version"], &[("PAGE_CACHE_BYTES", "bogus")]);
+    assert_eq!(out.status.code(), Some(0), "PAGE_CACHE_BYTES=bogus cat --version: exit status");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("cat {version}"));
+    let out = run_tool(&ex.dd, "dd", dir, &["--version"], &[("PAGE_CACHE_BYTES", "bogus")]);
+    assert_eq!(out.status.code(), Some(0), "PAGE_CACHE_BYTES=bogus dd --version: exit status");
+}
+
+#[test]
+fn tools_answer_help() {
+    let tmp = TempDir::new().expect("tempdir");
+    let dir = tmp.path();
+    let ex = examples();
+    let cases: &[(&str, &Path, &[&str])] = &[
+        ("fincore", &ex.fincore, &["--help"]),
+        ("fincore", &ex.fincore, &["-h"]),
+        ("fincore", &ex.fincore, &["--preload", "--help", "nope"]),
+        ("cat", &ex.cat, &["--help"]),
+        ("cat", &ex.cat, &["nope", "--help"]),
+        ("dd", &ex.dd, &["--help"]),
+        ("dd", &ex.dd, &["if=nope", "--help"]),
+    ];
+    for &(name, bin, args) in cases {
+        let out = run_tool(bin, name, dir, args, &[]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{name} {args:?}: exit status");
+        assert!(stdout.starts_with(&format!("Usage: {name} ")), "{name} {args:?}: stdout {stdout}");
+        assert!(stdout.contains("--version"), "{name} {args:?}: usage without --version: {stdout}");
+        assert!(out.stderr.is_empty(), "{name} {args:?}: stderr {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // Without a file, fincore still prints its usage line as an error.
+    let out = run_tool(&ex.fincore, "fincore", dir, &[], &[]);
+    assert_eq!(out.status.code(), Some(1), "fincore: exit status");
+    assert!(out.stdout.is_empty(), "fincore: stdout {}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("usage: fincore "), "fincore: stderr");
+}
+
+#[test]
+fn cat_option_errors_like_coreutils() {
+    if !have(REAL_CAT) {
+        return;
+    }
+    let tmp = TempDir::new().expect("tempdir");
+    let dir = tmp.path();
+    make_input(dir, "one");
+    // After `--`, `--version` and `--help` are file names.
+    check_cat(dir, &["--", "--version"], None, &[]);
+    check_cat(dir, &["one", "--", "--help", "one"], None, &[]);
+    check_cat(dir, &["--version=1"], None, &[]);
+    check_cat(dir, &["--help=", "one"], None, &[]);
+    check_cat(dir, &["--bogus", "--version"], None, &[]);
+}
+
+#[test]
+fn dd_option_errors_like_coreutils() {
+    if !have(REAL_DD) {
+        return;
+    }
+    let tmp = TempDir::new().expect("tempdir");
+    make_input(tmp.path(), "one");
+    let input = tmp.path().join("one");
+    let cases: &[&[&str]] = &[
+        &["--", "--version"],
+        &["--", "--help"],
+        &["--version=1"],
+        &["--help=x"],
+        &["--bogus", "--version"],
+        // Options are looked at before operands, as getopt does.
+        &["bs=x", "--bogus"],
+        &["foo", "-x"],
+    ];
+    for args in cases {
+        check_dd(&input, DdCase::new(args));
     }
 }
