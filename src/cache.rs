@@ -14,9 +14,10 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::index::mapping::AddressSpace;
-use crate::io::backing::{Backing, FileBacking, O_DIRECT};
+use crate::io::backing::{statx, Backing, Detached, FileBacking, O_DIRECT};
 use crate::io::filemap::{CachedFile, FileTable, OpenFile};
 use crate::io::readahead::{self, RaContext};
+use crate::io::truncate;
 use crate::io::writeback::{self, SyncMode};
 use crate::mem::page::{Page, PageRef};
 use crate::mem::zone::{DirtyLimits, Zone};
@@ -36,6 +37,7 @@ pub struct Builder {
     direct_io: bool,
     huge_pages: bool,
     readahead_threads: usize,
+    revalidate: bool,
 }
 
 impl Default for Builder {
@@ -49,6 +51,7 @@ impl Default for Builder {
             direct_io: false,
             huge_pages: true,
             readahead_threads: 1,
+            revalidate: true,
         }
     }
 }
@@ -104,6 +107,16 @@ impl Builder {
         self
     }
 
+    /// Compare each open file with what the cache last knew of it, and
+    /// drop cached pages of a file changed behind the cache's back
+    /// (close-to-open revalidation, as NFS does it). Default on; it costs
+    /// no system call of its own (the open's `statx` serves it). Turn it
+    /// off only when nothing but this cache ever writes the files.
+    pub fn revalidate_on_open(mut self, on: bool) -> Builder {
+        self.revalidate = on;
+        self
+    }
+
     /// Builds the cache: maps the arena and starts kswapd, the flusher and
     /// the readahead workers.
     pub fn build(self) -> io::Result<PageCache> {
@@ -138,6 +151,7 @@ impl Builder {
                 zone,
                 files: Mutex::new(HashMap::new()),
                 direct_io: self.direct_io,
+                revalidate: self.revalidate,
                 threads: Mutex::new(threads),
             }),
         })
@@ -148,12 +162,17 @@ struct FileEntry {
     mapping: Arc<AddressSpace>,
     opens: usize,
     writable: bool,
+    /// A file opened by path: its last close lets go of the descriptor
+    /// (the next open brings its own). Backings handed to `open_backing`
+    /// stay attached.
+    detach: bool,
 }
 
 pub(crate) struct CacheInner {
     pub(crate) zone: Arc<Zone>,
     files: Mutex<HashMap<(u64, u64), FileEntry>>,
     direct_io: bool,
+    revalidate: bool,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -232,40 +251,53 @@ impl PageCache {
         } else {
             (opts.open(path)?, false)
         };
-        let meta = file.metadata()?;
-        if meta.is_dir() {
+        // One statx: the type check, the key, and the record that
+        // revalidates the file's cached pages.
+        let stat = statx(&file)?;
+        if stat.is_dir() {
             return Err(io::Error::new(io::ErrorKind::IsADirectory, format!("{}: is a directory", path.display())));
         }
-        if !meta.is_file() {
+        if !stat.is_file() {
             return Err(not_regular(path));
         }
         let (_, writable) = access_mode(&file)?;
-        let key = (meta.dev(), meta.ino());
+        let key = (stat.dev, stat.ino);
         // This open truncated a file the cache already holds: follow it.
-        let truncated = meta.len() == 0 && prior.is_some_and(|(d, i, len)| (d, i) == key && len > 0);
+        let truncated = stat.size == 0 && prior.is_some_and(|(d, i, len)| (d, i) == key && len > 0);
         let backing: Arc<dyn Backing> = Arc::new(FileBacking::new(file, direct));
-        let mapping = {
+        let (mapping, alone) = {
             let mut files = self.inner.files.lock();
-            files.retain(|_, e| e.opens > 0 || e.mapping.nr_pages() > 0);
+            files.retain(|_, e| e.opens > 0 || e.mapping.nr_pages() > 0 || e.mapping.nr_dirty() > 0);
             match files.get_mut(&key) {
                 Some(e) => {
-                    if writable && !e.writable {
+                    let alone = e.opens == 0;
+                    // A mapping with no handle holds no descriptor: this
+                    // open's becomes its backing (and a writable open's
+                    // replaces a read-only one).
+                    if alone || (writable && !e.writable) {
                         *e.mapping.backing.write() = backing;
-                        e.writable = true;
+                        e.writable = writable || (e.writable && !alone);
                     }
                     e.opens += 1;
-                    e.mapping.clone()
+                    (e.mapping.clone(), alone)
                 }
                 None => {
-                    let m = AddressSpace::new(self.inner.zone.clone(), backing, meta.len());
-                    files.insert(key, FileEntry { mapping: m.clone(), opens: 1, writable });
-                    m
+                    let m = AddressSpace::new(self.inner.zone.clone(), backing, stat.size);
+                    *m.record.lock() = Some(stat);
+                    files.insert(key, FileEntry { mapping: m.clone(), opens: 1, writable, detach: true });
+                    (m, false)
                 }
             }
         };
+        // From here the handle's drop closes the open, whatever happens.
         let file = self.handle(mapping, writable);
-        if truncated && file.file.mapping.size() > 0 {
-            let m = &file.file.mapping;
+        let m = &file.file.mapping;
+        if self.inner.revalidate {
+            truncate::revalidate(m, &stat, alone);
+        } else {
+            *m.record.lock() = Some(stat);
+        }
+        if truncated && m.size() > 0 {
             let _size = m.size_lock.lock();
             m.set_size(0);
             m.truncate_pages_from(0);
@@ -282,7 +314,7 @@ impl PageCache {
         let mapping = AddressSpace::new(self.inner.zone.clone(), backing, size);
         // A key no real file has: device u64::MAX, inode = mapping id.
         let key = (u64::MAX, mapping.id as u64);
-        self.inner.files.lock().insert(key, FileEntry { mapping: mapping.clone(), opens: 1, writable });
+        self.inner.files.lock().insert(key, FileEntry { mapping: mapping.clone(), opens: 1, writable, detach: false });
         Ok(self.handle(mapping, writable))
     }
 
@@ -413,10 +445,25 @@ impl FileTable for CacheInner {
                 None => false,
             }
         };
-        if last && mapping.nr_dirty() > 0 {
+        if !last {
+            return;
+        }
+        if mapping.nr_dirty() > 0 {
             // Failures stay dirty in the cache; the flusher retries them.
             let _ = writeback::write_cache_pages(mapping, SyncMode::Integrity);
             writeback::wait_writeback(mapping);
+        }
+        // The file as the cache left it, for the next open to compare.
+        truncate::refresh_record(mapping);
+        // No handle, no descriptor: a file deleted from now on frees its
+        // space at once. Clean pages stay for the next open to adopt. Dirty
+        // pages (a write-back that failed) keep the descriptor, so the
+        // flusher can retry them; so does an open that came meanwhile.
+        let mut files = self.files.lock();
+        if let Some(e) = files.values_mut().find(|e| Arc::ptr_eq(&e.mapping, mapping)) {
+            if e.opens == 0 && e.detach && mapping.replace_backing_if_clean(Arc::new(Detached)) {
+                e.writable = false;
+            }
         }
     }
 }

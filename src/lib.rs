@@ -104,11 +104,12 @@ pub const PAGE_SIZE: usize = 4096;
 
 pub use cache::{Builder, PageCache};
 pub use index::mapping::{AddressSpace, Tag};
-pub use io::backing::{Backing, FileBacking};
+pub use io::backing::{Backing, FileBacking, FileStat};
 #[cfg(feature = "fault-injection")]
 #[doc(inline)]
 pub use io::fault;
 pub use io::filemap::{CachedFile, FileCursor};
+pub use io::truncate::Invalidated;
 pub use mem::buddy::MAX_ORDER;
 pub use mem::page::{LockedPage, Page, PageFlags, PageReadGuard, PageRef};
 pub use reclaim::lru::PAGEVEC_SIZE;

@@ -29,9 +29,11 @@ pub(crate) enum Event {
     Refaults,
     RefaultActivations,
     PagesMoved,
+    StaleOpens,
+    InvalidatedPages,
 }
 
-const NR_EVENTS: usize = Event::PagesMoved as usize + 1;
+const NR_EVENTS: usize = Event::InvalidatedPages as usize + 1;
 
 /// Event counters, sharded so hot-path increments do not share a cache line.
 pub(crate) struct Counters {
@@ -93,6 +95,11 @@ pub struct Stats {
     /// Pages `CachedFile::copy_from` moved from one file to another instead
     /// of copying them.
     pub pages_moved: u64,
+    /// Opens that found the file changed behind the cache since it last
+    /// knew it (close-to-open revalidation), and dropped its clean pages.
+    pub stale_opens: u64,
+    /// Clean pages dropped by revalidation or `CachedFile::invalidate`.
+    pub invalidated_pages: u64,
     /// Dirty pages now.
     pub dirty_pages: u64,
     /// Pages under writeback now.
@@ -129,6 +136,8 @@ impl Stats {
         self.refaults = c.get(Event::Refaults);
         self.refault_activations = c.get(Event::RefaultActivations);
         self.pages_moved = c.get(Event::PagesMoved);
+        self.stale_opens = c.get(Event::StaleOpens);
+        self.invalidated_pages = c.get(Event::InvalidatedPages);
     }
 }
 
@@ -158,6 +167,8 @@ impl fmt::Display for Stats {
         writeln!(f, "workingset_refault {}", self.refaults)?;
         writeln!(f, "workingset_activate {}", self.refault_activations)?;
         writeln!(f, "pages_moved {}", self.pages_moved)?;
+        writeln!(f, "stale_opens {}", self.stale_opens)?;
+        writeln!(f, "pginvalidate {}", self.invalidated_pages)?;
         write!(f, "buddyinfo")?;
         for n in self.free_blocks {
             write!(f, " {n}")?;

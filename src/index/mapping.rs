@@ -24,12 +24,12 @@ use crossbeam_epoch as epoch;
 use parking_lot::{Mutex, RwLock};
 
 use crate::index::xarray::{Mark, XArray, XaLock};
-use crate::io::backing::Backing;
+use crate::io::backing::{Backing, FileStat};
 use crate::io::readahead::RaContext;
 use crate::mem::page::{LockedPage, Page, PageFlags, PageRef};
 use crate::mem::wait;
 use crate::mem::zone::Zone;
-use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Tags a page can carry in its mapping's tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +130,15 @@ pub struct AddressSpace {
     pub(crate) size_lock: Mutex<()>,
     /// Readahead for page-level readers (`read_page`).
     pub(crate) ra: RaContext,
+    /// What the cache last knew of the file (`statx`), taken at open and
+    /// after the cache's own writes; `None` for a backing that is not a
+    /// file. Compared with the file at every open (close-to-open
+    /// revalidation). Under `size_lock`.
+    pub(crate) record: Mutex<Option<FileStat>>,
+    /// The cache wrote to the file or changed its size since `record` was
+    /// taken, so the file's times moved by our own hand: the next
+    /// revalidation takes a new record instead of comparing.
+    pub(crate) written: AtomicBool,
     /// This mapping, for jobs handed to worker threads.
     pub(crate) self_weak: Weak<AddressSpace>,
 }
@@ -150,6 +159,8 @@ impl AddressSpace {
                 background_wb: Mutex::new(()),
                 size_lock: Mutex::new(()),
                 ra: RaContext::default(),
+                record: Mutex::new(None),
+                written: AtomicBool::new(false),
                 self_weak: weak.clone(),
             }
         })
@@ -524,6 +535,19 @@ impl AddressSpace {
         // Relaxed: counters.
         self.zone.nr_writeback.fetch_add(1, Ordering::Relaxed);
         self.account_cleaned();
+        true
+    }
+
+    /// Puts `backing` in place of the mapping's unless a page is dirty or
+    /// under writeback. Checked under the tree lock, where a failed
+    /// writeback puts its pages back to dirty, so no dirty page is ever
+    /// left behind a backing that cannot write it. True if replaced.
+    pub(crate) fn replace_backing_if_clean(&self, backing: Arc<dyn Backing>) -> bool {
+        let tree = self.tree.lock();
+        if tree.find_marked(0, Mark::Dirty).is_some() || tree.find_marked(0, Mark::Writeback).is_some() {
+            return false;
+        }
+        *self.backing.write() = backing;
         true
     }
 

@@ -30,6 +30,123 @@ pub trait Backing: Send + Sync {
     fn is_direct(&self) -> bool {
         false
     }
+    /// What the file system says of the file now (`statx`), for
+    /// close-to-open revalidation; `None` (the default) for a backing that
+    /// is not a file, whose pages are then never revalidated.
+    fn stat(&self) -> io::Result<Option<FileStat>> {
+        Ok(None)
+    }
+}
+
+/// What the cache knows of a file on disk (from `statx`): who it is
+/// (device, inode, birth time) and what moves when anyone changes it
+/// (size, mtime, ctime). Inode numbers are reused once a file is deleted;
+/// the birth time tells the new file from the old one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStat {
+    /// Device, as `st_dev`.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// Birth time in nanoseconds since the epoch, where the file system
+    /// keeps one.
+    pub btime_ns: Option<i128>,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, in nanoseconds since the epoch.
+    pub mtime_ns: i128,
+    /// Last status change, in nanoseconds since the epoch. Every write,
+    /// truncation, rename over and chmod moves it (fine-grained on Linux
+    /// 6.13 and later once someone has asked for it, as this call does).
+    pub ctime_ns: i128,
+    /// File type and permission bits (`st_mode`).
+    pub mode: u32,
+}
+
+impl FileStat {
+    /// The same file (device, inode and birth time).
+    pub fn same_file(&self, other: &FileStat) -> bool {
+        self.dev == other.dev && self.ino == other.ino && self.btime_ns == other.btime_ns
+    }
+
+    /// The same file with the same contents, as far as its attributes tell:
+    /// same file, size, mtime and ctime.
+    pub fn unchanged(&self, other: &FileStat) -> bool {
+        self.same_file(other)
+            && self.size == other.size
+            && self.mtime_ns == other.mtime_ns
+            && self.ctime_ns == other.ctime_ns
+    }
+
+    /// Whether this is a regular file.
+    pub fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+
+    /// Whether this is a directory.
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+}
+
+fn ts_ns(t: libc::statx_timestamp) -> i128 {
+    t.tv_sec as i128 * 1_000_000_000 + t.tv_nsec as i128
+}
+
+/// `statx` of an open file.
+pub(crate) fn statx(file: &File) -> io::Result<FileStat> {
+    // SAFETY: statx is plain old data; all-zero is a valid value.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    let mask = libc::STATX_BASIC_STATS | libc::STATX_BTIME;
+    // SAFETY: the descriptor is open for the call (borrowed from `file`),
+    // the path is a NUL-terminated empty string (AT_EMPTY_PATH: the
+    // descriptor itself), and `st` is valid for writes of a `statx`.
+    let r = unsafe { libc::statx(file.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, mask, &mut st) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(FileStat {
+        dev: libc::makedev(st.stx_dev_major, st.stx_dev_minor),
+        ino: st.stx_ino,
+        btime_ns: (st.stx_mask & libc::STATX_BTIME != 0).then(|| ts_ns(st.stx_btime)),
+        size: st.stx_size,
+        mtime_ns: ts_ns(st.stx_mtime),
+        ctime_ns: ts_ns(st.stx_ctime),
+        mode: st.stx_mode as u32,
+    })
+}
+
+/// The backing of a mapping with no open handle: the cache holds no
+/// descriptor for it (so a deleted file's space is freed at once), keeps
+/// its clean pages, and does no I/O until an open installs a new backing.
+#[derive(Debug)]
+pub(crate) struct Detached;
+
+fn detached() -> io::Error {
+    io::Error::other("page cache: the file has no open handle")
+}
+
+impl Backing for Detached {
+    fn read_vectored_at(&self, _: &mut [IoSliceMut<'_>], _: u64) -> io::Result<usize> {
+        Err(detached())
+    }
+    fn write_vectored_at(&self, _: &[IoSlice<'_>], _: u64) -> io::Result<usize> {
+        Err(detached())
+    }
+    /// Nothing to sync: a mapping is detached only when it has no dirty
+    /// pages, and what the last close wrote went to the file then.
+    fn sync_data(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn sync_all(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn set_len(&self, _: u64) -> io::Result<()> {
+        Err(detached())
+    }
+    fn len(&self) -> io::Result<u64> {
+        Err(detached())
+    }
 }
 
 /// A plain file: buffered, or O_DIRECT with page-aligned buffers.
@@ -130,6 +247,10 @@ impl Backing for FileBacking {
 
     fn is_direct(&self) -> bool {
         self.direct
+    }
+
+    fn stat(&self) -> io::Result<Option<FileStat>> {
+        statx(&self.file).map(Some)
     }
 }
 

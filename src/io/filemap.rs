@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::index::mapping::{check_index, AddressSpace, MovePage};
 use crate::io::readahead::{self, RaContext};
+use crate::io::truncate::{self, Invalidated};
 use crate::io::writeback;
 use crate::mem::page::{LockedPage, PageFlags, PageRef, RA_FRESH};
 use crate::stats::Event;
@@ -363,6 +364,44 @@ impl CachedFile {
             return Err(invalid("file size too large"));
         }
         crate::io::truncate::set_len(&self.file.mapping, size)
+    }
+
+    /// Drops every clean page of the file that nobody is using, so the next
+    /// read of it goes to the file (`invalidate_mapping_pages`,
+    /// `POSIX_FADV_DONTNEED` over the whole file): for an engine that knows
+    /// the file was written behind the cache's back while it was open.
+    /// Dirty pages are never dropped; pages in use (locked, under writeback
+    /// or referenced) are left. When no page of the file is dirty, the
+    /// cache also takes the file's size as it is now. See
+    /// [`invalidate_range`](Self::invalidate_range) for the counts.
+    pub fn invalidate(&self) -> io::Result<()> {
+        self.invalidate_range(0, u64::MAX).map(|_| ())
+    }
+
+    /// Like [`invalidate`](Self::invalidate) for the pages that hold any
+    /// byte of `[offset, offset + len)` (clipped at the largest file size;
+    /// a page partly inside is dropped too, so every byte of the range is
+    /// read again). Returns what was dropped and what was left.
+    pub fn invalidate_range(&self, offset: u64, len: u64) -> io::Result<Invalidated> {
+        let m = &*self.file.mapping;
+        let end = offset.saturating_add(len).min(crate::index::mapping::MAX_FILE_SIZE);
+        if offset > crate::index::mapping::MAX_FILE_SIZE {
+            return Err(invalid("offset past the largest file size"));
+        }
+        if len == 0 || offset >= end {
+            return Ok(Invalidated::default());
+        }
+        let _size = m.size_lock.lock();
+        let out = truncate::invalidate_pages(m, offset / PS, end.div_ceil(PS), false);
+        if let Some(stat) = m.backing().stat()? {
+            truncate::adopt_size(m, &stat);
+            // What the file is now, as far as this cache can tell: the next
+            // open compares against it.
+            *m.record.lock() = Some(stat);
+            // The times of our own writes are folded into the record.
+            m.written.store(false, crate::sync::Ordering::SeqCst);
+        }
+        Ok(out)
     }
 
     /// Writes every page dirty now and waits, then `fdatasync`s. Reports a

@@ -1,11 +1,17 @@
 //! Truncation, following `mm/truncate.c` (`truncate_inode_pages_range`,
 //! `truncate_pagecache`, `invalidate_mapping_pages`): pages past the new end
 //! leave the cache in two passes (skip busy pages, then wait for them), and
-//! the partial last page is zeroed past the end.
+//! the partial last page is zeroed past the end; and invalidation
+//! (`invalidate_mapping_pages`, `POSIX_FADV_DONTNEED`): clean pages leave
+//! the cache so the next read goes to the file, for opens that find the
+//! file changed behind the cache and for engines that know it was.
 
 use std::io;
 
 use crate::index::mapping::AddressSpace;
+use crate::io::backing::FileStat;
+use crate::stats::Event;
+use crate::sync::Ordering;
 use crate::PAGE_SIZE;
 
 /// Changes the size of the file to `new`: `set_len`.
@@ -13,6 +19,7 @@ pub(crate) fn set_len(m: &AddressSpace, new: u64) -> io::Result<()> {
     let _size = m.size_lock.lock();
     let old = m.size();
     let backing = m.backing();
+    m.written.store(true, Ordering::SeqCst);
     if new >= old {
         backing.set_len(new)?;
         m.set_size(new);
@@ -33,4 +40,146 @@ pub(crate) fn set_len(m: &AddressSpace, new: u64) -> io::Result<()> {
     }
     // A writeback that raced the first call may have written past `new`.
     backing.set_len(new)
+}
+
+/// What an invalidation did: pages dropped, and pages left because they
+/// were dirty or in use (locked, under writeback, or referenced).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Invalidated {
+    /// Clean pages dropped from the cache.
+    pub dropped: u64,
+    /// Dirty pages left (never dropped: they hold data the file lacks).
+    pub dirty: u64,
+    /// Pages left because someone was using them.
+    pub busy: u64,
+}
+
+/// Drops the clean pages of `[start, end)` (`invalidate_mapping_pages`).
+/// Not `strict`: a page that is locked, under writeback or referenced by
+/// anyone but the cache is left and counted busy. `strict` (an open of a
+/// file with no other handle, which found it changed): waits for each
+/// page's lock and writeback and drops every clean page, held or not, as
+/// truncation does; holders see a page that left its file.
+pub(crate) fn invalidate_pages(m: &AddressSpace, start: u64, end: u64, strict: bool) -> Invalidated {
+    const BATCH: usize = 64;
+    let mut out = Invalidated::default();
+    if !strict {
+        // Pages fresh from a read sit in LRU add batches, one reference
+        // each: empty the batches so the reference test below is fair.
+        m.zone.lru.drain(&m.zone);
+    }
+    let mut index = start;
+    while index < end {
+        let pages = m.find_get_pages(index, BATCH);
+        let Some(last) = pages.last().map(|p| p.index()) else { break };
+        for page in pages {
+            if page.index() >= end {
+                break;
+            }
+            let locked = if strict {
+                page.lock()
+            } else {
+                match page.try_lock() {
+                    Ok(l) => l,
+                    Err(_) => {
+                        out.busy += 1;
+                        continue;
+                    }
+                }
+            };
+            if locked.page().mapping_id() != m.id {
+                continue; // truncated while we waited
+            }
+            if strict {
+                locked.wait_on_page_writeback();
+            } else if locked.is_writeback() {
+                out.busy += 1;
+                continue;
+            }
+            if locked.page().test(crate::PageFlags::DIRTY) {
+                out.dirty += 1;
+                continue;
+            }
+            // The cache's reference and ours.
+            if !strict && locked.page().page_count() > 2 {
+                out.busy += 1;
+                continue;
+            }
+            m.delete_from_page_cache(&locked);
+            out.dropped += 1;
+        }
+        if last == u64::MAX {
+            break;
+        }
+        index = last + 1;
+    }
+    m.zone.count(Event::InvalidatedPages, out.dropped);
+    out
+}
+
+/// Brings the cache's view of the file's size to `stat`'s, unless the
+/// cache holds dirty pages (then its own size stands: those writes have
+/// not reached the file yet). Pages past a smaller size leave the cache.
+/// The caller holds `size_lock`.
+pub(crate) fn adopt_size(m: &AddressSpace, stat: &FileStat) {
+    if m.nr_dirty() > 0 {
+        return;
+    }
+    let (old, new) = (m.size(), stat.size);
+    if new == old {
+        return;
+    }
+    m.set_size(new);
+    if new < old {
+        let ps = PAGE_SIZE as u64;
+        m.truncate_pages_from(new.div_ceil(ps));
+        if new % ps != 0 {
+            if let Some(mut page) = m.find_lock_page(new / ps) {
+                let from = (new % ps) as usize;
+                page.data_mut()[from..].fill(0);
+            }
+        }
+    }
+}
+
+/// Compares the file as it is now (`now`) with what the cache last knew
+/// of it, under `size_lock`, and drops what no longer describes it
+/// (close-to-open revalidation): `strict` when the opener is the only
+/// handle. Returns whether the file had changed. The record becomes `now`.
+pub(crate) fn revalidate(m: &AddressSpace, now: &FileStat, strict: bool) -> bool {
+    let _size = m.size_lock.lock();
+    let mut record = m.record.lock();
+    // The cache's own writes moved the times since the record: nothing to
+    // compare against; the new record starts the next interval.
+    let ours = m.written.swap(false, Ordering::SeqCst);
+    let changed = match &*record {
+        Some(r) => !ours && !r.unchanged(now),
+        None => false,
+    };
+    if changed {
+        let end = crate::index::mapping::MAX_INDEX + 1;
+        if !r_same_file(record.as_ref(), now) && m.nr_dirty() == 0 {
+            // Another file under the same inode number: nothing cached is its.
+            m.truncate_pages_from(0);
+        } else {
+            invalidate_pages(m, 0, end, strict);
+        }
+        adopt_size(m, now);
+        m.zone.count(Event::StaleOpens, 1);
+    }
+    *record = Some(*now);
+    changed
+}
+
+fn r_same_file(r: Option<&FileStat>, now: &FileStat) -> bool {
+    r.is_none_or(|r| r.same_file(now))
+}
+
+/// Takes a new record of the file after the cache's own writes (the last
+/// close), so the next open compares against the file as the cache left it.
+pub(crate) fn refresh_record(m: &AddressSpace) {
+    let _size = m.size_lock.lock();
+    if m.written.swap(false, Ordering::SeqCst) {
+        *m.record.lock() = m.backing().stat().ok().flatten();
+    }
 }
