@@ -80,6 +80,8 @@ mod page;
 mod pagevec;
 mod readahead;
 mod reclaim;
+#[cfg(feature = "redb")]
+pub mod redb;
 mod stats;
 mod sync;
 mod truncate;
