@@ -1,41 +1,16 @@
 //! A storage engine embedding the cache: a redb database whose storage is a
-//! `CachedFile`, through redb's `StorageBackend` trait. Writes a table,
-//! commits, reopens the database from the file, and reads it back.
+//! `CachedFile`, through `page_cache::redb::CachedBackend` (redb's
+//! `StorageBackend` trait, locked like redb's own file backend). Writes a
+//! table, commits, shows that a second open is refused while the database is
+//! open, reopens the database from the file, and reads it back.
 //!
-//! `cargo run --release --example redb -- [PATH]`
+//! `cargo run --release --features redb --example redb -- [PATH]`
 
-use std::io;
-
-use page_cache::{CachedFile, PageCache};
-use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition};
+use page_cache::redb::CachedBackend;
+use page_cache::PageCache;
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
 
 const TABLE: TableDefinition<u64, &str> = TableDefinition::new("kv");
-
-/// redb's storage, served by the page cache.
-#[derive(Debug)]
-struct CachedBackend(CachedFile);
-
-impl StorageBackend for CachedBackend {
-    fn len(&self) -> Result<u64, io::Error> {
-        Ok(self.0.len())
-    }
-
-    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
-        self.0.read_exact_at(out, offset)
-    }
-
-    fn set_len(&self, len: u64) -> Result<(), io::Error> {
-        self.0.set_len(len)
-    }
-
-    fn sync_data(&self) -> Result<(), io::Error> {
-        self.0.sync_data()
-    }
-
-    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
-        self.0.write_all_at(data, offset)
-    }
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir;
@@ -49,8 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cache = PageCache::new(32 << 20)?;
     let n = 10_000u64;
     {
-        let file = cache.create(&path)?;
-        let db = Database::builder().create_with_backend(CachedBackend(file))?;
+        let db = Database::builder().create_with_backend(CachedBackend::create(&cache, &path)?)?;
         let txn = db.begin_write()?;
         {
             let mut table = txn.open_table(TABLE)?;
@@ -60,10 +34,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         txn.commit()?;
         println!("wrote and committed {n} rows through the cache");
+        // The backend holds the file's lock, as redb's own backend does.
+        let second = Database::builder().create_with_backend(CachedBackend::open(&cache, &path, true)?);
+        assert!(matches!(second, Err(DatabaseError::DatabaseAlreadyOpen)));
+        assert!(matches!(Database::open(&path), Err(DatabaseError::DatabaseAlreadyOpen)));
+        println!("a second open while it is open: {}", DatabaseError::DatabaseAlreadyOpen);
     }
     // Reopen from the file (same cache: the pages are still warm).
-    let file = cache.open_with(&path, std::fs::OpenOptions::new().read(true).write(true))?;
-    let db = Database::builder().create_with_backend(CachedBackend(file))?;
+    let db = Database::builder().create_with_backend(CachedBackend::open(&cache, &path, true)?)?;
     let txn = db.begin_read()?;
     let table = txn.open_table(TABLE)?;
     let mut count = 0u64;

@@ -85,14 +85,16 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
-// The layers, bottom to top; each folder's module docs say what it owns
-// and which layers it may call.
+// The layers (bottom to top: mem, index, reclaim, io); each folder's
+// module docs say what it owns and which layers it may call.
 mod index;
 mod io;
 mod mem;
 mod reclaim;
 // The cache on top, and what every layer shares.
 mod cache;
+#[cfg(feature = "redb")]
+pub mod redb;
 mod stats;
 mod sync;
 
