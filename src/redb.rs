@@ -85,10 +85,13 @@
 //!
 //! # Reopening
 //!
-//! The cache keeps a file's pages after its last handle is dropped. Reopen
-//! a database that something else may have changed since (another process,
-//! a restore, a repair tool) through a fresh [`PageCache`]: reopened through
-//! the cache that held it before, it is read from the pages cached then.
+//! The cache keeps a file's clean pages after its last handle is dropped,
+//! and revalidates them at the next open (close-to-open, see
+//! [`PageCache`]'s coherence notes): a database changed while it was closed
+//! (by another process, a restore, a repair tool) is read from the file as
+//! it is now, and redb's own corruption and repair checks see the change.
+//! A file changed while this backend has it open is not revalidated; the
+//! lock keeps redb's own writers out, and other writers must not write it.
 
 // redb 4.6 needs Rust 1.90 (its `rust-version`), so a build with this
 // module already needs more than the 1.89 that stabilised `File::lock`.

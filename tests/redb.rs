@@ -400,13 +400,11 @@ fn a_zeroed_header_is_refused_as_over_redbs_backend() {
 /// where over its own backend it reads the flipped value and fails the
 /// check, or refuses the zeroed header.
 #[test]
-#[ignore = "needs close-to-open revalidation"]
 fn a_flipped_leaf_bit_reads_as_over_redbs_backend_through_the_same_cache() {
     reopen_corrupted(Corruption::FlipLeafBit, true);
 }
 
 #[test]
-#[ignore = "needs close-to-open revalidation"]
 fn a_zeroed_header_is_refused_as_over_redbs_backend_through_the_same_cache() {
     reopen_corrupted(Corruption::ZeroHeader, true);
 }
