@@ -166,6 +166,8 @@ struct FileEntry {
     /// (the next open brings its own). Backings handed to `open_backing`
     /// stay attached.
     detach: bool,
+    /// The last close let go of the descriptor (the backing is `Detached`).
+    detached: bool,
 }
 
 pub(crate) struct CacheInner {
@@ -271,12 +273,15 @@ impl PageCache {
             match files.get_mut(&key) {
                 Some(e) => {
                     let alone = e.opens == 0;
-                    // A mapping with no handle holds no descriptor: this
-                    // open's becomes its backing (and a writable open's
-                    // replaces a read-only one).
-                    if alone || (writable && !e.writable) {
+                    // A mapping detached at its last close holds no
+                    // descriptor: this open's becomes its backing (and a
+                    // writable open's replaces a read-only one). One that
+                    // kept its descriptor for dirty pages keeps a writable
+                    // one.
+                    if e.detached || (writable && !e.writable) {
                         *e.mapping.backing.write() = backing;
-                        e.writable = writable || (e.writable && !alone);
+                        e.writable = writable || (e.writable && !e.detached);
+                        e.detached = false;
                     }
                     e.opens += 1;
                     (e.mapping.clone(), alone)
@@ -284,7 +289,10 @@ impl PageCache {
                 None => {
                     let m = AddressSpace::new(self.inner.zone.clone(), backing, stat.size);
                     *m.record.lock() = Some(stat);
-                    files.insert(key, FileEntry { mapping: m.clone(), opens: 1, writable, detach: true });
+                    files.insert(
+                        key,
+                        FileEntry { mapping: m.clone(), opens: 1, writable, detach: true, detached: false },
+                    );
                     (m, false)
                 }
             }
@@ -314,7 +322,10 @@ impl PageCache {
         let mapping = AddressSpace::new(self.inner.zone.clone(), backing, size);
         // A key no real file has: device u64::MAX, inode = mapping id.
         let key = (u64::MAX, mapping.id as u64);
-        self.inner.files.lock().insert(key, FileEntry { mapping: mapping.clone(), opens: 1, writable, detach: false });
+        self.inner
+            .files
+            .lock()
+            .insert(key, FileEntry { mapping: mapping.clone(), opens: 1, writable, detach: false, detached: false });
         Ok(self.handle(mapping, writable))
     }
 
@@ -461,8 +472,9 @@ impl FileTable for CacheInner {
         // flusher can retry them; so does an open that came meanwhile.
         let mut files = self.files.lock();
         if let Some(e) = files.values_mut().find(|e| Arc::ptr_eq(&e.mapping, mapping)) {
-            if e.opens == 0 && e.detach && mapping.replace_backing_if_clean(Arc::new(Detached)) {
+            if e.opens == 0 && e.detach && !e.detached && mapping.replace_backing_if_clean(Arc::new(Detached)) {
                 e.writable = false;
+                e.detached = true;
             }
         }
     }
