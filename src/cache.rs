@@ -185,6 +185,36 @@ pub(crate) struct CacheInner {
 /// page is written back to its file and waited for, as closing a
 /// `std::fs::File` leaves its writes in the file; like `File`, dropping
 /// does not `fdatasync`: call `sync_data` or `sync_all` for durability.
+///
+/// # Coherence with the file
+///
+/// - **Coherent:** every handle opened through one `PageCache` (two opens
+///   of one file share one [`AddressSpace`]), and the file once the cache
+///   has written it back.
+/// - **Revalidated at every open** (close-to-open, as NFS does it): the
+///   cache keeps what it last knew of the file (device, inode, birth time,
+///   size, mtime, ctime from `statx`), taken at open and after its own
+///   writes. An open that finds the file changed (rewritten, truncated,
+///   extended, replaced by rename, or a new file on a reused inode number)
+///   drops the clean pages before it returns: all of them when no other
+///   handle is open, the ones nobody holds otherwise, and counts it in
+///   [`Stats::stale_opens`](crate::Stats::stale_opens). It costs no system
+///   call of its own: the open's `statx` serves it.
+/// - **Not revalidated:** writes that bypass the cache while the file is
+///   open through it. Handles keep reading the pages they cached (a read
+///   that misses reads the file as it is then); the cache's writeback may
+///   overwrite the outside bytes with its own dirty pages. An engine that
+///   writes behind the cache calls [`CachedFile::invalidate`] or
+///   [`CachedFile::invalidate_range`] afterwards, or opens with
+///   [`Builder::direct_io`] and writes only through the cache.
+/// - **Descriptors:** a file with no open handle holds no descriptor. The
+///   last close writes its dirty pages back (no `fdatasync`) and closes the
+///   descriptor, so a file deleted afterwards frees its space at once; its
+///   clean pages stay, are reclaimed like any clean page, and the next open
+///   adopts them after revalidation. If that writeback fails, the
+///   descriptor stays until the pages are written, so nothing is lost.
+///   [`PageCache::sync`] syncs the files that have a descriptor: sync a file
+///   before its last close when it must be durable.
 #[derive(Clone)]
 pub struct PageCache {
     inner: Arc<CacheInner>,

@@ -42,3 +42,21 @@ pub fn data_file(name: &str, size: u64) -> PathBuf {
     std::fs::rename(&tmp, &path).expect("rename data file");
     path
 }
+
+/// Prints the CPU model and its L3 size once per bench binary: figures
+/// from another machine are no baseline.
+pub fn print_cpu() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown CPU".into());
+        let l3 = std::fs::read_to_string("/sys/devices/system/cpu/cpu0/cache/index3/size").unwrap_or_default();
+        eprintln!("CPU: {model}, L3 {}", l3.trim());
+    });
+}
