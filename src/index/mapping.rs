@@ -210,6 +210,53 @@ impl AddressSpace {
         }
     }
 
+    /// Copies `dst.len()` bytes at `off` of the page at `index` without a
+    /// reference, a read guard or any write to shared memory (vmcache's
+    /// optimistic read): loads the page's version, checks that the page is
+    /// this file's, uptodate, unlocked and already marked accessed, copies
+    /// with per-byte atomic loads, and checks that the version did not
+    /// move. False when the page is absent, busy, needs the slow path (a
+    /// readahead marker, a first or second touch) or kept changing: the
+    /// caller then takes a reference and a read guard as before.
+    #[inline]
+    pub(crate) fn read_optimistic(&self, index: u64, off: usize, dst: &mut [u8]) -> bool {
+        debug_assert!(off + dst.len() <= crate::PAGE_SIZE);
+        const WANT: u32 = PageFlags::UPTODATE.0 | PageFlags::REFERENCED.0 | PageFlags::ACTIVE.0;
+        const AVOID: u32 = PageFlags::LOCKED.0 | PageFlags::READAHEAD.0 | crate::mem::page::RA_FRESH.0;
+        let guard = epoch::pin();
+        for _ in 0..3 {
+            let Some(pfn) = self.tree.load(index, &guard) else { return false };
+            let page = self.zone.pfn_to_page(pfn);
+            let seq = page.read_seq();
+            // Relaxed: ordered after `read_seq`'s Acquire; validated by the
+            // version check after the copy.
+            let flags = page.flags.load(Ordering::Relaxed);
+            if flags & (WANT | AVOID) != WANT {
+                return false;
+            }
+            if seq & 1 != 0 {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Relaxed: identity is covered by the version (`set_mapping`
+            // changes it), checked below.
+            if page.mapping.load(Ordering::Relaxed) != self.id || page.index() != index {
+                continue;
+            }
+            // SAFETY: the frame is `PAGE_SIZE` bytes of the arena, never
+            // unmapped while the zone lives (borrowed through `self`), and
+            // `off + dst.len() <= PAGE_SIZE`; every writer of its bytes holds
+            // the page lock and makes the version odd first (`data_mut`,
+            // `set_mapping`), which the check below catches.
+            unsafe { crate::mem::arena::copy_racy(self.zone.arena.page_address(pfn).add(off), dst) };
+            if page.seq_unchanged(seq) {
+                self.zone.count(crate::stats::Event::Hit, 1);
+                return true;
+            }
+        }
+        false
+    }
+
     /// The page at `index`, with a reference, if cached.
     #[inline]
     pub fn find_get_page(&self, index: u64) -> Option<PageRef<'_>> {

@@ -87,13 +87,17 @@ impl CachedFile {
             let index = pos / PS;
             let off = (pos % PS) as usize;
             let n = ((PS - off as u64).min(end - pos)) as usize;
+            let done = (pos - offset) as usize;
+            if m.read_optimistic(index, off, &mut buf[done..done + n]) {
+                pos += n as u64;
+                continue;
+            }
             let page = match read_cache_page(m, &self.file.ra, index, last_index - index + 1) {
                 Ok(p) => p,
                 // Bytes already copied are a short read; the error comes back next call.
                 Err(_) if pos > offset => break,
                 Err(e) => return Err(e),
             };
-            let done = (pos - offset) as usize;
             buf[done..done + n].copy_from_slice(&page.read()[off..off + n]);
             pos += n as u64;
         }

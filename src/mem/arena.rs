@@ -172,9 +172,92 @@ pub(crate) fn copy_page_nontemporal(dst: &mut [u8], src: &[u8]) {
     dst.copy_from_slice(src);
 }
 
+/// Copies bytes that a lock holder may be changing at this very moment:
+/// the optimistic read's copy, validated afterwards by the page's version
+/// (`Page::seq_unchanged`), which throws torn results away. Every byte is
+/// loaded atomically, so the copy is not a data race on the frame: a
+/// plain `memcpy` would be one, undefined behaviour even when its result
+/// is discarded. On x86_64 this is `rep movsb` in inline assembly (each
+/// byte it loads is a single-copy-atomic access, as the per-byte atomic
+/// memcpy of C++'s P1478 and the `atomic-memcpy` crate; the assembly is
+/// opaque to the compiler); elsewhere, and for short copies, relaxed
+/// atomic loads of 8 and 1 bytes (as crossbeam-utils' `AtomicCell` reads
+/// under its seqlock). These are std's atomics, not the `sync` shim's:
+/// they view raw frame memory (`from_ptr`), which loom cannot model; the
+/// loom models check the version protocol around the copy instead.
+///
+/// # Safety
+///
+/// `src` is valid for reads of `dst.len()` bytes for the duration of the
+/// call (a frame of the arena, which is never unmapped while the cache
+/// lives), and no one writes those bytes except through atomic accesses or
+/// as a lock holder whose changes the caller's version check detects.
+#[inline]
+pub(crate) unsafe fn copy_racy(src: *const u8, dst: &mut [u8]) {
+    let len = dst.len();
+    #[cfg(all(target_arch = "x86_64", not(loom)))]
+    if len >= 256 {
+        // SAFETY: `rep movsb` copies rcx bytes from [rsi] to [rdi] upward
+        // (the ABI keeps the direction flag clear at this point): `src` is
+        // readable for `len` bytes (the caller's contract) and `dst` is a
+        // unique borrow of `len` writable bytes. It touches no stack and
+        // leaves the flags as they were.
+        unsafe {
+            std::arch::asm!(
+                "rep movsb",
+                inout("rcx") len => _,
+                inout("rsi") src => _,
+                inout("rdi") dst.as_mut_ptr() => _,
+                options(nostack, preserves_flags)
+            );
+        }
+        return;
+    }
+    let mut i = 0;
+    // Bytes up to 8-byte alignment of the source, then words, then bytes.
+    // Relaxed loads throughout: torn or stale bytes are thrown away by the
+    // caller's version check, which orders them with an Acquire fence.
+    while i < len && (src as usize + i) % 8 != 0 {
+        // SAFETY: `src + i` is inside the readable range (i < len); an
+        // AtomicU8 has the size and alignment of u8; no non-atomic write
+        // races it (the caller's contract).
+        dst[i] = unsafe { std::sync::atomic::AtomicU8::from_ptr(src.add(i).cast_mut()) }
+            .load(std::sync::atomic::Ordering::Relaxed);
+        i += 1;
+    }
+    while i + 8 <= len {
+        // SAFETY: `src + i` is 8-aligned (the loop above) and 8 readable
+        // bytes follow it (i + 8 <= len); as above for the race.
+        let w = unsafe { std::sync::atomic::AtomicU64::from_ptr(src.add(i).cast::<u64>().cast_mut()) }
+            .load(std::sync::atomic::Ordering::Relaxed);
+        dst[i..i + 8].copy_from_slice(&w.to_ne_bytes());
+        i += 8;
+    }
+    while i < len {
+        // SAFETY: as in the first loop.
+        dst[i] = unsafe { std::sync::atomic::AtomicU8::from_ptr(src.add(i).cast_mut()) }
+            .load(std::sync::atomic::Ordering::Relaxed);
+        i += 1;
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn racy_copy_copies_every_length_and_alignment() {
+        let src: Vec<u8> = (0..PAGE_SIZE + 64).map(|i| (i * 13 % 251) as u8).collect();
+        for start in [0usize, 1, 3, 7, 8, 63] {
+            for len in [0usize, 1, 7, 8, 9, 64, 255, 256, 257, 4000, PAGE_SIZE] {
+                let mut dst = vec![0u8; len];
+                // SAFETY: `src` holds start + len bytes (len <= PAGE_SIZE,
+                // start < 64) and nobody writes it.
+                unsafe { copy_racy(src.as_ptr().add(start), &mut dst) };
+                assert_eq!(dst, &src[start..start + len], "start {start} len {len}");
+            }
+        }
+    }
 
     #[test]
     fn nontemporal_copy_copies() {

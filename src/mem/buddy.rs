@@ -240,8 +240,9 @@ impl Buddy {
         assert!(!head.test(PageFlags::BUDDY), "frame {pfn} freed twice");
         assert_eq!(head.page_count(), 0, "frame {pfn} freed with references");
         // The frame is ours alone: reset what a page left behind.
+        // (`seq` is never reset: an optimistic reader holding an old value
+        // must never see it again.)
         head.flags.store(0, Ordering::Relaxed);
-        head.mapcount.store(0, Ordering::Relaxed);
         head.mapping.store(0, Ordering::Relaxed);
         for t in pfn + 1..pfn + (1u32 << order) {
             let tail = &pages[t as usize];

@@ -97,6 +97,13 @@ pub(crate) const RA_FRESH: PageFlags = PageFlags(1 << 17);
 /// fills (pages created by writes); cleared when the page reaches a list.
 pub(crate) const FILL_INACTIVE: PageFlags = PageFlags(1 << 18);
 
+/// One read guard, in the guard count at the top of the flags word.
+pub(crate) const GUARD_ONE: u32 = 1 << 20;
+/// The guard count's bits.
+pub(crate) const GUARD_MASK: u32 = !(GUARD_ONE - 1);
+/// Guards past this many wait for some to drop (the count has 12 bits).
+pub(crate) const GUARD_MAX: u32 = 2048;
+
 /// "No frame": the end of a list.
 pub(crate) const NO_PFN: u32 = u32::MAX;
 
@@ -110,9 +117,9 @@ pub(crate) const NO_PFN: u32 = u32::MAX;
 ///
 /// | field | guarded by |
 /// |---|---|
-/// | `flags` | atomic RMW; `LOCKED` by the lock owner; `LRU`/`ACTIVE` under the LRU lock; `BUDDY` under the buddy lock |
+/// | `flags` | atomic RMW; `LOCKED` by the lock owner; `LRU`/`ACTIVE` under the LRU lock; `BUDDY` under the buddy lock; bits 20..32 count read guards (`read_lock`, RMW only while `LOCKED` is clear) |
 /// | `refcount` | atomic; 0 means free or frozen for removal |
-/// | `mapcount` | atomic; readers holding a read guard on the bytes |
+/// | `seq` | the version of the bytes and identity: odd while the lock holder changes them (`data_mut` until unlock, `set_mapping`), bumped by 2 across each change; never reset, so an optimistic reader that saw the same even value before and after its copy read one version |
 /// | `mapping` | id of the owning `AddressSpace` (0: none); changed only with the page locked and the tree lock held |
 /// | `index` | page offset in the file, same rule; the block order while the frame is free |
 /// | `lru_prev`, `lru_next` | the LRU lock while on an LRU list; the buddy lock while free; `lru_next` is the head's pfn in a compound tail |
@@ -120,7 +127,7 @@ pub(crate) const NO_PFN: u32 = u32::MAX;
 pub struct Page {
     pub(crate) flags: AtomicU32,
     pub(crate) refcount: AtomicU32,
-    pub(crate) mapcount: AtomicU32,
+    pub(crate) seq: AtomicU32,
     pub(crate) mapping: AtomicU32,
     pub(crate) index: AtomicU64,
     pub(crate) lru_prev: AtomicU32,
@@ -135,7 +142,7 @@ impl Page {
         Page {
             flags: AtomicU32::new(0),
             refcount: AtomicU32::new(0),
-            mapcount: AtomicU32::new(0),
+            seq: AtomicU32::new(0),
             mapping: AtomicU32::new(0),
             index: AtomicU64::new(0),
             lru_prev: AtomicU32::new(NO_PFN),
@@ -180,11 +187,59 @@ impl Page {
         self.flags.fetch_and(!f.0, Ordering::AcqRel) & f.0 != 0
     }
 
-    /// The whole flags word.
+    /// The whole flags word (without the read-guard count that shares it).
     #[inline]
     pub fn flags(&self) -> PageFlags {
         // Acquire: as in `test`.
-        PageFlags(self.flags.load(Ordering::Acquire))
+        PageFlags(self.flags.load(Ordering::Acquire) & !GUARD_MASK)
+    }
+
+    // ---- the version (seqcount) ----------------------------------------------
+
+    /// The version of the bytes and identity, for an optimistic reader.
+    #[inline]
+    pub(crate) fn read_seq(&self) -> u32 {
+        // Acquire: the reader's later loads of identity and bytes are not
+        // hoisted above it, and it sees what the last change published.
+        self.seq.load(Ordering::Acquire)
+    }
+
+    /// Whether the version is still `s` after an optimistic copy.
+    #[inline]
+    pub(crate) fn seq_unchanged(&self, s: u32) -> bool {
+        // Acquire fence: the copy's loads come before the reload below
+        // (the reader half of the seqlock, as crossbeam's AtomicCell).
+        crate::sync::fence(Ordering::Acquire);
+        // Relaxed: ordered by the fence above.
+        self.seq.load(Ordering::Relaxed) == s
+    }
+
+    /// The lock holder starts changing the bytes or identity: the version
+    /// goes odd (once per lock hold; `end_write` ends it at unlock).
+    #[inline]
+    pub(crate) fn begin_write(&self) {
+        // Relaxed load: only the lock holder stores to `seq`.
+        let s = self.seq.load(Ordering::Relaxed);
+        if s & 1 == 0 {
+            // Relaxed store, then a Release fence: the writes that follow
+            // cannot become visible before the odd version (the writer half
+            // of the seqlock).
+            self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+            crate::sync::fence(Ordering::Release);
+        }
+    }
+
+    /// The change is done (at unlock): the version goes even, one past the
+    /// odd value, so every optimistic reader that overlapped it retries.
+    #[inline]
+    pub(crate) fn end_write(&self) {
+        // Relaxed load: only the lock holder stores to `seq`.
+        let s = self.seq.load(Ordering::Relaxed);
+        if s & 1 != 0 {
+            // Release: the changed bytes are visible to a reader that sees
+            // the new even version.
+            self.seq.store(s.wrapping_add(1), Ordering::Release);
+        }
     }
 
     // ---- reference counts (page_ref.h) ------------------------------------
@@ -270,9 +325,12 @@ impl Page {
         self.mapping.load(Ordering::Acquire)
     }
 
-    /// Sets mapping and index (page locked, tree lock held).
+    /// Sets mapping and index (page locked, tree lock held). A change of
+    /// identity is a change of version: an optimistic reader of the old
+    /// identity retries (`begin_write`; the unlock ends it).
     #[inline]
     pub(crate) fn set_mapping(&self, id: u32, index: u64) {
+        self.begin_write();
         // Relaxed: published by the Release of the store to `mapping`.
         self.index.store(index, Ordering::Relaxed);
         // Release: index is visible to whoever reads this mapping id.
@@ -453,9 +511,9 @@ impl Deref for PageReadGuard<'_> {
     type Target = [u8];
     #[inline]
     fn deref(&self) -> &[u8] {
-        // SAFETY: the read guard (mapcount raised while not LOCKED) keeps
-        // every writer out: writers take the page lock and then wait for
-        // mapcount to drain before they write, so the bytes are not mutated
+        // SAFETY: the read guard (the guard count raised while not LOCKED)
+        // keeps every writer out: writers take the page lock and then wait
+        // for the guard count to drain before they write, so the bytes are not mutated
         // while this guard lives; the frame lives as long as the arena ('a).
         unsafe { &*self.bytes }
     }
@@ -500,9 +558,12 @@ impl<'a> LockedPage<'a> {
     pub fn data_mut(&mut self) -> &mut [u8] {
         wait::wait_on_page_writeback(self.page.page);
         wait::wait_for_readers(self.page.page);
+        self.page.page.begin_write();
         // SAFETY: we hold the page lock (no other writer), writeback has
-        // ended and cannot restart without the lock, and mapcount is zero with
-        // LOCKED set so no reader guard exists or can be taken; `&mut self`
+        // ended and cannot restart without the lock, and the guard count is
+        // zero with LOCKED set so no reader guard exists or can be taken
+        // (optimistic readers take none: they copy with per-byte atomic
+        // loads and retry on the odd version `begin_write` set); `&mut self`
         // makes this borrow unique among lock-holder borrows.
         unsafe { &mut *self.page.zone.frame(self.page.page).cast_mut() }
     }

@@ -15,7 +15,7 @@
 //! (the kernel's `wake_up_page_bit`). Queues are keyed by the descriptor
 //! address plus the bit.
 
-use crate::mem::page::{Page, PageFlags};
+use crate::mem::page::{Page, PageFlags, GUARD_MASK, GUARD_MAX, GUARD_ONE};
 use crate::sync::{park, Ordering};
 
 #[inline]
@@ -81,6 +81,8 @@ fn lock_page_slow(page: &Page) {
 /// Releases the page lock and wakes the waiters, if any.
 #[inline]
 pub fn unlock_page(page: &Page) {
+    // A change made under the lock (`data_mut`, `set_mapping`) ends here.
+    page.end_write();
     // SeqCst: releases our writes under the lock, and is ordered with the
     // waiters' SeqCst RMW (same word) so WAITERS set before us is seen.
     let old = page.flags.fetch_and(!(PageFlags::LOCKED.0 | PageFlags::WAITERS.0), Ordering::SeqCst);
@@ -121,19 +123,28 @@ pub fn wait_on_page_writeback(page: &Page) {
     }
 }
 
-/// Takes a read guard on the bytes: raises mapcount while the page is not
-/// locked. Paired with `read_unlock`.
+/// Takes a read guard on the bytes: raises the guard count (the top bits
+/// of the flags word) while the page is not locked. Paired with
+/// `read_unlock`.
 #[inline]
 pub(crate) fn read_lock(page: &Page) {
     loop {
-        // SeqCst (both): a Dekker pair with the writer, who sets LOCKED and
-        // then reads mapcount. One of us must see the other's write.
-        page.mapcount.fetch_add(1, Ordering::SeqCst);
-        if page.flags.load(Ordering::SeqCst) & PageFlags::LOCKED.0 == 0 {
+        // Acquire: the guard sees the bytes the last lock holder wrote (its
+        // unlock is a release RMW on this word). One RMW both raises the
+        // count and reads LOCKED, so a writer, which sets LOCKED by RMW on
+        // the same word and then waits for the count to drain, and this
+        // reader are ordered by the word's modification order.
+        let old = page.flags.fetch_add(GUARD_ONE, Ordering::Acquire);
+        if old & PageFlags::LOCKED.0 == 0 && (old & GUARD_MASK) / GUARD_ONE < GUARD_MAX {
             return;
         }
-        page.mapcount.fetch_sub(1, Ordering::SeqCst);
-        wait_on_page_locked(page);
+        // Release: gives back a guard we never used.
+        page.flags.fetch_sub(GUARD_ONE, Ordering::Release);
+        if old & PageFlags::LOCKED.0 != 0 {
+            wait_on_page_locked(page);
+        } else {
+            crate::sync::yield_now(); // a few thousand guards at once: wait for some to drop
+        }
     }
 }
 
@@ -141,16 +152,16 @@ pub(crate) fn read_lock(page: &Page) {
 #[inline]
 pub(crate) fn read_unlock(page: &Page) {
     // Release: our reads of the bytes happen before a writer's writes,
-    // which Acquire-load mapcount == 0.
-    page.mapcount.fetch_sub(1, Ordering::Release);
+    // which Acquire-load a count of zero.
+    page.flags.fetch_sub(GUARD_ONE, Ordering::Release);
 }
 
 /// The lock holder waits until no read guard is held.
 #[inline]
 pub(crate) fn wait_for_readers(page: &Page) {
-    // SeqCst: the other half of the Dekker pair in `read_lock`.
+    // Acquire: pairs with `read_unlock`'s Release.
     let mut spins = 0u32;
-    while page.mapcount.load(Ordering::SeqCst) != 0 {
+    while page.flags.load(Ordering::Acquire) & GUARD_MASK != 0 {
         spins += 1;
         if spins < 64 {
             std::hint::spin_loop();
@@ -260,6 +271,6 @@ mod tests {
         writer.join().unwrap();
         read_lock(&page);
         read_unlock(&page);
-        assert_eq!(page.mapcount.load(Ordering::SeqCst), 0);
+        assert_eq!(page.flags.load(Ordering::SeqCst) & GUARD_MASK, 0);
     }
 }
