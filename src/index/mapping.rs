@@ -192,11 +192,11 @@ impl AddressSpace {
     }
 
     /// Takes a speculative reference on the page at `index` (the lockless
-    /// lookup of the module docs).
+    /// lookup of the module docs), walking the tree without an epoch pin.
     #[inline]
-    fn get_entry<'a>(&'a self, index: u64, guard: &epoch::Guard) -> Option<&'a Page> {
+    fn get_entry(&self, index: u64) -> Option<&Page> {
         loop {
-            let pfn = self.tree.load(index, guard)?;
+            let pfn = self.tree.load_unpinned(index)?;
             let page = self.zone.pfn_to_page(pfn);
             if !page.get_page_unless_zero() {
                 // Being freed or frozen for removal: the slot changes soon.
@@ -208,6 +208,12 @@ impl AddressSpace {
             }
             self.zone.put_page(page);
         }
+    }
+
+    /// The page at `index`, with a reference, if cached.
+    #[inline]
+    pub fn find_get_page(&self, index: u64) -> Option<PageRef<'_>> {
+        self.get_entry(index).map(|p| self.page_ref(p))
     }
 
     /// Copies `dst.len()` bytes at `off` of the page at `index` without a
@@ -223,9 +229,8 @@ impl AddressSpace {
         debug_assert!(off + dst.len() <= crate::PAGE_SIZE);
         const WANT: u32 = PageFlags::UPTODATE.0 | PageFlags::REFERENCED.0 | PageFlags::ACTIVE.0;
         const AVOID: u32 = PageFlags::LOCKED.0 | PageFlags::READAHEAD.0 | crate::mem::page::RA_FRESH.0;
-        let guard = epoch::pin();
         for _ in 0..3 {
-            let Some(pfn) = self.tree.load(index, &guard) else { return false };
+            let Some(pfn) = self.tree.load_unpinned(index) else { return false };
             let page = self.zone.pfn_to_page(pfn);
             let seq = page.read_seq();
             // Relaxed: ordered after `read_seq`'s Acquire; validated by the
@@ -255,13 +260,6 @@ impl AddressSpace {
             }
         }
         false
-    }
-
-    /// The page at `index`, with a reference, if cached.
-    #[inline]
-    pub fn find_get_page(&self, index: u64) -> Option<PageRef<'_>> {
-        let guard = epoch::pin();
-        self.get_entry(index, &guard).map(|p| self.page_ref(p))
     }
 
     /// The page at `index`, locked, if cached. Re-checks after taking the
@@ -495,7 +493,7 @@ impl AddressSpace {
         let mut pages = Vec::with_capacity(entries.len());
         for (index, _) in entries {
             // Re-take each through the full lockless protocol.
-            if let Some(p) = self.get_entry(index, &guard) {
+            if let Some(p) = self.get_entry(index) {
                 pages.push(self.page_ref(p));
             }
         }

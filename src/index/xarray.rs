@@ -71,7 +71,10 @@ use std::fmt;
 use crossbeam_epoch::Guard;
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{fence, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crossbeam_utils::CachePadded;
 
 /// Bits of index consumed per level.
 const CHUNK_SHIFT: u32 = 6;
@@ -120,11 +123,13 @@ struct Node {
     /// Number of non-empty slots. Writers only.
     count: AtomicU32,
     /// 0 for leaves; the child of a node with shift `s` has shift `s - 6`.
-    shift: u8,
+    /// Atomic because a recycled node is re-initialised while an unpinned
+    /// reader may still stand in it (see "Fence-free lookups").
+    shift: AtomicU8,
     /// This node's slot in its parent (0 for a root; a root only ever becomes
     /// a child at slot 0 and a child only becomes a root from slot 0, so this
-    /// never changes).
-    offset: u8,
+    /// never changes while the node is linked). Writers only.
+    offset: AtomicU8,
 }
 
 impl Node {
@@ -134,14 +139,43 @@ impl Node {
             marks: std::array::from_fn(|_| AtomicU64::new(0)),
             parent: AtomicUsize::new(parent),
             count: AtomicU32::new(0),
-            shift: shift as u8,
-            offset: offset as u8,
+            shift: AtomicU8::new(shift as u8),
+            offset: AtomicU8::new(offset as u8),
         }
+    }
+
+    /// Makes a recycled node as `new` would, for a writer holding the
+    /// mutex. Unpinned readers may still be inside it: every field is
+    /// atomic, and the caller's Release fence orders these stores after the
+    /// unlink that an unpinned reader validates against.
+    fn reinit(&self, shift: u32, offset: usize, parent: usize) {
+        // Relaxed: after the caller's Release fence; readers that read these
+        // values fail their tree-sequence check.
+        for s in &self.slots {
+            s.store(EMPTY, Ordering::Relaxed);
+        }
+        for m in &self.marks {
+            m.store(0, Ordering::Relaxed);
+        }
+        self.parent.store(parent, Ordering::Relaxed);
+        self.count.store(0, Ordering::Relaxed);
+        self.shift.store(shift as u8, Ordering::Relaxed);
+        self.offset.store(offset as u8, Ordering::Relaxed);
     }
 
     #[inline]
     fn shift(&self) -> u32 {
-        u32::from(self.shift)
+        // Relaxed: the node was published with Release (readers load its
+        // address with Acquire), and shift changes only when a recycled
+        // node is re-initialised, which unpinned readers detect.
+        u32::from(self.shift.load(Ordering::Relaxed))
+    }
+
+    /// This node's slot in its parent (writers, mutex held).
+    #[inline]
+    fn offset(&self) -> usize {
+        // Relaxed: mutex held.
+        usize::from(self.offset.load(Ordering::Relaxed))
     }
 
     // Writer-only accessors. Relaxed is enough for all of them: these fields
@@ -224,9 +258,57 @@ fn next_bit(bits: u64, from: usize) -> usize {
     (bits >> from << from).trailing_zeros() as usize
 }
 
-/// Allocates a node and returns its address (8-aligned, nonzero).
-fn alloc_node(shift: u32, offset: usize, parent: usize) -> usize {
-    Box::into_raw(Box::new(Node::new(shift, offset, parent))) as usize
+/// Nodes of one tree that are not linked: unlinked nodes arrive here once
+/// every pinned reader that could see them is gone (through the epoch),
+/// and new nodes come from here before the system allocator. A node's
+/// memory is freed only when the pool drops, after its tree (the tree
+/// holds an `Arc`, as do unlinked nodes still waiting for the epoch), so
+/// a node address an unpinned reader ever loaded stays readable node
+/// memory for as long as it can use it: the tree's nodes are type-stable
+/// (the kernel's `SLAB_TYPESAFE_BY_RCU`).
+#[derive(Default)]
+struct NodePool {
+    free: std::sync::Mutex<Vec<usize>>,
+}
+
+impl NodePool {
+    fn push(&self, node: usize) {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).push(node);
+    }
+
+    fn pop(&self) -> Option<usize> {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+}
+
+impl Drop for NodePool {
+    fn drop(&mut self) {
+        for node in self.free.get_mut().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            // SAFETY: every address in the pool came from `Box::into_raw` in
+            // `alloc_node`, is in the pool once, and is unreachable: the
+            // tree is gone (the pool drops after it) and no deferred push
+            // is pending (each holds an `Arc` of the pool).
+            drop(unsafe { Box::from_raw(node as *mut Node) });
+        }
+    }
+}
+
+/// A node for a writer (mutex held), recycled from the tree's pool where it
+/// can be, and returns its address (8-aligned, nonzero).
+fn alloc_node(pool: &NodePool, shift: u32, offset: usize, parent: usize) -> usize {
+    match pool.pop() {
+        Some(addr) => {
+            // Release: orders the unlink (and the tree-sequence bump around
+            // it) before the re-initialisation, for unpinned readers that
+            // still stand in the node (see `XArray::load`).
+            fence(Ordering::Release);
+            // SAFETY: pool nodes are live boxed nodes (type-stable); the
+            // mutex is held, so no other writer touches this one.
+            unsafe { &*(addr as *const Node) }.reinit(shift, offset, parent);
+            addr
+        }
+        None => Box::into_raw(Box::new(Node::new(shift, offset, parent))) as usize,
+    }
 }
 
 /// Dereferences a node entry for as long as `guard` is pinned.
@@ -249,14 +331,27 @@ unsafe fn node_ref(entry: usize, _guard: &Guard) -> &Node {
 /// A 64-way radix tree from `u64` index to `u32` frame number, with three
 /// marks per entry, lockless readers and mutex-serialised writers.
 pub struct XArray {
-    /// Empty, or the address of the root node.
-    head: AtomicUsize,
+    /// What an unpinned reader reads on every lookup, on a line of its own
+    /// (the mutex and the counters below change on every write).
+    read: CachePadded<ReadSide>,
+    /// Unlinked nodes for reuse; frees them after the tree.
+    pool: Arc<NodePool>,
     /// Serialises writers.
     lock: Mutex<()>,
     /// Number of entries.
     len: AtomicUsize,
     /// Number of linked nodes.
     nodes: AtomicUsize,
+}
+
+/// The head and the tree sequence.
+struct ReadSide {
+    /// Empty, or the address of the root node.
+    head: AtomicUsize,
+    /// Odd while a writer unlinks nodes (`delete_empty`, `shrink`), bumped by
+    /// two across each such change: an unpinned reader that saw the same
+    /// even value before and after its walk walked only linked nodes.
+    seq: AtomicU32,
 }
 
 impl Default for XArray {
@@ -283,7 +378,8 @@ impl XArray {
     /// An empty tree.
     pub fn new() -> Self {
         XArray {
-            head: AtomicUsize::new(EMPTY),
+            read: CachePadded::new(ReadSide { head: AtomicUsize::new(EMPTY), seq: AtomicU32::new(0) }),
+            pool: Arc::new(NodePool::default()),
             lock: Mutex::new(()),
             len: AtomicUsize::new(0),
             nodes: AtomicUsize::new(0),
@@ -331,7 +427,7 @@ impl XArray {
         'restart: loop {
             // Acquire: pairs with the Release store that published the root,
             // so its slots are initialised when we read them.
-            let head = self.head.load(Ordering::Acquire);
+            let head = self.read.head.load(Ordering::Acquire);
             if head == EMPTY {
                 return None;
             }
@@ -358,6 +454,68 @@ impl XArray {
         }
     }
 
+    /// The entry at `index`, without locking and without pinning the epoch:
+    /// no fence and no write to shared memory, so consecutive lookups
+    /// overlap their cache misses (see "Fence-free lookups"). Reads the tree
+    /// sequence before and after the walk and walks again if a writer
+    /// unlinked nodes meanwhile (rare: a leaf empties once per 64 removals).
+    #[inline]
+    pub fn load_unpinned(&self, index: u64) -> Option<u32> {
+        'restart: loop {
+            // Acquire: the walk's loads are not hoisted above it.
+            let seq = self.read.seq.load(Ordering::Acquire);
+            if seq & 1 != 0 {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Acquire: pairs with the Release store that published the root.
+            let head = self.read.head.load(Ordering::Acquire);
+            let found = 'walk: {
+                if head == EMPTY {
+                    break 'walk None;
+                }
+                // SAFETY: a node address loaded from the head of a live tree:
+                // nodes are type-stable (freed only after the tree, see
+                // `NodePool`), so it is readable node memory; what it holds is
+                // validated by the sequence check below.
+                let mut node = unsafe { &*(head as *const Node) };
+                let mut shift = node.shift();
+                if !fits(index, shift) {
+                    break 'walk None;
+                }
+                loop {
+                    // Acquire: a node pointer found here was published with
+                    // Release after the node was initialised.
+                    let entry = node.slots[digit(index, shift)].load(Ordering::Acquire);
+                    if is_node(entry) {
+                        // SAFETY: as for the head: a node address loaded from
+                        // a slot of a (type-stable) node of this tree.
+                        node = unsafe { &*(entry as *const Node) };
+                        let child = node.shift();
+                        if child >= shift {
+                            // A recycled node met mid-walk: only possible when
+                            // the sequence moves; start over.
+                            continue 'restart;
+                        }
+                        shift = child;
+                        continue;
+                    }
+                    if entry == RETRY {
+                        continue 'restart;
+                    }
+                    break 'walk is_value(entry).then(|| decode_value(entry));
+                }
+            };
+            // Acquire fence: the walk's loads come before the reload (the
+            // seqlock reader).
+            fence(Ordering::Acquire);
+            // Relaxed: ordered by the fence.
+            if self.read.seq.load(Ordering::Relaxed) == seq {
+                return found;
+            }
+        }
+    }
+
     /// Whether the entry at `index` carries `mark`, without locking.
     #[inline]
     pub fn get_mark(&self, index: u64, mark: Mark, guard: &Guard) -> bool {
@@ -365,7 +523,7 @@ impl XArray {
         let m = mark.idx();
         'restart: loop {
             // Acquire: see `load`.
-            let head = self.head.load(Ordering::Acquire);
+            let head = self.read.head.load(Ordering::Acquire);
             if head == EMPTY {
                 return false;
             }
@@ -407,7 +565,7 @@ impl XArray {
         let mut index = start;
         'restart: loop {
             // Acquire: see `load`.
-            let head = self.head.load(Ordering::Acquire);
+            let head = self.read.head.load(Ordering::Acquire);
             if head == EMPTY {
                 return;
             }
@@ -554,7 +712,7 @@ impl XArray {
         let lock = self.lock();
         let guard = &lock.guard;
         // Relaxed: we hold the mutex, which orders all writer stores.
-        let head = self.head.load(Ordering::Relaxed);
+        let head = self.read.head.load(Ordering::Relaxed);
         let mut entries = 0;
         let mut nodes = 0;
         if head != EMPTY {
@@ -604,7 +762,7 @@ impl XArray {
                 // SAFETY: node entry in a linked node, mutex held.
                 let child = unsafe { node_ref(entry, guard) };
                 assert_eq!(child.shift() + CHUNK_SHIFT, shift, "child shift");
-                assert_eq!(usize::from(child.offset), slot, "child offset");
+                assert_eq!(child.offset(), slot, "child offset");
                 assert_eq!(child.parent(), node as *const Node as usize, "parent");
                 assert!(child.count() > 0, "empty node linked at {index:#x}");
                 for (m, bits) in marks.iter().enumerate() {
@@ -623,7 +781,7 @@ impl XArray {
     /// The leaf and slot for `index`, if the path to it exists.
     fn leaf_for<'g>(&self, index: u64, guard: &'g Guard) -> Option<(&'g Node, usize)> {
         // Relaxed: writers hold the mutex, which orders all writer stores.
-        let head = self.head.load(Ordering::Relaxed);
+        let head = self.read.head.load(Ordering::Relaxed);
         if head == EMPTY {
             return None;
         }
@@ -648,18 +806,18 @@ impl XArray {
     /// tree) as needed.
     fn create_leaf<'g>(&self, index: u64, guard: &'g Guard) -> (&'g Node, usize) {
         // Relaxed: mutex held.
-        let mut head = self.head.load(Ordering::Relaxed);
+        let mut head = self.read.head.load(Ordering::Relaxed);
         if head == EMPTY {
-            head = alloc_node(shift_for(index), 0, EMPTY);
+            head = alloc_node(&self.pool, shift_for(index), 0, EMPTY);
             self.add_nodes(1);
             // Release: publishes the initialised node to readers.
-            self.head.store(head, Ordering::Release);
+            self.read.head.store(head, Ordering::Release);
         }
         // SAFETY: node entry from the head, mutex held.
         let mut node = unsafe { node_ref(head, guard) };
         while !fits(index, node.shift()) {
             // xas_expand: stack a new root on top, old root in slot 0.
-            let root = alloc_node(node.shift() + CHUNK_SHIFT, 0, EMPTY);
+            let root = alloc_node(&self.pool, node.shift() + CHUNK_SHIFT, 0, EMPTY);
             self.add_nodes(1);
             // SAFETY: freshly allocated node, not yet shared.
             let new = unsafe { node_ref(root, guard) };
@@ -673,7 +831,7 @@ impl XArray {
             }
             node.set_parent(root);
             // Release: publishes the new root's contents.
-            self.head.store(root, Ordering::Release);
+            self.read.head.store(root, Ordering::Release);
             head = root;
             node = new;
         }
@@ -682,7 +840,7 @@ impl XArray {
             // Relaxed: mutex held.
             let mut entry = node.slots[off].load(Ordering::Relaxed);
             if entry == EMPTY {
-                entry = alloc_node(node.shift() - CHUNK_SHIFT, off, node as *const Node as usize);
+                entry = alloc_node(&self.pool, node.shift() - CHUNK_SHIFT, off, node as *const Node as usize);
                 self.add_nodes(1);
                 // Release: publishes the initialised child to readers.
                 node.slots[off].store(entry, Ordering::Release);
@@ -706,21 +864,33 @@ impl XArray {
         self.len.store(n.wrapping_add_signed(delta), Ordering::Relaxed);
     }
 
-    /// Frees an unlinked node once every reader that might see it is gone.
+    /// Retires an unlinked node: it joins the pool for reuse once every
+    /// pinned reader that might see it is gone. (Unpinned readers may see it
+    /// at any time, reused or not; they validate with the tree sequence.)
     fn free_node(&self, node: &Node, guard: &Guard) {
         self.add_nodes(-1);
         let addr = node as *const Node as usize;
-        let free = move || {
-            // SAFETY: runs only once every reader pinned at the unlink has
-            // unpinned (see below), so nothing can reach the node any more;
-            // it came from `alloc_node` and is deferred exactly once.
-            drop(unsafe { Box::from_raw(addr as *mut Node) });
-        };
-        // SAFETY: the node is unreachable from the head (the caller unlinked
-        // it), so only readers pinned before now can hold its address, and
-        // `defer_unchecked` runs `free` after all of them unpin; `free`
-        // touches nothing but the node.
-        unsafe { guard.defer_unchecked(free) };
+        let pool = self.pool.clone();
+        guard.defer(move || pool.push(addr));
+    }
+
+    /// A writer starts unlinking nodes: the tree sequence goes odd.
+    fn begin_unlink(&self) {
+        // Relaxed load: only mutex holders store to `seq`.
+        let s = self.read.seq.load(Ordering::Relaxed);
+        debug_assert!(s & 1 == 0);
+        // Relaxed store, then a Release fence: the unlinking stores cannot
+        // become visible before the odd value (the seqlock writer).
+        self.read.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+    }
+
+    /// The unlinking is done: the tree sequence goes even again.
+    fn end_unlink(&self) {
+        // Relaxed load: only mutex holders store to `seq`.
+        let s = self.read.seq.load(Ordering::Relaxed);
+        // Release: the unlink is visible to a reader that sees this value.
+        self.read.seq.store(s.wrapping_add(1), Ordering::Release);
     }
 
     /// Sets `mark` on slot `off` of `leaf` and propagates it upwards. Mark
@@ -743,7 +913,7 @@ impl XArray {
             if parent == EMPTY {
                 return;
             }
-            bit = 1 << node.offset;
+            bit = 1 << node.offset();
             // SAFETY: parent of a linked node, mutex held.
             node = unsafe { node_ref(parent, guard) };
         }
@@ -770,27 +940,48 @@ impl XArray {
             if parent == EMPTY {
                 return;
             }
-            bit = 1 << node.offset;
+            bit = 1 << node.offset();
             // SAFETY: parent of a linked node, mutex held.
             node = unsafe { node_ref(parent, guard) };
         }
     }
 
     /// Unlinks empty nodes from `node` upwards, then shrinks the root.
-    fn delete_empty<'g>(&self, mut node: &'g Node, guard: &'g Guard) {
+    fn delete_empty<'g>(&self, node: &'g Node, guard: &'g Guard) {
+        if node.count() != 0 && !self.can_shrink(guard) {
+            return;
+        }
+        self.begin_unlink();
+        self.delete_empty_locked(node, guard);
+        self.end_unlink();
+    }
+
+    /// Whether `shrink` has work: the root is an inner node with one child.
+    fn can_shrink(&self, guard: &Guard) -> bool {
+        // Relaxed: mutex held.
+        let head = self.read.head.load(Ordering::Relaxed);
+        if head == EMPTY {
+            return false;
+        }
+        // SAFETY: node entry from the head, mutex held.
+        let root = unsafe { node_ref(head, guard) };
+        root.shift() != 0 && root.count() == 1
+    }
+
+    fn delete_empty_locked<'g>(&self, mut node: &'g Node, guard: &'g Guard) {
         while node.count() == 0 {
             let parent = node.parent();
             if parent == EMPTY {
                 // Release: pairs with readers' Acquire head loads (an empty
                 // head carries no data, but keeps one rule for all stores).
-                self.head.store(EMPTY, Ordering::Release);
+                self.read.head.store(EMPTY, Ordering::Release);
                 self.free_node(node, guard);
                 return;
             }
             // SAFETY: parent of a linked node, mutex held.
             let p = unsafe { node_ref(parent, guard) };
             // Release: one rule for all slot stores (see above).
-            p.slots[usize::from(node.offset)].store(EMPTY, Ordering::Release);
+            p.slots[node.offset()].store(EMPTY, Ordering::Release);
             p.set_count(p.count() - 1);
             self.free_node(node, guard);
             node = p;
@@ -803,7 +994,7 @@ impl XArray {
     fn shrink(&self, guard: &Guard) {
         loop {
             // Relaxed: mutex held.
-            let head = self.head.load(Ordering::Relaxed);
+            let head = self.read.head.load(Ordering::Relaxed);
             if head == EMPTY {
                 return;
             }
@@ -821,7 +1012,7 @@ impl XArray {
             unsafe { node_ref(child, guard) }.set_parent(EMPTY);
             // Release: the child is already initialised and published; this
             // orders the head change before the RETRY store below.
-            self.head.store(child, Ordering::Release);
+            self.read.head.store(child, Ordering::Release);
             // Release: a reader that sees RETRY (Acquire) and restarts is
             // guaranteed to load the new head stored above.
             root.slots[0].store(RETRY, Ordering::Release);
@@ -901,7 +1092,7 @@ impl Drop for XArray {
             // SAFETY: `&mut XArray` means no reader or writer exists; every
             // linked node is a live `Box<Node>` reachable exactly once.
             let node = unsafe { Box::from_raw(entry as *mut Node) };
-            if node.shift > 0 {
+            if node.shift() > 0 {
                 for slot in &node.slots {
                     // Relaxed: exclusive access.
                     let entry = slot.load(Ordering::Relaxed);
@@ -912,7 +1103,7 @@ impl Drop for XArray {
             }
         }
         // Relaxed: exclusive access.
-        let head = self.head.load(Ordering::Relaxed);
+        let head = self.read.head.load(Ordering::Relaxed);
         if is_node(head) {
             free(head);
         }
@@ -1080,6 +1271,7 @@ mod tests {
         for &s in &starts {
             let e = model.get(&s);
             assert_eq!(xa.load(s, &g), e.map(|e| e.0), "load {s:#x}");
+            assert_eq!(xa.load_unpinned(s), e.map(|e| e.0), "load_unpinned {s:#x}");
             for (m, &mark) in Mark::ALL.iter().enumerate() {
                 assert_eq!(xa.get_mark(s, mark, &g), e.is_some_and(|e| e.1[m]));
             }
@@ -1167,7 +1359,7 @@ mod tests {
             // Root shrank back to shift 6 (indices up to 4095).
             let g = crossbeam_epoch::pin();
             // SAFETY: head loaded under a pinned guard.
-            let root = unsafe { node_ref(xa.head.load(Ordering::Acquire), &g) };
+            let root = unsafe { node_ref(xa.read.head.load(Ordering::Acquire), &g) };
             assert_eq!(root.shift(), 6);
             assert_eq!(xa.find_marked(100, Mark::Dirty, &g), Some((4095, 4095 ^ round)));
             drop(g);
@@ -1180,7 +1372,7 @@ mod tests {
             xa.check_invariants();
             assert!(xa.is_empty());
             assert_eq!(xa.memory_bytes(), 0);
-            assert_eq!(xa.head.load(Ordering::Relaxed), EMPTY);
+            assert_eq!(xa.read.head.load(Ordering::Relaxed), EMPTY);
         }
     }
 
@@ -1341,6 +1533,9 @@ mod tests {
                         if let Some(v) = xa.load(i, &g) {
                             assert!(ok(i, v), "load {i} -> {v:#x}");
                         }
+                        if let Some(v) = xa.load_unpinned(i) {
+                            assert!(ok(i, v), "load_unpinned {i} -> {v:#x}");
+                        }
                         if let Some((j, v)) = xa.find_marked(i, Mark::Dirty, &g) {
                             assert!(j >= i && ok(j, v), "find_marked {i} -> {j} {v:#x}");
                         }
@@ -1362,6 +1557,73 @@ mod tests {
         println!("stress: {ops} writer ops, {reads} reader rounds");
         xa.check_invariants();
         assert!(ops > 0 && reads > 0);
+    }
+
+    /// Unpinned readers never miss an entry that is there the whole time,
+    /// while writers make the tree grow and shrink (old roots unlinked and
+    /// recycled as nodes elsewhere) and empty leaves come and go.
+    #[test]
+    fn unpinned_readers_never_miss_a_stable_entry_while_nodes_recycle() {
+        use std::sync::atomic::AtomicBool as StdBool;
+        let xa = Arc::new(XArray::new());
+        const STABLE: u64 = 4096;
+        {
+            let mut w = xa.lock();
+            for i in 0..STABLE {
+                w.insert(i * 3, (i * 3) as u32).unwrap();
+            }
+        }
+        let stop = Arc::new(StdBool::new(false));
+        let writer = {
+            let (xa, stop) = (xa.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut rounds = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let far = 1u64 << (20 + rounds % 40);
+                    {
+                        let mut w = xa.lock();
+                        for k in 0..64 {
+                            w.insert(far + k * 64, 7).unwrap();
+                            w.insert(STABLE * 3 + 1 + k * 65, 9).unwrap();
+                        }
+                    }
+                    {
+                        let mut w = xa.lock();
+                        for k in 0..64 {
+                            w.erase(far + k * 64);
+                            w.erase(STABLE * 3 + 1 + k * 65);
+                        }
+                    }
+                    rounds += 1;
+                }
+                rounds
+            })
+        };
+        let readers: Vec<_> = (0..2u64)
+            .map(|r| {
+                let (xa, stop) = (xa.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut x = 0x9E37_79B9u64 + r;
+                    let mut n = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let i = x % STABLE * 3;
+                        assert_eq!(xa.load_unpinned(i), Some(i as u32), "stable entry {i} missed");
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(if cfg!(debug_assertions) { 1500 } else { 500 }));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let rounds = writer.join().unwrap();
+        let reads: u64 = readers.into_iter().map(|h| h.join().unwrap()).sum();
+        println!("unpinned: {rounds} grow/shrink rounds, {reads} stable lookups");
+        assert!(rounds > 0 && reads > 0);
+        xa.check_invariants();
     }
 
     #[test]
