@@ -3,6 +3,31 @@
 //! 1M resident pages; scaling of lookups over threads; and the tagged gang
 //! lookup (`find_get_pages_tag`) against a scan that filters `is_dirty()`.
 //!
+//! Groups:
+//! - `lookup_4k`: 4096 resident pages; everything fits in L2, so this is the
+//!   lookup's instruction cost (the CPU-bound figure).
+//! - `lookup_1m`: 1M resident pages, keys a random permutation of all 1M
+//!   indices walked in order (each iteration a new key, every page once per
+//!   pass, then around again): tree nodes (about 9 MiB), descriptors
+//!   (32 MiB) and each map's entries are all touched, about 40 MiB for the
+//!   mapping, more than most L3s, so a lookup's cost is its cache misses.
+//!   Rows: `find_get_page`, `radix_trie_rwlock`, `hashmap_rwlock`,
+//!   `hashmap_rwlock_get_put` (the map plus the descriptor reference
+//!   find_get_page takes), `btreemap_rwlock`, `quick_cache`,
+//!   `descriptor_get_put_only` (no index, the reference alone) and
+//!   `two_level_load_floor`: a load of `slot[key]` (1M u32 frame numbers,
+//!   random) then of `desc[slot].field` (1M 32-byte descriptors), no
+//!   synchronization: the least any index -> descriptor lookup pays in
+//!   memory traffic.
+//! - `lookup_1m_threads`: the same keys over 1 and 2 threads (each thread
+//!   starting at its own place in the permutation), throughput per thread
+//!   count, with the same floor.
+//! - `tagged_1m`: a full scan for the 1% dirty pages, by tag and by filter.
+//!
+//! Memory-bound means a working set larger than the L3: every bench binary
+//! prints the CPU model and L3 size first, and the setup prints the
+//! working set next to it (on a VM the reported L3 may not be the host's).
+//!
 //! A counting global allocator measures the heap each structure takes per
 //! entry (the tree's nodes for the mapping); it is printed at setup.
 //!
@@ -12,12 +37,12 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::{Barrier, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::xorshift;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
+use common::{permutation, print_working_set, xorshift};
+use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode, Throughput};
 use page_cache::{CachedFile, PageCache, Tag};
 use parking_lot::RwLock;
 
@@ -60,8 +85,10 @@ fn live() -> isize {
     LIVE.load(Ordering::Relaxed)
 }
 
-/// Random lookup keys (a power-of-two count, indexed with a mask).
-const NR_KEYS: usize = 1 << 16;
+/// A stand-in for a page descriptor in the floor row: 32 bytes, aligned so
+/// that each lies in one cache line, as the cache's own descriptors do.
+#[repr(C, align(32))]
+struct Desc([u64; 4]);
 
 /// A mapping with `n` resident pages and the same index -> pfn entries in
 /// the comparison structures.
@@ -73,6 +100,12 @@ struct Setup {
     hash: RwLock<HashMap<u64, u32>>,
     btree: RwLock<BTreeMap<u64, u32>>,
     quick: quick_cache::sync::Cache<u64, u32>,
+    /// The floor's two levels: `slots[index]` is a frame number (a random
+    /// permutation of `0..n`), `descs[frame]` its descriptor.
+    slots: Vec<u32>,
+    descs: Vec<Desc>,
+    /// Every index in `0..n` once, in random order (`n` is a power of two:
+    /// walked cyclically with a mask).
     keys: Vec<u64>,
     nr_dirty: usize,
 }
@@ -137,7 +170,10 @@ fn build(n: u64, capacity_pages: u64, dirty_percent: u64) -> Setup {
     let quick = quick.expect("built");
     let quick_len = quick.len() as u64;
 
-    let keys: Vec<u64> = (0..NR_KEYS).map(|_| xorshift(&mut seed) % n).collect();
+    let slots: Vec<u32> = permutation(n, seed ^ 0x5107).into_iter().map(|f| f as u32).collect();
+    let descs: Vec<Desc> = (0..n).map(|f| Desc([1 << 2, 1, f, 0])).collect();
+    assert!(n.is_power_of_two(), "keys are walked with a mask");
+    let keys = permutation(n, seed);
     let per = |bytes: isize| bytes as f64 / n as f64;
     eprintln!(
         "lookup setup: {n} pages in {:.1?}; heap bytes per entry: radix tree {:.2}, radix_trie {:.2}, \
@@ -149,6 +185,10 @@ fn build(n: u64, capacity_pages: u64, dirty_percent: u64) -> Setup {
         per(btree_bytes),
         per(quick_bytes),
     );
+    // What one pass over the keys touches in the mapping: tree nodes and
+    // 32-byte descriptors (the keys themselves stream sequentially).
+    print_working_set(&format!("lookup {n} pages, radix tree + descriptors"), tree_bytes as u64 + 32 * n);
+    print_working_set(&format!("lookup {n} pages, floor's slots + descriptors"), 36 * n);
     Setup {
         cache,
         file,
@@ -157,6 +197,8 @@ fn build(n: u64, capacity_pages: u64, dirty_percent: u64) -> Setup {
         hash: RwLock::new(hash),
         btree: RwLock::new(btree),
         quick,
+        slots,
+        descs,
         keys,
         nr_dirty,
     }
@@ -176,7 +218,7 @@ fn config(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime
 fn lookup_group(c: &mut Criterion, name: &str, s: &Setup) {
     let m = s.file.mapping();
     let keys = &s.keys[..];
-    let mask = NR_KEYS - 1;
+    let mask = keys.len() - 1;
     for &k in keys.iter().take(64) {
         assert!(m.find_get_page(k).is_some() && s.quick.get(&k).is_some(), "index {k} not resident");
     }
@@ -215,6 +257,10 @@ fn lookup_group(c: &mut Criterion, name: &str, s: &Setup) {
             drop(black_box(cache.try_get_page(pfns[j & mask]).expect("in use")));
         })
     });
+    // The memory floor of an index -> descriptor lookup: two dependent
+    // loads per key (slot array, then descriptor), independent from key to
+    // key, no atomics, no locks: as many misses in flight as the core allows.
+    g.bench_function("two_level_load_floor", |b| b.iter(|| black_box(two_level_load(s, next()))));
     g.finish();
 }
 
@@ -227,36 +273,30 @@ fn lookup_1m(c: &mut Criterion) {
     lookup_group(c, "lookup_1m", big());
 }
 
+/// The floor row's lookup: the frame number in the slot array, then a
+/// field of that frame's descriptor.
+#[inline(always)]
+fn two_level_load(s: &Setup, key: u64) -> u64 {
+    let frame = s.slots[key as usize];
+    s.descs[frame as usize].0[1]
+}
+
 /// Lookups per thread in one timed batch.
 const BATCH: u64 = 4096;
 
 /// Runs `threads` threads that each do `iters * BATCH` lookups with `f`,
-/// started together; returns the wall time from start to the last finish.
+/// started together, thread `t` walking the keys from `t / threads` of the
+/// way in; returns the wall time from start to the last finish.
 fn run_threads(threads: usize, iters: u64, keys: &[u64], f: &(dyn Fn(u64) -> bool + Sync)) -> Duration {
-    let start = Barrier::new(threads + 1);
     let mask = keys.len() - 1;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let start = &start;
-                scope.spawn(move || {
-                    let mut i = t * keys.len() / threads;
-                    let mut found = 0u64;
-                    start.wait();
-                    for _ in 0..iters * BATCH {
-                        i = i.wrapping_add(1);
-                        found += f(keys[i & mask]) as u64;
-                    }
-                    black_box(found)
-                })
-            })
-            .collect();
-        start.wait();
-        let t0 = Instant::now();
-        for h in handles {
-            h.join().expect("lookup thread");
+    common::wall_time_on_threads(threads, &|t| {
+        let mut i = t * keys.len() / threads;
+        let mut found = 0u64;
+        for _ in 0..iters * BATCH {
+            i = i.wrapping_add(1);
+            found += f(keys[i & mask]) as u64;
         }
-        t0.elapsed()
+        black_box(found);
     })
 }
 
@@ -266,10 +306,11 @@ fn lookup_1m_threads(c: &mut Criterion) {
     let mut g = c.benchmark_group("lookup_1m_threads");
     config(&mut g);
     type Lookup<'a> = Box<dyn Fn(u64) -> bool + Sync + 'a>;
-    let variants: [(&str, Lookup<'_>); 3] = [
+    let variants: [(&str, Lookup<'_>); 4] = [
         ("find_get_page", Box::new(|k| m.find_get_page(k).is_some())),
         ("hashmap_rwlock", Box::new(|k| s.hash.read().get(&k).is_some())),
         ("quick_cache", Box::new(|k| s.quick.get(&k).is_some())),
+        ("two_level_load_floor", Box::new(|k| two_level_load(s, k) != 0)),
     ];
     for (name, f) in &variants {
         for threads in [1usize, 2] {
@@ -322,4 +363,10 @@ fn tagged_1m(c: &mut Criterion) {
 }
 
 criterion_group!(benches, lookup_4k, lookup_1m, lookup_1m_threads, tagged_1m);
-criterion_main!(benches);
+
+// criterion_main!, with the machine printed first.
+fn main() {
+    common::print_machine();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -18,7 +18,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use page_cache::PageCache;
 
 fn open_close(c: &mut Criterion) {
-    common::print_cpu();
+    common::print_machine();
     let path = common::data_file("open-4m", 4 << 20);
     let on = PageCache::new(16 << 20).expect("cache");
     let off = PageCache::builder().capacity(16 << 20).revalidate_on_open(false).build().expect("cache");

@@ -6,7 +6,8 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+mod common;
+use criterion::{criterion_group, Criterion};
 use page_cache::PageCache;
 
 fn page_ops(c: &mut Criterion) {
@@ -58,4 +59,10 @@ fn page_ops(c: &mut Criterion) {
 }
 
 criterion_group!(benches, page_ops);
-criterion_main!(benches);
+
+// criterion_main!, with the machine printed first.
+fn main() {
+    common::print_machine();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -1,29 +1,66 @@
-//! Reads through the cache against the kernel's page cache: random 4 KiB
-//! hits and sequential 1 MiB reads on a 1 GiB file that is resident in both
-//! caches (vs `pread`, a copy out of a prefaulted mmap, and a copy out of a
-//! huge-page buffer with no lookup at all, the floor), and a cold
-//! sequential pass with O_DIRECT underneath (vs `dd iflag=direct` and
-//! in-process O_DIRECT `pread`), and a file streamed once through a 4 MiB
-//! cache (vs `pread`).
+//! Reads through the cache against the kernel's page cache: random hits and
+//! sequential 1 MiB reads on a 1 GiB file that is resident in both caches
+//! (vs `pread`, a copy out of a prefaulted mmap, and a copy out of a
+//! huge-page buffer with no lookup at all, the floor), hot pages read by
+//! one and two threads, a cold sequential pass with O_DIRECT underneath (vs
+//! `dd iflag=direct` and in-process O_DIRECT `pread`), and a file streamed
+//! once through a 4 MiB cache (vs `pread`).
+//!
+//! Groups:
+//! - `random_4k_hits`: 4 KiB `read_at` of random pages, keys a random
+//!   permutation of all 262,144 resident pages (each page once per pass).
+//!   A pass copies the whole 1 GiB, far more than any L3: memory-bound.
+//! - `read_64b_random_1g`: 64-byte `read_at` at a random page and a random
+//!   64-byte line in it; the same permutation of all pages, and the line in
+//!   each page moves on every pass, so no line is read twice within 64
+//!   passes and the data side stays a 1 GiB working set. What is left of
+//!   a read is the lookup, its descriptor and one line of data, all
+//!   missing the CPU cache: the cost of a small hit when memory-bound.
+//!   Rows: `page_cache_read_at`; `hashmap_rwlock_copy` (a
+//!   `HashMap<u64, u32>` page -> frame under a `parking_lot::RwLock`, read
+//!   locked during the copy, over the 1 GiB huge-page buffer);
+//!   `quick_cache_arc_copy` (`quick_cache::sync::Cache<u64, Arc<[u8]>>`
+//!   holding the 262,144 pages); `pread` (the file hot in the kernel's
+//!   cache); `mmap_copy`; `thp_buffer_copy_floor` (the copy out of the
+//!   huge-page buffer at the same offsets, no lookup).
+//! - `hot_pages_threads`: 64-byte reads of 1 hot page and of 64 hot pages by
+//!   1 and by 2 threads (throughput: reads by all threads per second, so
+//!   2-thread over 1-thread is the scaling). Everything fits in L2; what
+//!   this measures is the sharing of the hot pages' descriptors between
+//!   cores. Rows: `page_cache_read_at`, `pread`, and
+//!   `thp_buffer_copy_floor`, whose only shared lines are read-only: the
+//!   machine's own scaling for the same copies.
+//! - `seq_1m`, `stream_small_cache`, `cold_direct`: as described above.
+//!
+//! Every bench binary prints the CPU model and L3 size first; the hot
+//! groups print their working set next to the L3 (on a VM the reported L3
+//! may not be the host's).
 //!
 //! The data files live in /var/tmp/page-cache-bench/ and are reused across
 //! runs. Run: `cargo bench --bench read`.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::hint::black_box;
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{data_file, xorshift, DIR, MIB};
-use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use common::{data_file, permutation, print_working_set, wall_time_on_threads, xorshift, DIR, MIB};
+use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode, Throughput};
 use page_cache::{CachedFile, PageCache, PAGE_SIZE};
+use parking_lot::RwLock;
 
 const GIB: u64 = 1 << 30;
+/// Pages of the 1 GiB file, all resident in the hot groups.
+const PAGES: u64 = GIB / PAGE_SIZE as u64;
+const PS: u64 = PAGE_SIZE as u64;
+/// The small reads' size: one cache line.
+const LINE: usize = 64;
 
 /// Reads the whole file with buffered reads, so the kernel caches it (this
 /// VM drops idle file cache after about a minute).
@@ -107,10 +144,10 @@ fn random_4k_hits(c: &mut Criterion) {
     let h = hot();
     let floor = thp_buffer();
     rewarm(h);
-    let pages = GIB / PAGE_SIZE as u64;
-    let mut seed = 0x2545_F491_4F6C_DD1D;
-    let offsets: Vec<u64> = (0..1 << 16).map(|_| xorshift(&mut seed) % pages * PAGE_SIZE as u64).collect();
+    // Every resident page once per pass, in random order.
+    let offsets: Vec<u64> = permutation(PAGES, 0x2545_F491_4F6C_DD1D).into_iter().map(|p| p * PS).collect();
     let mask = offsets.len() - 1;
+    print_working_set("random_4k_hits", GIB);
     let before = h.cache.stats();
     let mut g = c.benchmark_group("random_4k_hits");
     g.sample_size(50)
@@ -151,6 +188,171 @@ fn random_4k_hits(c: &mut Criterion) {
     });
     g.finish();
     report_misses(h, "random_4k_hits", &before);
+}
+
+/// The 64-byte reads' offsets: `next()` gives page `perm[i]` of a random
+/// permutation of all pages, at line `(line[i] + pass) % 64` of it, `pass`
+/// counting the walks through the permutation: every page once per pass,
+/// and another line of it each pass.
+struct LineWalk {
+    offsets: Vec<u64>,
+    i: usize,
+}
+
+impl LineWalk {
+    fn new(seed: u64) -> LineWalk {
+        let mut s = seed;
+        let offsets = permutation(PAGES, seed)
+            .into_iter()
+            .map(|p| p * PS + xorshift(&mut s) % (PS / LINE as u64) * LINE as u64)
+            .collect();
+        LineWalk { offsets, i: 0 }
+    }
+
+    #[inline(always)]
+    fn next(&mut self) -> u64 {
+        self.i = self.i.wrapping_add(1);
+        let n = self.offsets.len();
+        let off = self.offsets[self.i & (n - 1)];
+        let pass = (self.i / n) as u64;
+        off & !(PS - 1) | (off + pass * LINE as u64) & (PS - 1)
+    }
+}
+
+fn read_64b_random_1g(c: &mut Criterion) {
+    let h = hot();
+    let floor = thp_buffer();
+    // A HashMap page cache over the huge-page buffer: page -> frame, the
+    // frames in file order, as filling our cache in order leaves its own.
+    let hash: RwLock<HashMap<u64, u32>> = RwLock::new((0..PAGES).map(|p| (p, p as u32)).collect());
+    // quick_cache with room for every page (all lookups hit): a 4 KiB
+    // allocation per page, an Arc's counts taken and dropped per get.
+    let quick = quick_cache::sync::Cache::<u64, Arc<[u8]>>::new(2 * PAGES as usize);
+    for (p, page) in floor.chunks(PAGE_SIZE).enumerate() {
+        quick.insert(p as u64, Arc::from(page));
+    }
+    assert_eq!(quick.len() as u64, PAGES, "quick_cache should hold every page");
+
+    let mut walk = LineWalk::new(0x9E6C_63D0_676A_9A99);
+    let mut buf = [0u8; LINE];
+    let mut want = [0u8; LINE];
+    for _ in 0..64 {
+        let off = walk.next();
+        h.file.read_exact_at(&mut want, off).expect("read");
+        let frame = hash.read()[&(off / PS)] as usize * PAGE_SIZE;
+        let at = (off % PS) as usize;
+        assert_eq!(&floor[frame + at..frame + at + LINE], &want, "buffer differs from the file at {off}");
+        assert_eq!(&quick.get(&(off / PS)).expect("cached")[at..at + LINE], &want);
+    }
+    print_working_set("read_64b_random_1g", GIB);
+    rewarm(h);
+    let before = h.cache.stats();
+    let mut g = c.benchmark_group("read_64b_random_1g");
+    g.sample_size(30)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .throughput(Throughput::Elements(1));
+    g.bench_function("page_cache_read_at", |b| {
+        b.iter(|| {
+            let n = h.file.read_at(&mut buf, walk.next()).expect("read");
+            black_box((n, &buf));
+        })
+    });
+    g.bench_function("hashmap_rwlock_copy", |b| {
+        b.iter(|| {
+            let off = walk.next();
+            let map = hash.read();
+            let at = *map.get(&(off / PS)).expect("resident") as usize * PAGE_SIZE + (off % PS) as usize;
+            buf.copy_from_slice(&floor[at..at + LINE]);
+            drop(map);
+            black_box(&buf);
+        })
+    });
+    g.bench_function("quick_cache_arc_copy", |b| {
+        b.iter(|| {
+            let off = walk.next();
+            let page = quick.get(&(off / PS)).expect("resident");
+            let at = (off % PS) as usize;
+            buf.copy_from_slice(&page[at..at + LINE]);
+            black_box(&buf);
+        })
+    });
+    g.bench_function("pread", |b| {
+        b.iter(|| {
+            let n = h.std.read_at(&mut buf, walk.next()).expect("pread");
+            black_box((n, &buf));
+        })
+    });
+    g.bench_function("mmap_copy", |b| {
+        b.iter(|| {
+            let off = walk.next() as usize;
+            buf.copy_from_slice(&h.map[off..off + LINE]);
+            black_box(&buf);
+        })
+    });
+    g.bench_function("thp_buffer_copy_floor", |b| {
+        b.iter(|| {
+            let off = walk.next() as usize;
+            buf.copy_from_slice(&floor[off..off + LINE]);
+            black_box(&buf);
+        })
+    });
+    g.finish();
+    report_misses(h, "read_64b_random_1g", &before);
+}
+
+/// Reads per thread in one timed batch of `hot_pages_threads`.
+const BATCH: u64 = 4096;
+
+fn hot_pages_threads(c: &mut Criterion) {
+    let h = hot();
+    let floor = thp_buffer();
+    rewarm(h);
+    let before = h.cache.stats();
+    let mut seed = 0x6A09_E667_F3BC_C909;
+    let mut g = c.benchmark_group("hot_pages_threads");
+    g.sample_size(30).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    type Read<'a> = Box<dyn Fn(&mut [u8; LINE], u64) + Sync + 'a>;
+    let variants: [(&str, Read<'_>); 3] = [
+        ("page_cache_read_at", Box::new(|buf, off| assert_eq!(h.file.read_at(buf, off).expect("read"), LINE))),
+        ("pread", Box::new(|buf, off| assert_eq!(h.std.read_at(buf, off).expect("pread"), LINE))),
+        ("thp_buffer_copy_floor", Box::new(|buf, off| buf.copy_from_slice(&floor[off as usize..off as usize + LINE]))),
+    ];
+    for nr_hot in [1u64, 64] {
+        // `nr_hot` distinct random pages; 4096 reads at a random one of
+        // them and a random line in it, walked cyclically.
+        let hot_pages = &permutation(PAGES, xorshift(&mut seed))[..nr_hot as usize];
+        let offsets: Vec<u64> = (0..4096)
+            .map(|_| {
+                let page = hot_pages[(xorshift(&mut seed) % nr_hot) as usize];
+                page * PS + xorshift(&mut seed) % (PS / LINE as u64) * LINE as u64
+            })
+            .collect();
+        let mask = offsets.len() - 1;
+        for (name, read) in &variants {
+            for threads in [1usize, 2] {
+                // Elements per iteration: reads by all threads; time per
+                // iteration: one batch per thread, so equal times mean linear scaling.
+                g.throughput(Throughput::Elements(BATCH * threads as u64));
+                let id = BenchmarkId::new(format!("{name}/hot{nr_hot}"), format!("{threads}_threads"));
+                g.bench_with_input(id, &threads, |b, &threads| {
+                    b.iter_custom(|iters| {
+                        wall_time_on_threads(threads, &|t| {
+                            let mut buf = [0u8; LINE];
+                            let mut i = t * offsets.len() / threads;
+                            for _ in 0..iters * BATCH {
+                                i = i.wrapping_add(1);
+                                read(&mut buf, offsets[i & mask]);
+                            }
+                            black_box(&buf);
+                        })
+                    })
+                });
+            }
+        }
+    }
+    g.finish();
+    report_misses(h, "hot_pages_threads", &before);
 }
 
 fn seq_1m(c: &mut Criterion) {
@@ -352,5 +554,19 @@ fn cold_direct(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, random_4k_hits, seq_1m, stream_small_cache, cold_direct);
-criterion_main!(benches);
+criterion_group!(
+    benches,
+    random_4k_hits,
+    read_64b_random_1g,
+    hot_pages_threads,
+    seq_1m,
+    stream_small_cache,
+    cold_direct
+);
+
+// criterion_main!, with the machine printed first.
+fn main() {
+    common::print_machine();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -230,6 +230,7 @@ fn hit_ratio_report() {
 criterion_group!(benches, miss_fill_evict);
 
 fn main() {
+    common::print_machine();
     let bench_mode = std::env::args().any(|a| a == "--bench");
     if bench_mode && std::env::var_os("PAGE_CACHE_BENCH_NO_HIT_RATIO").is_none() {
         hit_ratio_report();

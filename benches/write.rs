@@ -19,7 +19,7 @@ use std::time::Duration;
 
 mod common;
 use common::xorshift;
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use page_cache::{PageCache, PAGE_SIZE};
 
 const DIR: &str = "/var/tmp/page-cache-bench";
@@ -163,4 +163,10 @@ fn copy_64m(c: &mut Criterion) {
 }
 
 criterion_group!(benches, random_write_sync, copy_64m);
-criterion_main!(benches);
+
+// criterion_main!, with the machine printed first.
+fn main() {
+    common::print_machine();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

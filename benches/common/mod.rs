@@ -1,11 +1,15 @@
-//! Helpers shared by the benches: a random number generator and the data
-//! files they read (made once under /var/tmp and reused).
+//! Helpers shared by the benches: a random number generator and random
+//! permutations of keys, the data files they read (made once under /var/tmp
+//! and reused), threads timed together, and the machine's description (CPU
+//! model, L3 size) printed at the start of every bench binary.
 
 #![allow(dead_code)]
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
 
 use page_cache::PAGE_SIZE;
 
@@ -43,20 +47,97 @@ pub fn data_file(name: &str, size: u64) -> PathBuf {
     path
 }
 
-/// Prints the CPU model and its L3 size once per bench binary: figures
-/// from another machine are no baseline.
-pub fn print_cpu() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let model = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+/// A random permutation of `0..n` (Fisher-Yates over xorshift): walked in
+/// order it touches every one of `n` keys once per pass, in an order no
+/// prefetcher follows, so a pass over `n` resident pages touches all of them.
+pub fn permutation(n: u64, seed: u64) -> Vec<u64> {
+    let mut s = seed | 1;
+    let mut v: Vec<u64> = (0..n).collect();
+    for i in (1..v.len()).rev() {
+        let j = (xorshift(&mut s) % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+/// Runs `body(t)` for `t` in `0..threads` on scoped threads released
+/// together by a barrier; returns the wall time from their release to the
+/// last one's end (spawning is not timed).
+pub fn wall_time_on_threads(threads: usize, body: &(dyn Fn(usize) + Sync)) -> Duration {
+    let start = Barrier::new(threads + 1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let start = &start;
+                scope.spawn(move || {
+                    start.wait();
+                    body(t)
+                })
             })
-            .unwrap_or_else(|| "unknown CPU".into());
-        let l3 = std::fs::read_to_string("/sys/devices/system/cpu/cpu0/cache/index3/size").unwrap_or_default();
-        eprintln!("CPU: {model}, L3 {}", l3.trim());
-    });
+            .collect();
+        start.wait();
+        let t0 = Instant::now();
+        for h in handles {
+            h.join().expect("bench thread");
+        }
+        t0.elapsed()
+    })
+}
+
+/// The last-level cache's size in bytes, from sysfs (the L3 of cpu0; on a
+/// VM this is what the hypervisor reports, which may not be the host's).
+pub fn l3_bytes() -> Option<u64> {
+    let dir = Path::new("/sys/devices/system/cpu/cpu0/cache");
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let level = std::fs::read_to_string(e.path().join("level")).unwrap_or_default();
+        if level.trim() != "3" {
+            continue;
+        }
+        let size = std::fs::read_to_string(e.path().join("size")).ok()?;
+        let size = size.trim();
+        let (digits, unit) = size.split_at(size.find(|c: char| !c.is_ascii_digit()).unwrap_or(size.len()));
+        let mult = match unit {
+            "" => 1,
+            "K" => 1 << 10,
+            "M" => 1 << 20,
+            "G" => 1 << 30,
+            _ => return None,
+        };
+        return digits.parse::<u64>().ok().map(|d| d * mult);
+    }
+    None
+}
+
+/// Prints, once per bench binary, the CPU model (`model name`, family,
+/// model and stepping from /proc/cpuinfo), the number of CPUs and the L3
+/// size: whether a working set is memory-bound depends on the L3.
+pub fn print_machine() {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == name).then(|| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "?".into())
+    };
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let l3 = l3_bytes().map_or_else(|| "unknown".into(), |b| format!("{} MiB", b >> 20));
+    eprintln!(
+        "machine: {} (family {} model {} stepping {}), {cpus} CPUs, L3 {l3}",
+        field("model name"),
+        field("cpu family"),
+        field("model"),
+        field("stepping"),
+    );
+}
+
+/// Prints a group's working set (the bytes its keys touch over one pass)
+/// next to the L3's size: the group is memory-bound only if it is larger.
+pub fn print_working_set(group: &str, bytes: u64) {
+    let vs = match l3_bytes() {
+        Some(l3) => format!("{:.1}x the L3 ({} MiB)", bytes as f64 / l3 as f64, l3 >> 20),
+        None => "L3 size unknown".into(),
+    };
+    eprintln!("{group}: working set about {:.1} MiB, {vs}", bytes as f64 / MIB as f64);
 }
