@@ -1,6 +1,9 @@
 //! loom models of the protocols the cache's soundness rests on: the page
 //! lock and its wakeups, the speculative reference against the last put and
-//! against the removal freeze, and the end of writeback against truncation.
+//! against the removal freeze, the end of writeback against truncation,
+//! the optimistic read against a writer and against removal plus reuse of
+//! the frame, and the read guard (counted in the flags word) against a
+//! lock holder.
 //! Run with `RUSTFLAGS='--cfg loom' cargo test --release --lib loom_models`.
 
 use loom::sync::Arc;
@@ -146,5 +149,121 @@ fn freeze_vs_get() {
         if !frozen {
             assert!(got || page.page_count() == 2);
         }
+    });
+}
+
+/// The bytes of a two-byte "frame" for the optimistic-read models. loom
+/// cannot model the raw frame memory the real copy reads (`copy_racy`), so
+/// the frame is two loom atomics read and written with Relaxed accesses:
+/// what the model checks is the version protocol around the copy.
+struct Frame([loom::sync::atomic::AtomicU8; 2]);
+
+impl Frame {
+    fn new(v: u8) -> Frame {
+        Frame([loom::sync::atomic::AtomicU8::new(v), loom::sync::atomic::AtomicU8::new(v)])
+    }
+    fn write(&self, v: u8) {
+        for b in &self.0 {
+            b.store(v, Ordering::Relaxed);
+        }
+    }
+    fn copy(&self) -> [u8; 2] {
+        [self.0[0].load(Ordering::Relaxed), self.0[1].load(Ordering::Relaxed)]
+    }
+}
+
+/// An optimistic reader (no reference, no guard: version, copy, version)
+/// racing a writer that locks the page, changes its bytes as `data_mut`
+/// does and unlocks: a copy that passes the version check is one version
+/// of the page, never a mix.
+#[test]
+fn optimistic_read_vs_writer() {
+    loom::model(|| {
+        let page = Arc::new(Page::new());
+        page.set(PageFlags::UPTODATE);
+        let frame = Arc::new(Frame::new(1));
+        let writer = {
+            let (page, frame) = (page.clone(), frame.clone());
+            thread::spawn(move || {
+                wait::lock_page(&page);
+                wait::wait_for_readers(&page);
+                page.begin_write();
+                frame.write(2);
+                wait::unlock_page(&page);
+            })
+        };
+        let seq = page.read_seq();
+        if seq & 1 == 0 && !page.test(PageFlags::LOCKED) {
+            let bytes = frame.copy();
+            if page.seq_unchanged(seq) {
+                assert!(bytes == [1, 1] || bytes == [2, 2], "torn copy {bytes:?} passed the check");
+            }
+        }
+        writer.join().unwrap();
+        assert_eq!(page.read_seq() & 1, 0, "the version is even after unlock");
+    });
+}
+
+/// An optimistic reader of (mapping 7, index 3) racing the page's removal
+/// and the frame's reuse for another file: a copy that passes the identity
+/// and version checks holds the old page's bytes, never the new owner's.
+#[test]
+fn optimistic_read_vs_removal_and_reuse() {
+    loom::model(|| {
+        let page = Arc::new(Page::new());
+        page.set_mapping(7, 3);
+        page.end_write(); // as the insertion's unlock would
+        page.set(PageFlags::UPTODATE);
+        let frame = Arc::new(Frame::new(7));
+        let remover = {
+            let (page, frame) = (page.clone(), frame.clone());
+            thread::spawn(move || {
+                // Removal: page locked, identity cleared, unlocked, freed.
+                wait::lock_page(&page);
+                page.set_mapping(0, 3);
+                page.clear(PageFlags::UPTODATE);
+                wait::unlock_page(&page);
+                // Reuse by file 8 at the same index: locked, filled, uptodate.
+                wait::lock_page(&page);
+                page.set_mapping(8, 3);
+                frame.write(8);
+                page.set(PageFlags::UPTODATE);
+                wait::unlock_page(&page);
+            })
+        };
+        let seq = page.read_seq();
+        if seq & 1 == 0 && page.test(PageFlags::UPTODATE) && page.mapping_id() == 7 && page.index() == 3 {
+            let bytes = frame.copy();
+            if page.seq_unchanged(seq) {
+                assert_eq!(bytes, [7, 7], "a copy of another file's bytes passed the check");
+            }
+        }
+        remover.join().unwrap();
+    });
+}
+
+/// The read guard counted in the flags word against a writer: a guard
+/// taken while the page is unlocked keeps the writer out until it drops,
+/// and a writer inside keeps new guards out.
+#[test]
+fn read_guard_vs_lock_holder() {
+    loom::model(|| {
+        let page = Arc::new(Page::new());
+        let writing = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (page, writing) = (page.clone(), writing.clone());
+            thread::spawn(move || {
+                wait::lock_page(&page);
+                wait::wait_for_readers(&page);
+                writing.store(true, Ordering::SeqCst);
+                writing.store(false, Ordering::SeqCst);
+                wait::unlock_page(&page);
+            })
+        };
+        wait::read_lock(&page);
+        assert!(!writing.load(Ordering::SeqCst), "a writer ran inside a read guard");
+        wait::read_unlock(&page);
+        writer.join().unwrap();
+        assert_eq!(page.flags().0 & PageFlags::LOCKED.0, 0);
     });
 }

@@ -31,9 +31,10 @@ pub(crate) enum Event {
     PagesMoved,
     StaleOpens,
     InvalidatedPages,
+    OptimisticHits,
 }
 
-const NR_EVENTS: usize = Event::InvalidatedPages as usize + 1;
+const NR_EVENTS: usize = Event::OptimisticHits as usize + 1;
 
 /// Event counters, sharded so hot-path increments do not share a cache line.
 pub(crate) struct Counters {
@@ -100,6 +101,9 @@ pub struct Stats {
     pub stale_opens: u64,
     /// Clean pages dropped by revalidation or `CachedFile::invalidate`.
     pub invalidated_pages: u64,
+    /// Hits (among `hits`) served by an optimistic read: no reference, no
+    /// read guard, nothing written to the page's descriptor.
+    pub optimistic_hits: u64,
     /// Dirty pages now.
     pub dirty_pages: u64,
     /// Pages under writeback now.
@@ -138,6 +142,7 @@ impl Stats {
         self.pages_moved = c.get(Event::PagesMoved);
         self.stale_opens = c.get(Event::StaleOpens);
         self.invalidated_pages = c.get(Event::InvalidatedPages);
+        self.optimistic_hits = c.get(Event::OptimisticHits);
     }
 }
 
@@ -169,6 +174,7 @@ impl fmt::Display for Stats {
         writeln!(f, "pages_moved {}", self.pages_moved)?;
         writeln!(f, "stale_opens {}", self.stale_opens)?;
         writeln!(f, "pginvalidate {}", self.invalidated_pages)?;
+        writeln!(f, "pgcache_hit_optimistic {}", self.optimistic_hits)?;
         write!(f, "buddyinfo")?;
         for n in self.free_blocks {
             write!(f, " {n}")?;

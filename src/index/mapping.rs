@@ -256,6 +256,7 @@ impl AddressSpace {
             unsafe { crate::mem::arena::copy_racy(self.zone.arena.page_address(pfn).add(off), dst) };
             if page.seq_unchanged(seq) {
                 self.zone.count(crate::stats::Event::Hit, 1);
+                self.zone.count(crate::stats::Event::OptimisticHits, 1);
                 return true;
             }
         }
