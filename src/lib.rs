@@ -72,7 +72,19 @@
 //! WRITEBACK (being written), RECLAIM (reclaim is writing it), READAHEAD
 //! (marker that starts the next window), BUDDY (free block head), HEAD/TAIL
 //! (compound allocation), PRIVATE (owner state), MAPPEDTODISK (blocks
-//! allocated), WB_WAITERS (someone sleeps on WRITEBACK).
+//! allocated), WB_WAITERS (someone sleeps on WRITEBACK). The top 12 bits
+//! of the same word count read guards ([`PageRef::read`]); they are masked
+//! out of [`Page::flags`].
+//!
+//! # Optimistic reads
+//!
+//! Each descriptor carries a version: odd while the page's lock holder
+//! changes its bytes (`LockedPage::data_mut`) or identity (insertion,
+//! removal, a move between files), even again at unlock. `read_at` hits
+//! copy without a reference or a guard, with per-byte atomic loads, and
+//! use the bytes only if the version did not move; lookups walk the tree
+//! without an epoch pin (its nodes are type-stable) and recheck a tree
+//! sequence that writers make odd while they unlink nodes.
 //!
 //! # References
 //!

@@ -33,7 +33,8 @@
 //! # Lockless readers and RETRY
 //!
 //! Writers serialise on a mutex inside the tree ([`XArray::lock`]); readers
-//! take no lock and only pin a `crossbeam_epoch` guard. Writers fully
+//! take no lock and pin a `crossbeam_epoch` guard, or nothing at all (see
+//! "Fence-free lookups"). Writers fully
 //! initialise a node before publishing its address with a `Release` store and
 //! readers load every slot with `Acquire`, so a reader that sees a node
 //! pointer sees the node's contents. A reader may still be standing in a node
@@ -61,10 +62,21 @@
 //!
 //! An unlinked node may still be read by a reader that loaded its address
 //! before the unlink. Writers therefore hand unlinked nodes to
-//! `crossbeam_epoch` (`Guard::defer_unchecked`), which frees them only after
-//! every guard pinned at the time of the unlink has been dropped. Readers
-//! must pass a guard from `crossbeam_epoch::pin()` (the default collector).
-//! Dropping the tree frees its linked nodes at once (no reader can exist).
+//! `crossbeam_epoch` (`Guard::defer`), which puts them in the tree's pool
+//! for reuse only after every guard pinned at the time of the unlink has
+//! been dropped. Node memory itself is freed only when the pool drops,
+//! after the tree: nodes are type-stable.
+//!
+//! # Fence-free lookups
+//!
+//! [`XArray::load_unpinned`] walks without a guard, so it can stand in a
+//! node that was unlinked and even reused elsewhere; type stability keeps
+//! that memory readable (every field a reader touches is atomic). Writers
+//! make the tree sequence odd while they unlink nodes and even after; the
+//! unpinned reader reads it before and after its walk (Acquire fence
+//! between) and walks again if it moved, so what it returns came from
+//! linked nodes only. The pinned readers (marks, gang lookups) use the
+//! epoch as before.
 
 use std::fmt;
 
