@@ -554,8 +554,46 @@ fn cold_direct(c: &mut Criterion) {
     );
 }
 
+/// What the optimistic read's byte-wise atomic copy costs against a plain
+/// copy (`copy_from_slice`): 64 bytes and 4 KiB, from one hot page (L1/L2)
+/// and from random pages of the 1 GiB huge-page buffer (memory-bound).
+fn copy_racy_vs_plain(c: &mut Criterion) {
+    let buf = thp_buffer();
+    let offsets: Vec<u64> = permutation(PAGES, 0x9E37_79B9_7F4A_7C15).into_iter().map(|p| p * PS).collect();
+    let mask = offsets.len() - 1;
+    let mut g = c.benchmark_group("copy_racy_vs_plain");
+    g.sample_size(50).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_secs(1));
+    for len in [LINE, PAGE_SIZE] {
+        let mut dst = vec![0u8; len];
+        g.throughput(Throughput::Bytes(len as u64));
+        g.bench_function(BenchmarkId::new("plain_hot", len), |b| {
+            b.iter(|| dst.copy_from_slice(black_box(&buf[..len])));
+        });
+        g.bench_function(BenchmarkId::new("atomic_per_byte_hot", len), |b| {
+            b.iter(|| page_cache::copy_atomic_per_byte(black_box(&buf[..len]), &mut dst));
+        });
+        let mut i = 0usize;
+        g.bench_function(BenchmarkId::new("plain_random_1g", len), |b| {
+            b.iter(|| {
+                let o = offsets[i & mask] as usize;
+                i += 1;
+                dst.copy_from_slice(&buf[o..o + len]);
+            });
+        });
+        g.bench_function(BenchmarkId::new("atomic_per_byte_random_1g", len), |b| {
+            b.iter(|| {
+                let o = offsets[i & mask] as usize;
+                i += 1;
+                page_cache::copy_atomic_per_byte(&buf[o..o + len], &mut dst);
+            });
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    copy_racy_vs_plain,
     random_4k_hits,
     read_64b_random_1g,
     hot_pages_threads,

@@ -130,6 +130,17 @@ pub use reclaim::lru::PAGEVEC_SIZE;
 pub use reclaim::pagevec::{put_pages_list, PageVec};
 pub use stats::Stats;
 
+/// The byte-wise atomic copy that optimistic reads make of page bytes a
+/// writer may be changing (`rep movsb` on x86_64, relaxed atomic loads
+/// elsewhere), for benchmarks that weigh it against a plain copy. Copies
+/// `src` into `dst`, which must be as long.
+pub fn copy_atomic_per_byte(src: &[u8], dst: &mut [u8]) {
+    assert_eq!(src.len(), dst.len(), "copy_atomic_per_byte needs equal lengths");
+    // SAFETY: `src` is a shared borrow of `dst.len()` readable bytes, which
+    // nobody writes while it lives.
+    unsafe { mem::arena::copy_racy(src.as_ptr(), dst) }
+}
+
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

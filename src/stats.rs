@@ -36,21 +36,42 @@ pub(crate) enum Event {
 
 const NR_EVENTS: usize = Event::OptimisticHits as usize + 1;
 
-/// Event counters, sharded so hot-path increments do not share a cache line.
+/// Threads with a shard of their own in each cache's counters; threads
+/// numbered past them share the last shard.
+const OWNED_SHARDS: usize = 64;
+
+/// Event counters, one shard per thread (by `thread_slot`), so a hot-path
+/// increment neither shares a cache line nor takes a locked instruction: a
+/// thread owns its shard and adds with a plain load and store, which on
+/// x86 lets consecutive lookups overlap their cache misses (a locked RMW is
+/// a full barrier). Threads past `OWNED_SHARDS` share one shard and add
+/// with an atomic RMW.
 pub(crate) struct Counters {
     shards: Box<[CachePadded<[AtomicU64; NR_EVENTS]>]>,
 }
 
 impl Counters {
-    pub(crate) fn new(shards: usize) -> Counters {
-        Counters { shards: (0..shards).map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0)))).collect() }
+    pub(crate) fn new() -> Counters {
+        Counters {
+            shards: (0..=OWNED_SHARDS).map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0)))).collect(),
+        }
     }
 
-    /// Adds `n` to counter `e` in shard `slot`.
+    /// Adds `n` to counter `e` in shard `slot` (the caller's `thread_slot`).
     #[inline]
     pub(crate) fn add(&self, slot: usize, e: Event, n: u64) {
-        // Relaxed: statistics, no ordering with other memory.
-        self.shards[slot % self.shards.len()][e as usize].fetch_add(n, Ordering::Relaxed);
+        if slot < OWNED_SHARDS {
+            let c = &self.shards[slot][e as usize];
+            // Relaxed load and store: this thread is the shard's only writer
+            // (`thread_slot` numbers live threads apart, and a number is
+            // reused only after its thread exited, which orders the old
+            // owner's last store before the new owner's first); readers
+            // only sum. Statistics, no ordering with other memory.
+            c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        } else {
+            // Relaxed: statistics, no ordering with other memory.
+            self.shards[OWNED_SHARDS][e as usize].fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// Sum over shards.

@@ -24,34 +24,55 @@ use crate::stats::{Counters, Event};
 use crate::sync::{AtomicBool, AtomicUsize, Ordering};
 use crate::PAGE_SIZE;
 
-thread_local! {
-    static SLOT: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+/// Thread numbers for `thread_slot`: the next never used, and those that
+/// exiting threads gave back. Plain std types, not the `sync` shim's: they
+/// only number threads, and nothing is published through them.
+static NEXT_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static FREE_SLOTS: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+/// A thread's number, given back when the thread exits.
+struct Slot(std::cell::Cell<usize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let slot = self.0.get();
+        if slot != usize::MAX {
+            FREE_SLOTS.lock().unwrap_or_else(|e| e.into_inner()).push(slot);
+        }
+    }
 }
 
-/// Thread numbers for `thread_slot`, handed out in order. A plain std
-/// atomic, not the `sync` shim's: it only numbers threads, and nothing is
-/// published through it.
-static NEXT_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+thread_local! {
+    static SLOT: Slot = const { Slot(std::cell::Cell::new(usize::MAX)) };
+}
 
 /// A number that differs between live threads, for picking per-thread
-/// shards: threads are numbered in the order they first ask, so two
-/// threads land in different shards of any table with at least two.
-/// (A hash of a thread-local's address could put two threads in one
-/// shard: with four shards, one pair of threads in four.) Costs no atomic
-/// after a thread's first call.
+/// shards: threads are numbered in the order they first ask, and a number
+/// is handed out again only after its thread exited, so live threads
+/// land in different shards of any table with as many shards as threads
+/// (a hash of a thread-local's address could put two threads in one
+/// shard), and the numbers stay small however many threads come and go.
+/// Costs no atomic after a thread's first call. The counters rely on it:
+/// a thread whose number is below their shard count is the only writer
+/// of its shard.
 #[inline]
 pub(crate) fn thread_slot() -> usize {
-    SLOT.with(|s| {
-        let slot = s.get();
+    // A thread past its slot's destructor (another thread-local's destructor
+    // calling in) gets a number no live thread owns a shard by.
+    SLOT.try_with(|s| {
+        let slot = s.0.get();
         if slot != usize::MAX {
             return slot;
         }
-        // Relaxed: a counter handing out distinct numbers; nothing else is
-        // ordered by it.
-        let slot = NEXT_SLOT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        s.set(slot);
+        let slot = FREE_SLOTS.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_else(|| {
+            // Relaxed: a counter handing out distinct numbers; nothing else
+            // is ordered by it.
+            NEXT_SLOT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        });
+        s.0.set(slot);
         slot
     })
+    .unwrap_or(usize::MAX / 2)
 }
 
 /// Free-frame watermarks, in frames.
@@ -164,7 +185,7 @@ impl Zone {
             buddy,
             lru: Lru::new(shards, nr_frames),
             shadows: Shadows::new(nr_frames),
-            counters: Counters::new(shards),
+            counters: Counters::new(),
             watermarks: Watermarks::for_frames(nr_frames),
             mappings: RwLock::new(vec![Weak::new()]),
             nr_dirty: AtomicUsize::new(0),
