@@ -297,6 +297,21 @@ fn read_64b_random_1g(c: &mut Criterion) {
             black_box(&buf);
         })
     });
+    // Our structure's shape with no bookkeeping: a slot array (u32 frame
+    // numbers, the tree's leaves), a 32-byte descriptor per frame, and the
+    // line itself, the descriptor and the line both found from the slot.
+    let slots: Vec<u32> = permutation(PAGES, 0x51A7_5EED).into_iter().map(|p| p as u32).collect();
+    let descs: Vec<[u64; 4]> = (0..PAGES).map(|p| [p, 0, 0, 1]).collect();
+    g.bench_function("slot_descriptor_line_floor", |b| {
+        b.iter(|| {
+            let off = walk.next();
+            let pfn = slots[(off / PS) as usize] as usize;
+            let d = descs[pfn][3];
+            let at = pfn * PAGE_SIZE + (off % PS) as usize;
+            buf.copy_from_slice(&floor[at..at + LINE]);
+            black_box((d, &buf));
+        })
+    });
     g.finish();
     report_misses(h, "read_64b_random_1g", &before);
 }

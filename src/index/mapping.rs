@@ -231,6 +231,10 @@ impl AddressSpace {
         const AVOID: u32 = PageFlags::LOCKED.0 | PageFlags::READAHEAD.0 | crate::mem::page::RA_FRESH.0;
         for _ in 0..3 {
             let Some(pfn) = self.tree.load_unpinned(index) else { return false };
+            let src = self.zone.arena.page_address(pfn).wrapping_add(off);
+            // The line's address depends on the frame number only: start
+            // its miss now, beside the descriptor's.
+            crate::mem::arena::prefetch(src);
             let page = self.zone.pfn_to_page(pfn);
             let seq = page.read_seq();
             // Relaxed: ordered after `read_seq`'s Acquire; validated by the
@@ -253,10 +257,9 @@ impl AddressSpace {
             // `off + dst.len() <= PAGE_SIZE`; every writer of its bytes holds
             // the page lock and makes the version odd first (`data_mut`,
             // `set_mapping`), which the check below catches.
-            unsafe { crate::mem::arena::copy_racy(self.zone.arena.page_address(pfn).add(off), dst) };
+            unsafe { crate::mem::arena::copy_racy(src, dst) };
             if page.seq_unchanged(seq) {
-                self.zone.count(crate::stats::Event::Hit, 1);
-                self.zone.count(crate::stats::Event::OptimisticHits, 1);
+                self.zone.count_hit_and(crate::stats::Event::OptimisticHits);
                 return true;
             }
         }

@@ -83,6 +83,7 @@ impl CachedFile {
         let end = size.min(offset.saturating_add(buf.len() as u64));
         let last_index = (end - 1) / PS;
         let mut pos = offset;
+        let mut slow = false;
         while pos < end {
             let index = pos / PS;
             let off = (pos % PS) as usize;
@@ -92,6 +93,7 @@ impl CachedFile {
                 pos += n as u64;
                 continue;
             }
+            slow = true;
             let page = match read_cache_page(m, &self.file.ra, index, last_index - index + 1) {
                 Ok(p) => p,
                 // Bytes already copied are a short read; the error comes back next call.
@@ -101,7 +103,11 @@ impl CachedFile {
             buf[done..done + n].copy_from_slice(&page.read()[off..off + n]);
             pos += n as u64;
         }
-        self.file.ra.note_read(last_index);
+        if slow {
+            self.file.ra.note_read(last_index);
+        } else {
+            self.file.ra.note_hit(offset / PS, last_index);
+        }
         Ok((pos - offset) as usize)
     }
 

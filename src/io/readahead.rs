@@ -451,6 +451,21 @@ impl RaContext {
         }
     }
 
+    /// A read served from the cache without the slow path (optimistic
+    /// hits), from page `first` to `last`: the hint moves only if the read
+    /// continues the last one, so random hits by threads sharing a handle
+    /// store nothing to it (and do not bounce its line between cores). A
+    /// sequential run that starts among cached pages is seen from its
+    /// first miss on.
+    #[inline]
+    pub(crate) fn note_hit(&self, first: u64, last: u64) {
+        // Relaxed: a hint (see `note_read`).
+        let prev = self.prev.load(Ordering::Relaxed);
+        if (prev == first || prev == first + 1) && prev != last + 1 {
+            self.prev.store(last + 1, Ordering::Relaxed);
+        }
+    }
+
     /// A miss: the window to read now (see `RaState::on_miss`).
     pub(crate) fn on_miss(&self, index: u64, req: u64, max: u64) -> (u64, u64, u64) {
         // Relaxed: a hint (see `note_read`).

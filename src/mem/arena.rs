@@ -172,6 +172,20 @@ pub(crate) fn copy_page_nontemporal(dst: &mut [u8], src: &[u8]) {
     dst.copy_from_slice(src);
 }
 
+/// Asks the CPU to start loading the line at `addr` (a hint: no access is
+/// made, so any address is allowed).
+#[inline]
+pub(crate) fn prefetch(addr: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetcht0` never faults and reads nothing architecturally;
+    // SSE is part of the x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
+}
+
 /// Copies bytes that a lock holder may be changing at this very moment:
 /// the optimistic read's copy, validated afterwards by the page's version
 /// (`Page::seq_unchanged`), which throws torn results away. Every byte is
@@ -225,12 +239,15 @@ pub(crate) unsafe fn copy_racy(src: *const u8, dst: &mut [u8]) {
             .load(std::sync::atomic::Ordering::Relaxed);
         i += 1;
     }
+    let out = dst.as_mut_ptr();
     while i + 8 <= len {
         // SAFETY: `src + i` is 8-aligned (the loop above) and 8 readable
         // bytes follow it (i + 8 <= len); as above for the race.
         let w = unsafe { std::sync::atomic::AtomicU64::from_ptr(src.add(i).cast::<u64>().cast_mut()) }
             .load(std::sync::atomic::Ordering::Relaxed);
-        dst[i..i + 8].copy_from_slice(&w.to_ne_bytes());
+        // SAFETY: `out + i .. out + i + 8` lies inside `dst` (i + 8 <= len),
+        // which we borrow uniquely; the store may be unaligned.
+        unsafe { out.add(i).cast::<u64>().write_unaligned(w) };
         i += 8;
     }
     while i < len {
