@@ -124,6 +124,7 @@ pub use io::backing::{Backing, FileBacking, FileStat};
 pub use io::fault;
 pub use io::filemap::{CachedFile, FileCursor};
 pub use io::truncate::Invalidated;
+pub use io::wal::{ReadVerifier, WriteAheadLog};
 pub use mem::buddy::MAX_ORDER;
 pub use mem::page::{LockedPage, Page, PageFlags, PageReadGuard, PageRef};
 pub use reclaim::lru::PAGEVEC_SIZE;

@@ -32,9 +32,12 @@ pub(crate) enum Event {
     StaleOpens,
     InvalidatedPages,
     OptimisticHits,
+    LogFlushes,
+    LogSkips,
+    VerifyFailures,
 }
 
-const NR_EVENTS: usize = Event::OptimisticHits as usize + 1;
+const NR_EVENTS: usize = Event::VerifyFailures as usize + 1;
 
 /// Threads with a shard of their own in each cache's counters; threads
 /// numbered past them share the last shard.
@@ -125,6 +128,13 @@ pub struct Stats {
     /// Hits (among `hits`) served by an optimistic read: no reference, no
     /// read guard, nothing written to the page's descriptor.
     pub optimistic_hits: u64,
+    /// `WriteAheadLog::flush_to` calls the cache made before writing pages
+    /// whose LSN was ahead of the durable log.
+    pub log_flushes: u64,
+    /// Dirty pages reclaim left in place because their log was behind.
+    pub log_skips: u64,
+    /// Pages the read verifier rejected.
+    pub verify_failures: u64,
     /// Dirty pages now.
     pub dirty_pages: u64,
     /// Pages under writeback now.
@@ -164,6 +174,9 @@ impl Stats {
         self.stale_opens = c.get(Event::StaleOpens);
         self.invalidated_pages = c.get(Event::InvalidatedPages);
         self.optimistic_hits = c.get(Event::OptimisticHits);
+        self.log_flushes = c.get(Event::LogFlushes);
+        self.log_skips = c.get(Event::LogSkips);
+        self.verify_failures = c.get(Event::VerifyFailures);
     }
 }
 
@@ -196,6 +209,9 @@ impl fmt::Display for Stats {
         writeln!(f, "stale_opens {}", self.stale_opens)?;
         writeln!(f, "pginvalidate {}", self.invalidated_pages)?;
         writeln!(f, "pgcache_hit_optimistic {}", self.optimistic_hits)?;
+        writeln!(f, "wal_flushes {}", self.log_flushes)?;
+        writeln!(f, "wal_reclaim_skips {}", self.log_skips)?;
+        writeln!(f, "read_verify_failures {}", self.verify_failures)?;
         write!(f, "buddyinfo")?;
         for n in self.free_blocks {
             write!(f, " {n}")?;

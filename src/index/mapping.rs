@@ -26,6 +26,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::index::xarray::{Mark, XArray, XaLock};
 use crate::io::backing::{Backing, FileStat};
 use crate::io::readahead::RaContext;
+use crate::io::wal::{ReadVerifier, WriteAheadLog};
 use crate::mem::page::{LockedPage, Page, PageFlags, PageRef};
 use crate::mem::wait;
 use crate::mem::zone::Zone;
@@ -139,6 +140,14 @@ pub struct AddressSpace {
     /// taken, so the file's times moved by our own hand: the next
     /// revalidation takes a new record instead of comparing.
     pub(crate) written: AtomicBool,
+    /// The engine's write-ahead log: no dirty page reaches the file ahead
+    /// of it (`io::wal`).
+    pub(crate) wal: RwLock<Option<Arc<dyn WriteAheadLog>>>,
+    /// Checks pages as they are read in (`io::wal::verify`).
+    pub(crate) verifier: RwLock<Option<ReadVerifier>>,
+    /// The last failed read-in of a page, so readers that waited on it get
+    /// its error kind: (index, kind, message).
+    pub(crate) read_error: Mutex<Option<(u64, io::ErrorKind, String)>>,
     /// This mapping, for jobs handed to worker threads.
     pub(crate) self_weak: Weak<AddressSpace>,
 }
@@ -161,6 +170,9 @@ impl AddressSpace {
                 ra: RaContext::default(),
                 record: Mutex::new(None),
                 written: AtomicBool::new(false),
+                wal: RwLock::new(None),
+                verifier: RwLock::new(None),
+                read_error: Mutex::new(None),
                 self_weak: weak.clone(),
             }
         })

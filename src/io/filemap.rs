@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::index::mapping::{check_index, AddressSpace, MovePage};
 use crate::io::readahead::{self, RaContext};
 use crate::io::truncate::{self, Invalidated};
+use crate::io::wal::{ReadVerifier, WriteAheadLog};
 use crate::io::writeback;
 use crate::mem::page::{LockedPage, PageFlags, PageRef, RA_FRESH};
 use crate::stats::Event;
@@ -376,6 +377,32 @@ impl CachedFile {
         crate::io::truncate::set_len(&self.file.mapping, size)
     }
 
+    /// Attaches the engine's write-ahead log to the file (every handle of
+    /// it): from now on no dirty page of the file reaches the file before
+    /// the log is durable up to the LSN the page carries
+    /// ([`WriteAheadLog::page_lsn`]), whoever writes it (the flusher,
+    /// reclaim, a throttled writer, `sync_data`, `flush`, the last close,
+    /// dropping the cache). A writer whose pages are ahead of the log calls
+    /// [`WriteAheadLog::flush_to`] once for the highest LSN of the run it
+    /// is about to write; reclaim never waits for the log, it leaves such
+    /// pages and wakes the flusher. If the log cannot be flushed (an error,
+    /// a panic in the engine's code, or `durable_lsn` still behind), the
+    /// pages stay dirty and the error reaches `sync_data` callers like a
+    /// write error.
+    pub fn set_write_ahead_log(&self, log: Arc<dyn WriteAheadLog>) {
+        *self.file.mapping.wal.write() = Some(log);
+    }
+
+    /// Checks every page of the file as it is read in, before it is marked
+    /// uptodate: `verify(index, bytes)`. An error (engines return
+    /// `ErrorKind::InvalidData` for a torn or corrupt page) fails the read
+    /// for every reader waiting for that page, with that error's kind; the
+    /// page is not cached as uptodate, and the next read tries the file
+    /// again, as after a failed read. Pages already cached are not checked.
+    pub fn set_read_verifier(&self, verify: ReadVerifier) {
+        *self.file.mapping.verifier.write() = Some(verify);
+    }
+
     /// Drops every clean page of the file that nobody is using, so the next
     /// read of it goes to the file (`invalidate_mapping_pages`,
     /// `POSIX_FADV_DONTNEED` over the whole file): for an engine that knows
@@ -627,7 +654,7 @@ fn read_cache_page_slow<'a>(
             return Ok(locked.unlock());
         }
         if was_locked && locked.is_error() {
-            return Err(io::Error::other(format!("read of page {index} failed")));
+            return Err(readahead::read_error_for(m, index));
         }
         m.zone.count(Event::Miss, 1);
         read_one(m, &mut locked)?;
@@ -637,7 +664,9 @@ fn read_cache_page_slow<'a>(
 
 /// Fills one locked page from the file (`filemap_read_page`).
 pub(crate) fn read_one(m: &AddressSpace, page: &mut LockedPage<'_>) -> io::Result<()> {
-    let res = readahead::read_pages(m, std::slice::from_mut(page));
+    let res = readahead::read_pages(m, std::slice::from_mut(page))
+        .and_then(|()| crate::io::wal::verify(m, page.index(), page.data()));
+    readahead::note_read_error(m, page.index(), res.as_ref().err());
     match res {
         Ok(()) => {
             page.page().clear(PageFlags::ERROR);

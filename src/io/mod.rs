@@ -15,4 +15,5 @@ pub mod fault;
 pub(crate) mod filemap;
 pub(crate) mod readahead;
 pub(crate) mod truncate;
+pub(crate) mod wal;
 pub(crate) mod writeback;

@@ -360,11 +360,14 @@ fn flush_run<'a>(
     }
     let ra = run.iter().filter(|p| Some(p.index()) != wanted).count();
     m.zone.count(Event::ReadaheadPages, ra as u64);
-    let (done, res) = read_pages_partial(m, run);
+    let (done, mut res) = read_pages_partial(m, run);
     let mut wanted_failed = false;
     for (i, page) in run.drain(..).enumerate() {
-        // A page the file filled completely before an error holds good data.
-        if res.is_ok() || done >= (i + 1) * PAGE_SIZE {
+        // A page the file filled completely before an error holds good
+        // data, if the engine's verifier agrees.
+        let filled = res.is_ok() || done >= (i + 1) * PAGE_SIZE;
+        let verified = if filled { crate::io::wal::verify(m, page.index(), page.data()) } else { Ok(()) };
+        if filled && verified.is_ok() {
             page.page().clear(PageFlags::ERROR);
             page.set_uptodate();
             if Some(page.index()) == wanted {
@@ -372,6 +375,10 @@ fn flush_run<'a>(
                 *got = Some(page.unlock());
             }
         } else if Some(page.index()) == wanted {
+            if let Err(e) = verified {
+                res = Err(e);
+            }
+            note_read_error(m, page.index(), res.as_ref().err());
             page.page().set(PageFlags::ERROR);
             wanted_failed = true;
         } else {
@@ -384,6 +391,23 @@ fn flush_run<'a>(
         res
     } else {
         Ok(())
+    }
+}
+
+/// Remembers why the read of page `index` failed, so readers that waited
+/// for it get the same kind of error (`read_error_for`).
+pub(crate) fn note_read_error(m: &AddressSpace, index: u64, e: Option<&io::Error>) {
+    if let Some(e) = e {
+        *m.read_error.lock() = Some((index, e.kind(), e.to_string()));
+    }
+}
+
+/// The error a reader that waited for page `index` gets when the read it
+/// waited for failed.
+pub(crate) fn read_error_for(m: &AddressSpace, index: u64) -> io::Error {
+    match &*m.read_error.lock() {
+        Some((i, kind, msg)) if *i == index => io::Error::new(*kind, format!("read of page {index} failed: {msg}")),
+        _ => io::Error::other(format!("read of page {index} failed")),
     }
 }
 

@@ -126,6 +126,13 @@ pub(crate) fn write_cache_pages(m: &AddressSpace, mode: SyncMode) -> io::Result<
 /// Writes one locked, dirty page (reclaim's `pageout`); true on success.
 /// The caller holds a reference and the page lock.
 pub(crate) fn pageout(m: &AddressSpace, page: &Page) -> bool {
+    // Reclaim never waits for the engine's log: a page ahead of it stays
+    // dirty (and rotates), and the flusher, which may wait, is asked.
+    if !crate::io::wal::log_allows(m, page) {
+        m.zone.count(Event::LogSkips, 1);
+        m.zone.flusher.wake();
+        return false;
+    }
     if !m.start_writeback(page) {
         return !page.test(PageFlags::DIRTY);
     }
@@ -159,10 +166,11 @@ fn write_run(m: &AddressSpace, run: &mut Vec<&Page>) -> io::Result<()> {
     let total: usize = bufs.iter().map(|b| b.len()).sum();
     let mut done = 0;
     let mut slices = &mut bufs[..];
-    let mut result = Ok(());
+    // The WAL rule: the log first, up to the run's highest LSN.
+    let mut result = crate::io::wal::allow_run(m, run);
     // Before the first byte can land: the file's times move by our hand.
     m.written.store(true, Ordering::SeqCst);
-    while done < total {
+    while result.is_ok() && done < total {
         m.zone.count(Event::WriteCalls, 1);
         match backing.write_vectored_at(slices, offset + done as u64) {
             Ok(0) => {
