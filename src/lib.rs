@@ -56,6 +56,12 @@
 //! I/O and no system allocation happens under the tree, LRU or buddy locks;
 //! file I/O happens under page locks and with pages under writeback.
 //!
+//! An engine's [`WriteAheadLog::flush_to`] runs with no lock of the cache
+//! held, only with the pages of the run about to be written under
+//! writeback (kswapd, which writes with a page locked, never calls it: it
+//! leaves pages ahead of the log). The read verifier runs with the pages
+//! it checks locked, as the read that filled them.
+//!
 //! The pages of a queued asynchronous readahead window are locked by the
 //! job, not by a thread: whoever runs it (a worker, or a reader about to
 //! wait on one of its pages) reads them and unlocks them, and a job that
