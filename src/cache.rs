@@ -38,6 +38,7 @@ pub struct Builder {
     huge_pages: bool,
     readahead_threads: usize,
     revalidate: bool,
+    io_uring: bool,
 }
 
 impl Default for Builder {
@@ -52,6 +53,7 @@ impl Default for Builder {
             huge_pages: true,
             readahead_threads: 1,
             revalidate: true,
+            io_uring: true,
         }
     }
 }
@@ -117,6 +119,17 @@ impl Builder {
         self
     }
 
+    /// Submit batches of I/O on io_uring: `CachedFile::prefetch`'s reads
+    /// and writeback's runs, many in flight from one thread. Default on;
+    /// where a ring cannot be set up (an old kernel, seccomp, `ENOSYS`,
+    /// `EPERM`) the positioned syscalls serve, as with `false`, and
+    /// [`Stats::io_uring`](crate::Stats::io_uring) says which is in use.
+    /// Backings that are not plain files always use their own methods.
+    pub fn io_uring(mut self, on: bool) -> Builder {
+        self.io_uring = on;
+        self
+    }
+
     /// Builds the cache: maps the arena and starts kswapd, the flusher and
     /// the readahead workers.
     pub fn build(self) -> io::Result<PageCache> {
@@ -134,7 +147,7 @@ impl Builder {
         };
         let ra_max_pages =
             (self.readahead_max / PAGE_SIZE).min((frames / (2 * crate::reclaim::lru::INACTIVE_RATIO)).max(1));
-        let zone = Arc::new(Zone::new(frames, self.huge_pages, dirty, ra_max_pages as u64)?);
+        let zone = Arc::new(Zone::new(frames, self.huge_pages, dirty, ra_max_pages as u64, self.io_uring)?);
         let mut threads = Vec::new();
         if self.readahead_threads > 0 {
             let (queue, workers) = readahead::start_workers(self.readahead_threads, zone.clone())?;
@@ -415,6 +428,7 @@ impl PageCache {
         s.cached_pages = self.mappings().iter().map(|m| m.nr_pages() as u64).sum();
         s.total_pages = zone.nr_frames() as u64;
         s.free_blocks = zone.buddy.free_blocks();
+        s.io_uring = zone.uring.enabled();
         s
     }
 

@@ -35,9 +35,11 @@ pub(crate) enum Event {
     LogFlushes,
     LogSkips,
     VerifyFailures,
+    UringOps,
+    PrefetchPages,
 }
 
-const NR_EVENTS: usize = Event::VerifyFailures as usize + 1;
+const NR_EVENTS: usize = Event::PrefetchPages as usize + 1;
 
 /// Threads with a shard of their own in each cache's counters; threads
 /// numbered past them share the last shard.
@@ -135,6 +137,13 @@ pub struct Stats {
     pub log_skips: u64,
     /// Pages the read verifier rejected.
     pub verify_failures: u64,
+    /// Reads and writes submitted on io_uring.
+    pub uring_ops: u64,
+    /// Pages `CachedFile::prefetch` read in.
+    pub prefetch_pages: u64,
+    /// Whether batched I/O goes through io_uring (false: it was turned off,
+    /// or a ring could not be set up, and the positioned syscalls serve).
+    pub io_uring: bool,
     /// Dirty pages now.
     pub dirty_pages: u64,
     /// Pages under writeback now.
@@ -177,6 +186,8 @@ impl Stats {
         self.log_flushes = c.get(Event::LogFlushes);
         self.log_skips = c.get(Event::LogSkips);
         self.verify_failures = c.get(Event::VerifyFailures);
+        self.uring_ops = c.get(Event::UringOps);
+        self.prefetch_pages = c.get(Event::PrefetchPages);
     }
 }
 
@@ -212,6 +223,9 @@ impl fmt::Display for Stats {
         writeln!(f, "wal_flushes {}", self.log_flushes)?;
         writeln!(f, "wal_reclaim_skips {}", self.log_skips)?;
         writeln!(f, "read_verify_failures {}", self.verify_failures)?;
+        writeln!(f, "uring_ops {}", self.uring_ops)?;
+        writeln!(f, "pgprefetch {}", self.prefetch_pages)?;
+        writeln!(f, "io_uring {}", u8::from(self.io_uring))?;
         write!(f, "buddyinfo")?;
         for n in self.free_blocks {
             write!(f, " {n}")?;

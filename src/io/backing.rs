@@ -36,6 +36,12 @@ pub trait Backing: Send + Sync {
     fn stat(&self) -> io::Result<Option<FileStat>> {
         Ok(None)
     }
+    /// The file descriptor, for I/O submitted in batches on io_uring;
+    /// `None` (the default) keeps this backing on its own methods, one call
+    /// at a time.
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 /// What the cache knows of a file on disk (from `statx`): who it is
@@ -251,6 +257,10 @@ impl Backing for FileBacking {
 
     fn stat(&self) -> io::Result<Option<FileStat>> {
         statx(&self.file).map(Some)
+    }
+
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(self.file.as_raw_fd())
     }
 }
 

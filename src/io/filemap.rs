@@ -403,6 +403,19 @@ impl CachedFile {
         *self.file.mapping.verifier.write() = Some(verify);
     }
 
+    /// Brings the pages holding each of `offsets` into the cache, with all
+    /// their reads in flight at once (on io_uring where the file is a plain
+    /// file; see [`Builder::io_uring`](crate::Builder::io_uring)), as a
+    /// B-tree engine does before it visits many leaves, or an LSM engine
+    /// for a multi-get. Offsets past the end of the file are ignored, as
+    /// are duplicates and pages already cached. When it returns, every
+    /// such page is cached and uptodate, or its read failed: the first
+    /// error is returned, the pages that were read stay cached, and a later
+    /// read of a failed page tries the file again.
+    pub fn prefetch(&self, offsets: &[u64]) -> io::Result<()> {
+        crate::io::prefetch::prefetch(&self.file.mapping, offsets)
+    }
+
     /// Drops every clean page of the file that nobody is using, so the next
     /// read of it goes to the file (`invalidate_mapping_pages`,
     /// `POSIX_FADV_DONTNEED` over the whole file): for an engine that knows

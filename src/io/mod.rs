@@ -13,7 +13,9 @@ pub(crate) mod backing;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub(crate) mod filemap;
+pub(crate) mod prefetch;
 pub(crate) mod readahead;
 pub(crate) mod truncate;
+pub(crate) mod uring;
 pub(crate) mod wal;
 pub(crate) mod writeback;

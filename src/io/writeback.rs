@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::index::mapping::{AddressSpace, Tag};
 use crate::index::xarray::Mark;
+use crate::io::uring::Op;
 use crate::mem::page::{Page, PageFlags};
 use crate::mem::wait;
 use crate::mem::zone::Zone;
@@ -78,6 +79,7 @@ pub(crate) fn write_cache_pages(m: &AddressSpace, mode: SyncMode) -> io::Result<
         if pages.is_empty() {
             break;
         }
+        let mut runs: Vec<Vec<&Page>> = Vec::new();
         let mut run: Vec<&Page> = Vec::with_capacity(pages.len());
         for page in &pages {
             let locked = match mode {
@@ -105,12 +107,14 @@ pub(crate) fn write_cache_pages(m: &AddressSpace, mode: SyncMode) -> io::Result<
             drop(locked);
             if run.last().is_some_and(|p| p.index() + 1 != page.index()) {
                 written += run.len();
-                result = result.and(write_run(m, &mut run));
+                runs.push(std::mem::take(&mut run));
             }
             run.push(page.page());
         }
         written += run.len();
-        result = result.and(write_run(m, &mut run));
+        runs.push(run);
+        // The batch's runs go together (in flight at once on io_uring).
+        result = result.and(write_runs(m, &mut runs));
         if let SyncMode::Background(n) = mode {
             if written >= n {
                 break;
@@ -142,70 +146,147 @@ pub(crate) fn pageout(m: &AddressSpace, page: &Page) -> bool {
 /// Writes a run of contiguous pages under writeback with one vectored call
 /// (more if the file takes it short), then ends their writeback.
 fn write_run(m: &AddressSpace, run: &mut Vec<&Page>) -> io::Result<()> {
-    if run.is_empty() {
+    let mut runs = [std::mem::take(run)];
+    write_runs(m, &mut runs)
+}
+
+/// Writes runs of contiguous pages under writeback and ends their
+/// writeback, run by run; returns the first error (every failed run's pages
+/// go back to dirty and its error to the errseq). The log comes first,
+/// once for all the runs (the WAL rule). On io_uring (a plain file, more
+/// than one run) every run is in flight at once, one `writev` each, and
+/// whatever a run's write left short is finished with the positioned
+/// syscalls; otherwise the runs are written one after another.
+fn write_runs(m: &AddressSpace, runs: &mut [Vec<&Page>]) -> io::Result<()> {
+    let runs_len = runs.iter().filter(|r| !r.is_empty()).count();
+    if runs_len == 0 {
         return Ok(());
     }
     let backing = m.backing();
     let size = m.size();
-    let offset = run[0].index() * PAGE_SIZE as u64;
     let direct = backing.is_direct();
-    let mut bufs: Vec<IoSlice<'_>> = run
+    // Per run: its file offset and its buffers.
+    let mut bufs: Vec<(u64, Vec<IoSlice<'_>>)> = runs
         .iter()
-        .map_while(|p| {
-            let start = p.index() * PAGE_SIZE as u64;
-            let len = if direct { PAGE_SIZE as u64 } else { size.saturating_sub(start).min(PAGE_SIZE as u64) };
-            // SAFETY: the page is under writeback, which only this pass can
-            // end, and every writer of the bytes waits for writeback to end
-            // after taking the page lock (`LockedPage::data_mut`), so the
-            // bytes are stable while this borrow lives; the frame lives as
-            // long as the zone.
-            let bytes = unsafe { &*m.zone.frame(p) };
-            (start < size).then(|| IoSlice::new(&bytes[..len as usize]))
+        .map(|run| {
+            let offset = run.first().map_or(0, |p| p.index() * PAGE_SIZE as u64);
+            let slices = run
+                .iter()
+                .map_while(|p| {
+                    let start = p.index() * PAGE_SIZE as u64;
+                    let len = if direct { PAGE_SIZE as u64 } else { size.saturating_sub(start).min(PAGE_SIZE as u64) };
+                    // SAFETY: the page is under writeback, which only this
+                    // pass can end, and every writer of the bytes waits for
+                    // writeback to end after taking the page lock
+                    // (`LockedPage::data_mut`), so the bytes are stable while
+                    // this borrow lives; the frame lives as long as the zone.
+                    let bytes = unsafe { &*m.zone.frame(p) };
+                    (start < size).then(|| IoSlice::new(&bytes[..len as usize]))
+                })
+                .collect();
+            (offset, slices)
         })
         .collect();
-    let total: usize = bufs.iter().map(|b| b.len()).sum();
-    let mut done = 0;
-    let mut slices = &mut bufs[..];
-    // The WAL rule: the log first, up to the run's highest LSN.
-    let mut result = crate::io::wal::allow_run(m, run);
+    // The WAL rule: the log first, up to the highest LSN of all the runs.
+    let all: Vec<&Page> = runs.iter().flatten().copied().collect();
+    let logged = crate::io::wal::allow_run(m, &all);
+    drop(all);
     // Before the first byte can land: the file's times move by our hand.
     m.written.store(true, Ordering::SeqCst);
-    while result.is_ok() && done < total {
-        m.zone.count(Event::WriteCalls, 1);
-        match backing.write_vectored_at(slices, offset + done as u64) {
-            Ok(0) => {
-                result = Err(io::Error::new(io::ErrorKind::WriteZero, "file took no bytes"));
-                break;
-            }
-            Ok(n) => {
-                done += n;
-                IoSlice::advance_slices(&mut slices, n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                result = Err(e);
-                break;
+    let mut done = vec![0usize; runs.len()];
+    let mut results: Vec<io::Result<()>> = runs.iter().map(|_| logged.as_ref().map(|_| ()).map_err(copy_err)).collect();
+    if logged.is_ok() && runs_len > 1 {
+        if let Some(fd) = backing.raw_fd() {
+            let ops: Vec<(usize, Op)> = bufs
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, b))| !b.is_empty())
+                .map(|(i, (offset, b))| {
+                    let iov = b
+                        .iter()
+                        .map(|s| libc::iovec { iov_base: s.as_ptr().cast_mut().cast(), iov_len: s.len() })
+                        .collect();
+                    (i, Op::Writev { iov, offset: *offset })
+                })
+                .collect();
+            let (which, ops): (Vec<usize>, Vec<Op>) = ops.into_iter().unzip();
+            // SAFETY: every iovec names the bytes of a page under writeback
+            // (stable, see above), borrowed by `bufs`, which outlives the
+            // call; `backing` keeps the descriptor open.
+            if let Some(r) = unsafe { m.zone.uring.run(fd, &ops) } {
+                m.zone.count(Event::UringOps, ops.len() as u64);
+                m.zone.count(Event::WriteCalls, 1);
+                for (k, r) in which.into_iter().zip(r) {
+                    match r {
+                        Ok(n) => done[k] = n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        // A failure on the ring is tried once more with the
+                        // syscalls below, which report it if it stands.
+                        Err(_) => {}
+                    }
+                }
             }
         }
     }
-    if result.is_ok() && direct && offset + total as u64 > size {
-        // O_DIRECT wrote whole pages: cut the file back to its size.
-        let now = m.size();
-        if backing.len().map_or(true, |l| l > now) {
-            result = backing.set_len(now);
+    let mut first = Ok(());
+    for (k, run) in runs.iter_mut().enumerate() {
+        if run.is_empty() {
+            continue;
+        }
+        let (offset, b) = &mut bufs[k];
+        let offset = *offset;
+        let total: usize = b.iter().map(|s| s.len()).sum();
+        let mut slices = &mut b[..];
+        IoSlice::advance_slices(&mut slices, done[k]);
+        let mut result = std::mem::replace(&mut results[k], Ok(()));
+        let mut done = done[k];
+        while result.is_ok() && done < total {
+            m.zone.count(Event::WriteCalls, 1);
+            match backing.write_vectored_at(slices, offset + done as u64) {
+                Ok(0) => {
+                    result = Err(io::Error::new(io::ErrorKind::WriteZero, "file took no bytes"));
+                    break;
+                }
+                Ok(n) => {
+                    done += n;
+                    IoSlice::advance_slices(&mut slices, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if result.is_ok() && direct && offset + total as u64 > size {
+            // O_DIRECT wrote whole pages: cut the file back to its size.
+            let now = m.size();
+            if backing.len().map_or(true, |l| l > now) {
+                result = backing.set_len(now);
+            }
+        }
+        let failed = result.is_err();
+        if let Err(e) = &result {
+            m.errseq.set(e);
+            m.zone.count(Event::WriteErrors, 1);
+        } else {
+            m.zone.count(Event::WritebackPages, run.len() as u64);
+        }
+        m.end_writeback_run(run, failed);
+        run.clear();
+        if first.is_ok() {
+            first = result;
         }
     }
-    drop(bufs);
-    let failed = result.is_err();
-    if let Err(e) = &result {
-        m.errseq.set(e);
-        m.zone.count(Event::WriteErrors, 1);
-    } else {
-        m.zone.count(Event::WritebackPages, run.len() as u64);
+    first
+}
+
+/// The same error again (`io::Error` is not `Clone`).
+fn copy_err(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
     }
-    m.end_writeback_run(run, failed);
-    run.clear();
-    result
 }
 
 /// Waits for every page of `m` under writeback (`filemap_fdatawait`).

@@ -15,6 +15,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::index::mapping::AddressSpace;
 use crate::io::readahead::RaQueue;
+use crate::io::uring::RingPool;
 use crate::mem::arena::{Arena, MemMap};
 use crate::mem::buddy::Buddy;
 use crate::mem::page::{Page, PageFlags, PageRef};
@@ -172,10 +173,18 @@ pub(crate) struct Zone {
     pub(crate) ra_queue: Mutex<Option<RaQueue>>,
     /// Largest readahead window, in pages.
     pub(crate) ra_max_pages: u64,
+    /// io_uring rings for batched I/O (`io::uring`).
+    pub(crate) uring: RingPool,
 }
 
 impl Zone {
-    pub(crate) fn new(nr_frames: usize, huge_pages: bool, dirty: DirtyLimits, ra_max_pages: u64) -> io::Result<Zone> {
+    pub(crate) fn new(
+        nr_frames: usize,
+        huge_pages: bool,
+        dirty: DirtyLimits,
+        ra_max_pages: u64,
+        io_uring: bool,
+    ) -> io::Result<Zone> {
         let arena = Arena::new(nr_frames, huge_pages)?;
         let pages = MemMap::new(nr_frames, huge_pages)?;
         let buddy = Buddy::new(&pages);
@@ -196,6 +205,7 @@ impl Zone {
             shutting_down: AtomicBool::new(false),
             ra_queue: Mutex::new(None),
             ra_max_pages,
+            uring: RingPool::new(io_uring),
             pages,
         })
     }
