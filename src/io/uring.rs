@@ -68,10 +68,7 @@ impl RingPool {
         if let Some(r) = self.rings.lock().pop() {
             return Some(r);
         }
-        match IoUring::new(RING_DEPTH) {
-            Ok(r) => Some(r),
-            Err(_) => None,
-        }
+        IoUring::new(RING_DEPTH).ok()
     }
 
     fn give_back(&self, ring: IoUring) {
