@@ -78,7 +78,10 @@ fn crash_child() {
     let mut rng: u64 = std::env::var(SEED_ENV).unwrap().parse::<u64>().unwrap() | 1;
     let generation = rng;
     // A small cache, so reclaim and background writeback run too.
-    let cache = PageCache::builder().capacity(64 * 4096).huge_pages(false).build().unwrap();
+    // Every other child opens its file O_DIRECT, so its writeback runs go
+    // on io_uring.
+    let direct = generation & 2 == 0;
+    let cache = PageCache::builder().capacity(64 * 4096).huge_pages(false).direct_io(direct).build().unwrap();
     let file = cache.open_with(&path, OpenOptions::new().read(true).write(true).create(true)).unwrap();
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready").unwrap();

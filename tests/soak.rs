@@ -171,7 +171,25 @@ fn worker(
             let what = format!("thread {id} file {fi} op {dice}");
             *lock(&p.doing) = what.clone();
             match dice {
-                5..=44 => {
+                5..=8 => {
+                    // Scattered prefetch, then a read of one of its pages.
+                    let offs: Vec<u64> = (0..8).map(|k| a.rotate_left(k * 7) % (size + 8192)).collect();
+                    if let Err(e) = f.handle.prefetch(&offs) {
+                        assert!(acceptable(&e, &c), "{what}: prefetch: {e}");
+                        c.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let off = offs[0];
+                    let mut buf = vec![0u8; len];
+                    match f.handle.read_at(&mut buf, off) {
+                        Ok(n) => check_read(&what, &model, off, len, &buf[..n], &c),
+                        Err(e) => {
+                            assert!(acceptable(&e, &c), "{what}: read at {off}+{len}: {e}");
+                            c.failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    c.reads.fetch_add(1, Ordering::Relaxed);
+                }
+                9..=44 => {
                     let off = a % (size + 8192);
                     let mut buf = vec![0u8; len];
                     match f.handle.read_at(&mut buf, off) {
@@ -262,18 +280,25 @@ fn worker(
     *lock(&p.doing) = "done".into();
 }
 
-fn open(cache: &PageCache, path: &PathBuf) -> SoakFile {
+fn open(cache: &PageCache, path: &PathBuf, plain: bool) -> SoakFile {
     let initial: Vec<u8> = (0..FILE_SIZE).map(|i| (i % 251) as u8 ^ (i >> 16) as u8).collect();
     std::fs::write(path, &initial).unwrap();
     let file = OpenOptions::new().read(true).write(true).open(path).unwrap();
     #[cfg(feature = "fault-injection")]
     {
         let plan = FaultPlan::new();
+        if plain {
+            // One file without faults, treated as O_DIRECT (whole aligned
+            // pages), so its writeback runs and prefetches go on io_uring.
+            let handle = cache.open_backing(Arc::new(page_cache::FileBacking::new(file, true)), true).unwrap();
+            return SoakFile { path: path.clone(), handle, model: Mutex::new(initial), plan };
+        }
         let handle = cache.open_backing(Arc::new(FaultyBacking::from_file(file, plan.clone())), true).unwrap();
         SoakFile { path: path.clone(), handle, model: Mutex::new(initial), plan }
     }
     #[cfg(not(feature = "fault-injection"))]
     {
+        let _ = plain;
         drop(file);
         let handle = cache.open_with(path, OpenOptions::new().read(true).write(true)).unwrap();
         SoakFile { path: path.clone(), handle, model: Mutex::new(initial) }
@@ -300,7 +325,7 @@ fn soak() {
         .build()
         .unwrap();
     let files: Arc<Vec<SoakFile>> =
-        Arc::new((0..FILES).map(|i| open(&cache, &dir.path().join(format!("soak{i}")))).collect());
+        Arc::new((0..FILES).map(|i| open(&cache, &dir.path().join(format!("soak{i}")), i == FILES - 1)).collect());
     #[cfg(feature = "fault-injection")]
     for (i, f) in files.iter().enumerate() {
         // 1% of calls fail with EIO, 5% go short.

@@ -81,18 +81,18 @@ fn read_batch(m: &AddressSpace, pages: &mut Vec<LockedPage<'_>>) -> io::Result<(
     };
     let size = m.size();
     let mut first_err = None;
-    for (i, mut page) in pages.drain(..).enumerate() {
+    let mut results = results.map(|r| r.into_iter());
+    for mut page in pages.drain(..) {
         let index = page.index();
-        let res = match results.as_ref().map(|r| &r[i]) {
+        let res = match results.as_mut().and_then(|r| r.next()) {
             // A whole page, or a short one that ends at the end of file.
-            Some(Ok(n)) if *n == PAGE_SIZE || index * PS + *n as u64 >= size => {
-                let n = *n;
+            Some(Ok(n)) if n == PAGE_SIZE || index * PS + n as u64 >= size => {
                 page.data_mut()[n..].fill(0);
                 crate::io::wal::verify(m, index, page.data())
             }
-            // Short in the middle of the file, or an error: once more, alone.
+            // Short in the middle of the file, or the syscalls serve: alone.
             Some(Ok(_)) | None => crate::io::filemap::read_one(m, &mut page).map(|_| ()),
-            Some(Err(e)) => Err(io::Error::new(e.kind(), e.to_string())),
+            Some(Err(e)) => Err(e),
         };
         match res {
             Ok(()) => {
