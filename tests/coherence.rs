@@ -10,6 +10,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+mod common;
 use page_cache::{Invalidated, PageCache, PAGE_SIZE};
 
 const PS: u64 = PAGE_SIZE as u64;
@@ -329,23 +330,10 @@ fn a_closed_file_that_cannot_be_written_back_keeps_its_descriptor_and_its_data()
     // later handle) can retry once there is room.
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let ok = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
+    let Some(_mounted) = common::tmpfs(&mnt, "1m") else {
         eprintln!("skipping: cannot mount a tmpfs (not root?)");
         return;
-    }
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _u = Unmount(&mnt);
+    };
     let path = mnt.join("f");
     let filler = mnt.join("filler");
     let cache = PageCache::builder().capacity(16 << 20).dirty_ratios(90, 95).build().unwrap();

@@ -86,6 +86,19 @@ fn acceptable(e: &io::Error, c: &Counters) -> bool {
             || e.kind() == ErrorKind::Other)
 }
 
+/// A `read_at` of `len` bytes at `off`, checked against the model.
+fn read_and_check(what: &str, f: &SoakFile, model: &[u8], off: u64, len: usize, c: &Counters) {
+    let mut buf = vec![0u8; len];
+    match f.handle.read_at(&mut buf, off) {
+        Ok(n) => check_read(what, model, off, len, &buf[..n], c),
+        Err(e) => {
+            assert!(acceptable(&e, c), "{what}: read at {off}+{len}: {e}");
+            c.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    c.reads.fetch_add(1, Ordering::Relaxed);
+}
+
 fn check_read(what: &str, model: &[u8], off: u64, len: usize, got: &[u8], c: &Counters) {
     let want = model.get(off as usize..).map_or(&[][..], |m| &m[..m.len().min(len)]);
     assert!(got.len() <= want.len(), "{what}: read {} bytes at {off}, the file has {} there", got.len(), want.len());
@@ -178,29 +191,9 @@ fn worker(
                         assert!(acceptable(&e, &c), "{what}: prefetch: {e}");
                         c.failed.fetch_add(1, Ordering::Relaxed);
                     }
-                    let off = offs[0];
-                    let mut buf = vec![0u8; len];
-                    match f.handle.read_at(&mut buf, off) {
-                        Ok(n) => check_read(&what, &model, off, len, &buf[..n], &c),
-                        Err(e) => {
-                            assert!(acceptable(&e, &c), "{what}: read at {off}+{len}: {e}");
-                            c.failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    c.reads.fetch_add(1, Ordering::Relaxed);
+                    read_and_check(&what, f, &model, offs[0], len, &c);
                 }
-                9..=44 => {
-                    let off = a % (size + 8192);
-                    let mut buf = vec![0u8; len];
-                    match f.handle.read_at(&mut buf, off) {
-                        Ok(n) => check_read(&what, &model, off, len, &buf[..n], &c),
-                        Err(e) => {
-                            assert!(acceptable(&e, &c), "{what}: read at {off}+{len}: {e}");
-                            c.failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    c.reads.fetch_add(1, Ordering::Relaxed);
-                }
+                9..=44 => read_and_check(&what, f, &model, a % (size + 8192), len, &c),
                 45..=49 => {
                     // Through a cursor: seek, then read.
                     let off = a % (size + 8192);

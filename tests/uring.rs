@@ -5,9 +5,9 @@
 
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::Arc;
 
+mod common;
 use page_cache::{PageCache, PAGE_SIZE};
 use proptest::prelude::*;
 
@@ -108,30 +108,14 @@ fn prefetch_with_failing_reads_keeps_what_was_read_and_retries_the_rest() {
     cache.check_invariants();
 }
 
-fn mount_tmpfs(dir: &Path, size: &str) -> bool {
-    std::fs::create_dir_all(dir).unwrap();
-    std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(dir)
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 #[test]
 fn writeback_of_many_runs_into_a_full_file_system_keeps_data_dirty_and_reports_it() {
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("mnt");
-    if !mount_tmpfs(&mnt, "1m") {
+    let Some(_mounted) = common::tmpfs(&mnt, "1m") else {
         eprintln!("skipping: cannot mount a tmpfs (not root?)");
         return;
-    }
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _u = Unmount(&mnt);
+    };
     let cache = PageCache::builder().capacity(16 << 20).dirty_ratios(90, 95).build().unwrap();
     let path = mnt.join("f");
     // tmpfs has no O_DIRECT; a backing that says it is direct gets the

@@ -30,6 +30,15 @@ pub(crate) fn set_len(m: &AddressSpace, new: u64) -> io::Result<()> {
     // Readers and writeback see the new size next, so nothing past it is
     // read from or written to the file from here on.
     m.set_size(new);
+    cut_pages_past(m, new);
+    // A writeback that raced the first call may have written past `new`.
+    backing.set_len(new)
+}
+
+/// Drops the pages past a new, smaller size `new` and zeroes the partial
+/// last page past it (`truncate_pagecache`). The caller holds `size_lock`
+/// and has set the size.
+fn cut_pages_past(m: &AddressSpace, new: u64) {
     let ps = PAGE_SIZE as u64;
     m.truncate_pages_from(new.div_ceil(ps));
     if new % ps != 0 {
@@ -38,8 +47,6 @@ pub(crate) fn set_len(m: &AddressSpace, new: u64) -> io::Result<()> {
             page.data_mut()[from..].fill(0);
         }
     }
-    // A writeback that raced the first call may have written past `new`.
-    backing.set_len(new)
 }
 
 /// What an invalidation did: pages dropped, and pages left because they
@@ -131,14 +138,7 @@ pub(crate) fn adopt_size(m: &AddressSpace, stat: &FileStat) {
     }
     m.set_size(new);
     if new < old {
-        let ps = PAGE_SIZE as u64;
-        m.truncate_pages_from(new.div_ceil(ps));
-        if new % ps != 0 {
-            if let Some(mut page) = m.find_lock_page(new / ps) {
-                let from = (new % ps) as usize;
-                page.data_mut()[from..].fill(0);
-            }
-        }
+        cut_pages_past(m, new);
     }
 }
 

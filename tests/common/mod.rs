@@ -7,6 +7,7 @@ use page_cache::{PageCache, Stats, PAGE_SIZE};
 /// Waits until the cache's background threads (readahead workers, kswapd,
 /// the flusher) have gone quiet, and leaves enough frames free that kswapd's
 /// periodic pass has nothing to do, so `check_invariants` sees a still cache.
+#[allow(dead_code)] // not every test crate that shares this module needs it
 pub fn settle(cache: &PageCache) {
     fn quiet(cache: &PageCache) {
         let key = |s: Stats| (s.free_pages, s.cached_pages, s.evictions, s.read_calls, s.write_calls, s.dirty_pages);
@@ -51,5 +52,32 @@ pub fn run_model_cases<S: proptest::strategy::Strategy>(
     };
     if let Err(e) = proptest::test_runner::TestRunner::new(config).run(strategy, case) {
         panic!("{e}");
+    }
+}
+
+/// A tmpfs of `size` (as mount's `size=` option) mounted at `dir` for as long
+/// as the guard lives (unmounted on drop, also when the test panics); `None`
+/// when it cannot be mounted (not root).
+#[allow(dead_code)] // not every test crate that shares this module mounts one
+pub fn tmpfs(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+    std::fs::create_dir_all(dir).ok()?;
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then(|| Tmpfs(dir.to_path_buf()))
+}
+
+/// A mounted tmpfs; unmounts on drop.
+#[allow(dead_code)]
+pub struct Tmpfs(pub std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = std::process::Command::new("umount").arg(&self.0).status().is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
     }
 }
