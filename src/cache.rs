@@ -515,12 +515,25 @@ impl FileTable for CacheInner {
         // pages (a write-back that failed) keep the descriptor, so the
         // flusher can retry them; so does an open that came meanwhile.
         let mut files = self.files.lock();
+        let mut hooks = None;
         if let Some(e) = files.values_mut().find(|e| Arc::ptr_eq(&e.mapping, mapping)) {
             if e.opens == 0 && e.detach && !e.detached && mapping.replace_backing_if_clean(Arc::new(Detached)) {
                 e.writable = false;
                 e.detached = true;
             }
+            // The engine's hooks last while the file is open: with no
+            // handle, and no dirty page or write in flight left for the log
+            // rule to guard, they go, so a hook that holds another file's
+            // handle (its log's) does not keep the cache alive through the
+            // open-file table. Taken under the table's lock (an open that
+            // sets new hooks comes after), dropped after it (dropping a
+            // hook may close a file, which takes the lock).
+            if e.opens == 0 {
+                hooks = mapping.take_hooks_if_clean();
+            }
         }
+        drop(files);
+        drop(hooks);
     }
 }
 

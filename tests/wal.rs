@@ -255,6 +255,37 @@ fn dropping_the_cache_obeys_the_log_too() {
     assert_eq!(file.data.lock().unwrap().len(), 8 * PAGE_SIZE);
 }
 
+/// Every page of a tiny cache dirty and ahead of the log, and no dirty
+/// threshold to start the flusher: reclaim cannot write them (it never
+/// waits for the log), so it asks the flusher, which writes them after
+/// flushing the log, and the writer's allocations succeed.
+#[test]
+fn reclaim_gets_pages_ahead_of_the_log_written_by_the_flusher() {
+    let log = Arc::new(TestLog::default());
+    let file = Recording::new(0, log.clone());
+    let cache = PageCache::builder().capacity(16 * PAGE_SIZE).dirty_ratios(100, 100).build().unwrap();
+    let f = cache.open_backing(file.clone(), true).unwrap();
+    f.set_write_ahead_log(log.clone());
+    let t = std::time::Instant::now();
+    for i in 0..40u64 {
+        f.write_all_at(&page(i, i + 1), i * PS).unwrap_or_else(|e| panic!("write {i}: {e}"));
+    }
+    let took = t.elapsed();
+    let s = cache.stats();
+    println!(
+        "40 writes into 16 frames ahead of the log: {took:?}, {} reclaim skips, {} log flushes",
+        s.log_skips, s.log_flushes
+    );
+    assert!(took < Duration::from_secs(5), "writers waited on reclaim: {took:?}");
+    assert_eq!(file.violations.load(Ordering::SeqCst), 0);
+    f.sync_all().unwrap();
+    let mut want = Vec::new();
+    for i in 0..40u64 {
+        want.extend_from_slice(&page(i, i + 1));
+    }
+    assert!(file.data.lock().unwrap()[..] == want[..]);
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Write(u64),

@@ -612,6 +612,22 @@ impl AddressSpace {
         true
     }
 
+    /// Takes the engine's hooks (write-ahead log, read verifier) off the
+    /// mapping unless a page is dirty or under writeback (checked under the
+    /// tree lock, as in `replace_backing_if_clean`): the log rule must keep
+    /// guarding pages that may still be written. Returns them for the
+    /// caller to drop outside its locks.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn take_hooks_if_clean(&self) -> Option<(Option<Arc<dyn WriteAheadLog>>, Option<ReadVerifier>)> {
+        let tree = self.tree.lock();
+        if tree.find_marked(0, Mark::Dirty).is_some() || tree.find_marked(0, Mark::Writeback).is_some() {
+            return None;
+        }
+        let taken = (self.wal.write().take(), self.verifier.write().take());
+        drop(tree);
+        Some(taken)
+    }
+
     /// Ends writeback of the pages of one write (`end_page_writeback`), their
     /// marks cleared under one tree lock and their waiters woken after it is
     /// dropped; a failed write puts them back to dirty (we never drop data

@@ -389,6 +389,11 @@ impl CachedFile {
     /// a panic in the engine's code, or `durable_lsn` still behind), the
     /// pages stay dirty and the error reaches `sync_data` callers like a
     /// write error.
+    ///
+    /// The log stays attached while the file has an open handle; when the
+    /// last one closes (and no page of the file is dirty or being written)
+    /// it is dropped, so a log that holds the handle of its own log file
+    /// does not keep the cache alive. Attach it again after reopening.
     pub fn set_write_ahead_log(&self, log: Arc<dyn WriteAheadLog>) {
         *self.file.mapping.wal.write() = Some(log);
     }
@@ -399,6 +404,8 @@ impl CachedFile {
     /// for every reader waiting for that page, with that error's kind; the
     /// page is not cached as uptodate, and the next read tries the file
     /// again, as after a failed read. Pages already cached are not checked.
+    /// Like the log, the verifier is dropped when the file's last handle
+    /// closes.
     pub fn set_read_verifier(&self, verify: ReadVerifier) {
         *self.file.mapping.verifier.write() = Some(verify);
     }

@@ -134,6 +134,8 @@ pub(crate) fn pageout(m: &AddressSpace, page: &Page) -> bool {
     // dirty (and rotates), and the flusher, which may wait, is asked.
     if !crate::io::wal::log_allows(m, page) {
         m.zone.count(Event::LogSkips, 1);
+        // Release: pairs with the flusher's swap.
+        m.zone.reclaim_wants_writeback.store(true, Ordering::Release);
         m.zone.flusher.wake();
         return false;
     }
@@ -372,11 +374,16 @@ pub(crate) fn flusher(zone: Arc<Zone>) {
 /// One flusher pass.
 pub(crate) fn flush_once(zone: &Zone) {
     let mappings: Vec<Arc<AddressSpace>> = zone.mappings.read().iter().filter_map(|w| w.upgrade()).collect();
+    // Acquire: pairs with reclaim's Release store.
+    let asked = zone.reclaim_wants_writeback.swap(false, Ordering::Acquire);
     for m in mappings {
         let expired = m.dirtied_when.lock().is_some_and(|t| t.elapsed() >= zone.dirty.expire);
         // Relaxed: a threshold check.
         let over = zone.nr_dirty.load(Ordering::Relaxed) > zone.dirty.background;
-        if expired {
+        // Reclaim could not write these itself (their log was behind):
+        // the flusher may wait for the log, so it writes them now.
+        let for_reclaim = asked && m.nr_dirty() > 0 && m.wal.read().is_some();
+        if expired || for_reclaim {
             let _ = write_cache_pages(&m, SyncMode::Background(usize::MAX));
         } else if over && m.nr_dirty() > 0 {
             let _ = write_cache_pages(&m, SyncMode::Background(1024));

@@ -175,6 +175,10 @@ pub(crate) struct Zone {
     pub(crate) ra_max_pages: u64,
     /// io_uring rings for batched I/O (`io::uring`).
     pub(crate) uring: RingPool,
+    /// Reclaim left dirty pages because their write-ahead log was behind:
+    /// the flusher writes them at its next pass whatever the dirty
+    /// thresholds (the kernel's `wakeup_flusher_threads(WB_REASON_VMSCAN)`).
+    pub(crate) reclaim_wants_writeback: AtomicBool,
 }
 
 impl Zone {
@@ -206,6 +210,7 @@ impl Zone {
             ra_queue: Mutex::new(None),
             ra_max_pages,
             uring: RingPool::new(io_uring),
+            reclaim_wants_writeback: AtomicBool::new(false),
             pages,
         })
     }
