@@ -522,6 +522,26 @@ fn cold_direct(c: &mut Criterion) {
             total
         })
     });
+    // The same with windows of 8 MiB: more of the file in flight while the
+    // reader copies out of the last window.
+    let cache8 =
+        PageCache::builder().capacity(320 << 20).direct_io(true).readahead_max(8 << 20).build().expect("cache");
+    let file8 = cache8.open(&path).expect("open through cache");
+    g.bench_function("page_cache_direct_io_ra_8m", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                cache8.shrink(usize::MAX);
+                let t0 = Instant::now();
+                let mut off = 0;
+                while off < SIZE {
+                    off += file8.read_at(&mut buf, off).expect("read") as u64;
+                }
+                total += t0.elapsed();
+            }
+            total
+        })
+    });
     g.bench_function("pread_o_direct", |b| {
         let f = OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(&path).expect("open O_DIRECT");
         let mut raw = vec![0u8; MIB + PAGE_SIZE];
