@@ -1,9 +1,11 @@
 //! The I/O layer, following the read, write and writeback halves of
 //! `mm/filemap.c`, `mm/readahead.c`, `mm/page-writeback.c`,
 //! `fs/fs-writeback.c` and `mm/truncate.c`: [`CachedFile`](filemap::CachedFile)
-//! and its read and write paths, readahead, writeback and the flusher,
-//! truncation, and the backing file underneath (plus the fault-injecting
-//! one for tests).
+//! and its read and write paths, readahead and scattered prefetch,
+//! writeback and the flusher, truncation, invalidation and close-to-open
+//! revalidation, the engine's hooks (the write-ahead-log rule, the read
+//! verifier), batched I/O on io_uring, and the backing file underneath
+//! (plus the fault-injecting one for tests).
 //!
 //! May call every layer below it: `reclaim`, `index`, `mem`, `sync`,
 //! `stats`. It calls nothing above it (`cache` owns the open-file table and
