@@ -75,6 +75,7 @@ impl CachedFile {
     }
 
     /// Reads up to `buf.len()` bytes at `offset`; returns 0 at or past end of file.
+    #[inline]
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let m = &*self.file.mapping;
         let size = m.size();
@@ -82,6 +83,24 @@ impl CachedFile {
             return Ok(0);
         }
         let end = size.min(offset.saturating_add(buf.len() as u64));
+        // The common hit: inside one page, served optimistically. Kept
+        // small (the general loop is out of line) so that consecutive
+        // reads overlap their cache misses.
+        let index = offset / PS;
+        if (end - 1) / PS == index {
+            let n = (end - offset) as usize;
+            if m.read_optimistic(index, (offset % PS) as usize, &mut buf[..n]) {
+                self.file.ra.note_hit(index, index);
+                return Ok(n);
+            }
+        }
+        self.read_at_pages(buf, offset, end)
+    }
+
+    /// `read_at` of `[offset, end)` (inside the file) page by page.
+    #[inline(never)]
+    fn read_at_pages(&self, buf: &mut [u8], offset: u64, end: u64) -> io::Result<usize> {
+        let m = &*self.file.mapping;
         let last_index = (end - 1) / PS;
         let mut pos = offset;
         let mut slow = false;
