@@ -21,8 +21,16 @@ pub(crate) fn set_len(m: &AddressSpace, new: u64) -> io::Result<()> {
     let backing = m.backing();
     m.written.store(true, Ordering::SeqCst);
     if new >= old {
-        backing.set_len(new)?;
+        // The size first: an O_DIRECT writeback that wrote a whole last
+        // page trims the file back to the cache's size (`write_runs`); had
+        // it read the old size after the file grew, it would have cut the
+        // growth off, and no dirty page would ever bring it back (found by
+        // the soak test with a direct file).
         m.set_size(new);
+        if let Err(e) = backing.set_len(new) {
+            m.set_size(old);
+            return Err(e);
+        }
         return Ok(());
     }
     // The file first: if it refuses the size, nothing has changed yet.
