@@ -37,12 +37,6 @@ pub(crate) struct RingPool {
     enabled: AtomicBool,
 }
 
-// SAFETY: `Op` holds raw pointers only while a batch runs in the thread
-// that owns the buffers; the pool itself holds rings, which are Send.
-unsafe impl Send for RingPool {}
-// SAFETY: every access to the rings goes through the mutex.
-unsafe impl Sync for RingPool {}
-
 impl RingPool {
     /// A pool; with `want`, tries to set up one ring now, and stays
     /// disabled (the positioned syscalls serve) if that fails.
