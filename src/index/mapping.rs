@@ -140,6 +140,10 @@ pub struct AddressSpace {
     /// taken, so the file's times moved by our own hand: the next
     /// revalidation takes a new record instead of comparing.
     pub(crate) written: AtomicBool,
+    /// An O_DIRECT write of a whole last page left the file longer than
+    /// the cache's size, and its writer could not take `size_lock` to cut
+    /// it (`writeback::trim_to_size`): the next holder of the lock does.
+    pub(crate) needs_trim: AtomicBool,
     /// The engine's write-ahead log: no dirty page reaches the file ahead
     /// of it (`io::wal`).
     pub(crate) wal: RwLock<Option<Arc<dyn WriteAheadLog>>>,
@@ -170,6 +174,7 @@ impl AddressSpace {
                 ra: RaContext::default(),
                 record: Mutex::new(None),
                 written: AtomicBool::new(false),
+                needs_trim: AtomicBool::new(false),
                 wal: RwLock::new(None),
                 verifier: RwLock::new(None),
                 read_error: Mutex::new(None),

@@ -40,6 +40,7 @@ pub(crate) fn set_len(m: &AddressSpace, new: u64) -> io::Result<()> {
     m.set_size(new);
     cut_pages_past(m, new);
     // A writeback that raced the first call may have written past `new`.
+    m.needs_trim.store(false, Ordering::SeqCst);
     backing.set_len(new)
 }
 

@@ -114,7 +114,7 @@ pub(crate) fn write_cache_pages(m: &AddressSpace, mode: SyncMode) -> io::Result<
         written += run.len();
         runs.push(run);
         // The batch's runs go together (in flight at once on io_uring).
-        result = result.and(write_runs(m, &mut runs));
+        result = result.and(write_runs(m, &mut runs, true));
         if let SyncMode::Background(n) = mode {
             if written >= n {
                 break;
@@ -142,14 +142,16 @@ pub(crate) fn pageout(m: &AddressSpace, page: &Page) -> bool {
     if !m.start_writeback(page) {
         return !page.test(PageFlags::DIRTY);
     }
-    write_run(m, &mut vec![page]).is_ok()
+    // The page lock is held: the trim after a direct write must not wait
+    // for the size lock.
+    write_run(m, &mut vec![page], false).is_ok()
 }
 
 /// Writes a run of contiguous pages under writeback with one vectored call
 /// (more if the file takes it short), then ends their writeback.
-fn write_run(m: &AddressSpace, run: &mut Vec<&Page>) -> io::Result<()> {
+fn write_run(m: &AddressSpace, run: &mut Vec<&Page>, may_wait: bool) -> io::Result<()> {
     let mut runs = [std::mem::take(run)];
-    write_runs(m, &mut runs)
+    write_runs(m, &mut runs, may_wait)
 }
 
 /// Writes runs of contiguous pages under writeback and ends their
@@ -160,7 +162,7 @@ fn write_run(m: &AddressSpace, run: &mut Vec<&Page>) -> io::Result<()> {
 /// `writev` each, and
 /// whatever a run's write left short is finished with the positioned
 /// syscalls; otherwise the runs are written one after another.
-fn write_runs(m: &AddressSpace, runs: &mut [Vec<&Page>]) -> io::Result<()> {
+fn write_runs(m: &AddressSpace, runs: &mut [Vec<&Page>], may_wait: bool) -> io::Result<()> {
     let runs_len = runs.iter().filter(|r| !r.is_empty()).count();
     if runs_len == 0 {
         return Ok(());
@@ -236,6 +238,7 @@ fn write_runs(m: &AddressSpace, runs: &mut [Vec<&Page>]) -> io::Result<()> {
         }
     }
     let mut first = Ok(());
+    let mut past_end = false;
     for (k, run) in runs.iter_mut().enumerate() {
         if run.is_empty() {
             continue;
@@ -266,11 +269,9 @@ fn write_runs(m: &AddressSpace, runs: &mut [Vec<&Page>]) -> io::Result<()> {
             }
         }
         if result.is_ok() && direct && offset + total as u64 > size {
-            // O_DIRECT wrote whole pages: cut the file back to its size.
-            let now = m.size();
-            if backing.len().map_or(true, |l| l > now) {
-                result = backing.set_len(now);
-            }
+            // O_DIRECT wrote a whole last page: the file must be cut back
+            // to the cache's size, after the run's writeback ends (below).
+            past_end = true;
         }
         let failed = result.is_err();
         if let Err(e) = &result {
@@ -285,7 +286,57 @@ fn write_runs(m: &AddressSpace, runs: &mut [Vec<&Page>]) -> io::Result<()> {
             first = result;
         }
     }
+    if past_end {
+        first = first.and(trim_to_size(m, &*backing, may_wait));
+    }
     first
+}
+
+/// Cuts the file back to the cache's size after an O_DIRECT write of a
+/// whole last page. Under `size_lock`, so no size change (a `set_len` that
+/// grows the file) runs between reading the size and cutting to it: cut
+/// to a size read before a growth, the file would lose the growth, and no
+/// dirty page would bring it back. Runs after the pages' writeback ended,
+/// as a size changer may hold the lock while it waits for writeback. A
+/// caller that holds a page lock (kswapd's `pageout`) must not wait for
+/// the lock (the order is size lock, then page lock): if it is taken, the
+/// cut is left to whoever holds it or syncs next (`needs_trim`).
+pub(crate) fn trim_to_size(
+    m: &AddressSpace,
+    backing: &dyn crate::io::backing::Backing,
+    may_wait: bool,
+) -> io::Result<()> {
+    let guard = if may_wait { Some(m.size_lock.lock()) } else { m.size_lock.try_lock() };
+    let Some(_size) = guard else {
+        m.needs_trim.store(true, Ordering::SeqCst);
+        return Ok(());
+    };
+    m.needs_trim.store(false, Ordering::SeqCst);
+    let now = m.size();
+    let r = match backing.len() {
+        Ok(l) if l <= now => Ok(()),
+        _ => backing.set_len(now),
+    };
+    if let Err(e) = &r {
+        m.errseq.set(e);
+        m.needs_trim.store(true, Ordering::SeqCst);
+    }
+    r
+}
+
+/// A trim left by a writer that could not take `size_lock`, done by a
+/// holder of the lock before it lets go.
+pub(crate) fn trim_if_needed_locked(m: &AddressSpace) {
+    if m.needs_trim.load(Ordering::SeqCst) && m.needs_trim.swap(false, Ordering::SeqCst) {
+        let backing = m.backing();
+        let now = m.size();
+        if backing.len().is_ok_and(|l| l > now) {
+            if let Err(e) = backing.set_len(now) {
+                m.errseq.set(&e);
+                m.needs_trim.store(true, Ordering::SeqCst);
+            }
+        }
+    }
 }
 
 /// The same error again (`io::Error` is not `Clone`).
@@ -319,6 +370,10 @@ pub(crate) fn wait_writeback(m: &AddressSpace) {
 pub(crate) fn sync_mapping(m: &AddressSpace, all: bool) -> io::Result<()> {
     let written = write_cache_pages(m, SyncMode::Integrity);
     wait_writeback(m);
+    if m.needs_trim.load(Ordering::SeqCst) {
+        let _size = m.size_lock.lock();
+        trim_if_needed_locked(m);
+    }
     let backing = m.backing();
     let r = if all { backing.sync_all() } else { backing.sync_data() };
     if let Err(e) = &r {
