@@ -508,6 +508,11 @@ impl FileTable for CacheInner {
             let _ = writeback::write_cache_pages(mapping, SyncMode::Integrity);
             writeback::wait_writeback(mapping);
         }
+        // A cut kswapd could not make (it held a page lock) is made now.
+        if mapping.needs_trim.load(Ordering::SeqCst) {
+            let _size = mapping.size_lock.lock();
+            writeback::trim_if_needed_locked(mapping);
+        }
         // The file as the cache left it, for the next open to compare.
         truncate::refresh_record(mapping);
         // No handle, no descriptor: a file deleted from now on frees its
@@ -548,6 +553,10 @@ impl Drop for CacheInner {
         for m in &mappings {
             let written = writeback::write_cache_pages(m, SyncMode::Integrity);
             writeback::wait_writeback(m);
+            if m.needs_trim.load(Ordering::SeqCst) {
+                let _size = m.size_lock.lock();
+                writeback::trim_if_needed_locked(m);
+            }
             if let Err(e) = written {
                 // Nowhere left to report it: say so rather than lose it silently.
                 eprintln!("page-cache: writing back {:?} at shutdown failed: {e}", m);
