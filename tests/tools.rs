@@ -16,6 +16,9 @@ use std::sync::OnceLock;
 
 use tempfile::TempDir;
 
+mod common;
+use common::json_string_field;
+
 const REAL_CAT: &str = "/bin/cat";
 const REAL_DD: &str = "/bin/dd";
 const MIB: usize = 1 << 20;
@@ -72,31 +75,6 @@ fn build_examples() -> Examples {
     assert!(dd.is_file(), "no dd example at {}", dd.display());
     assert!(fincore.is_file(), "no fincore example at {}", fincore.display());
     Examples { cat, dd, fincore }
-}
-
-/// The string value of `"key":"..."` in one line of Cargo's JSON messages.
-fn json_string_field(line: &str, key: &str) -> Option<String> {
-    let pattern = format!("\"{key}\":\"");
-    let start = line.find(&pattern)? + pattern.len();
-    let mut out = String::new();
-    let mut chars = line[start..].chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return Some(out),
-            '\\' => match chars.next()? {
-                'n' => out.push('\n'),
-                't' => out.push('\t'),
-                'r' => out.push('\r'),
-                'u' => {
-                    let hex: String = chars.by_ref().take(4).collect();
-                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
-                }
-                other => out.push(other),
-            },
-            other => out.push(other),
-        }
-    }
-    None
 }
 
 /// Run `f` on every item, a few at a time: the tools mostly wait (process

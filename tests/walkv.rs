@@ -39,6 +39,9 @@ use page_cache::{Backing, FileBacking, PageCache, PAGE_SIZE};
 
 use engine::Store;
 
+mod common;
+use common::json_string_field;
+
 fn sanitizer() -> bool {
     std::env::var_os("PAGE_CACHE_SANITIZER").is_some()
 }
@@ -191,30 +194,6 @@ fn walkv_exe() -> &'static Path {
         assert!(exe.is_file(), "no walkv example at {}", exe.display());
         exe
     })
-}
-
-/// The string value of `"key":"..."` in one line of Cargo's JSON messages.
-fn json_string_field(line: &str, key: &str) -> Option<String> {
-    let pattern = format!("\"{key}\":\"");
-    let start = line.find(&pattern)? + pattern.len();
-    let mut out = String::new();
-    let mut chars = line[start..].chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return Some(out),
-            '\\' => match chars.next()? {
-                'n' => out.push('\n'),
-                't' => out.push('\t'),
-                'u' => {
-                    let hex: String = chars.by_ref().take(4).collect();
-                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
-                }
-                other => out.push(other),
-            },
-            other => out.push(other),
-        }
-    }
-    None
 }
 
 // ------------------------------------------------------------------ SIGKILL
