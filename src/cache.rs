@@ -489,20 +489,18 @@ impl PageCache {
 impl FileTable for CacheInner {
     /// An open of `mapping` went away; the last one writes its dirty pages back.
     fn close(&self, mapping: &Arc<AddressSpace>) {
-        let last = {
+        let (key, last) = {
             let mut files = self.files.lock();
             let key = files.iter().find(|(_, e)| Arc::ptr_eq(&e.mapping, mapping)).map(|(k, _)| *k);
             match key.and_then(|k| files.get_mut(&k)) {
                 Some(e) => {
                     e.opens -= 1;
-                    e.opens == 0
+                    (key, e.opens == 0)
                 }
-                None => false,
+                None => (key, false),
             }
         };
-        if !last {
-            return;
-        }
+        let Some(key) = key.filter(|_| last) else { return };
         if mapping.nr_dirty() > 0 {
             // Failures stay dirty in the cache; the flusher retries them.
             let _ = writeback::write_cache_pages(mapping, SyncMode::Integrity);
@@ -511,7 +509,7 @@ impl FileTable for CacheInner {
         // A cut kswapd could not make (it held a page lock) is made now.
         if mapping.needs_trim.load(Ordering::SeqCst) {
             let _size = mapping.size_lock.lock();
-            writeback::trim_if_needed_locked(mapping);
+            let _ = writeback::trim_if_needed_locked(mapping); // a failure is in the errseq
         }
         // The file as the cache left it, for the next open to compare.
         truncate::refresh_record(mapping);
@@ -521,7 +519,8 @@ impl FileTable for CacheInner {
         // flusher can retry them; so does an open that came meanwhile.
         let mut files = self.files.lock();
         let mut hooks = None;
-        if let Some(e) = files.values_mut().find(|e| Arc::ptr_eq(&e.mapping, mapping)) {
+        // The same entry unless a delete and reopen replaced it meanwhile.
+        if let Some(e) = files.get_mut(&key).filter(|e| Arc::ptr_eq(&e.mapping, mapping)) {
             if e.opens == 0 && e.detach && !e.detached && mapping.replace_backing_if_clean(Arc::new(Detached)) {
                 e.writable = false;
                 e.detached = true;
@@ -555,7 +554,7 @@ impl Drop for CacheInner {
             writeback::wait_writeback(m);
             if m.needs_trim.load(Ordering::SeqCst) {
                 let _size = m.size_lock.lock();
-                writeback::trim_if_needed_locked(m);
+                let _ = writeback::trim_if_needed_locked(m); // a failure is in the errseq
             }
             if let Err(e) = written {
                 // Nowhere left to report it: say so rather than lose it silently.

@@ -185,7 +185,7 @@ impl CachedFile {
             if pos > m.size() {
                 m.set_size(pos);
             }
-            writeback::trim_if_needed_locked(m);
+            let _ = writeback::trim_if_needed_locked(m); // a failure is in the errseq
             (pos - offset) as usize
         };
         writeback::balance_dirty_pages(m);
@@ -295,7 +295,7 @@ impl CachedFile {
                 if done > 0 && offset + done > m.size() {
                     m.set_size(offset + done);
                 }
-                writeback::trim_if_needed_locked(m);
+                let _ = writeback::trim_if_needed_locked(m); // a failure is in the errseq
                 res
             };
             if done > 0 {

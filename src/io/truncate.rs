@@ -167,7 +167,7 @@ pub(crate) fn revalidate(m: &AddressSpace, now: &FileStat, strict: bool) -> bool
     };
     if changed {
         let end = crate::index::mapping::MAX_INDEX + 1;
-        if !r_same_file(record.as_ref(), now) && m.nr_dirty() == 0 {
+        if !record.as_ref().is_none_or(|r| r.same_file(now)) && m.nr_dirty() == 0 {
             // Another file under the same inode number: nothing cached is its.
             m.truncate_pages_from(0);
         } else {
@@ -178,10 +178,6 @@ pub(crate) fn revalidate(m: &AddressSpace, now: &FileStat, strict: bool) -> bool
     }
     *record = Some(*now);
     changed
-}
-
-fn r_same_file(r: Option<&FileStat>, now: &FileStat) -> bool {
-    r.is_none_or(|r| r.same_file(now))
 }
 
 /// Takes a new record of the file after the cache's own writes (the last

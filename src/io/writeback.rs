@@ -225,13 +225,11 @@ fn write_runs(m: &AddressSpace, runs: &mut [Vec<&Page>], may_wait: bool) -> io::
             if let Some(r) = unsafe { m.zone.uring.run(fd, &ops) } {
                 m.zone.count(Event::UringOps, ops.len() as u64);
                 m.zone.count(Event::WriteCalls, 1);
+                // A failure on the ring is tried once more with the
+                // syscalls below, which report it if it stands.
                 for (k, r) in which.into_iter().zip(r) {
-                    match r {
-                        Ok(n) => done[k] = n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        // A failure on the ring is tried once more with the
-                        // syscalls below, which report it if it stands.
-                        Err(_) => {}
+                    if let Ok(n) = r {
+                        done[k] = n;
                     }
                 }
             }
@@ -287,7 +285,7 @@ fn write_runs(m: &AddressSpace, runs: &mut [Vec<&Page>], may_wait: bool) -> io::
         }
     }
     if past_end {
-        first = first.and(trim_to_size(m, &*backing, may_wait));
+        first = first.and(trim_to_size(m, may_wait));
     }
     first
 }
@@ -301,17 +299,24 @@ fn write_runs(m: &AddressSpace, runs: &mut [Vec<&Page>], may_wait: bool) -> io::
 /// caller that holds a page lock (kswapd's `pageout`) must not wait for
 /// the lock (the order is size lock, then page lock): if it is taken, the
 /// cut is left to whoever holds it or syncs next (`needs_trim`).
-pub(crate) fn trim_to_size(
-    m: &AddressSpace,
-    backing: &dyn crate::io::backing::Backing,
-    may_wait: bool,
-) -> io::Result<()> {
+pub(crate) fn trim_to_size(m: &AddressSpace, may_wait: bool) -> io::Result<()> {
+    m.needs_trim.store(true, Ordering::SeqCst);
     let guard = if may_wait { Some(m.size_lock.lock()) } else { m.size_lock.try_lock() };
-    let Some(_size) = guard else {
-        m.needs_trim.store(true, Ordering::SeqCst);
+    match guard {
+        Some(_size) => trim_if_needed_locked(m),
+        None => Ok(()),
+    }
+}
+
+/// The cut `trim_to_size` asks for, made by a holder of `size_lock`
+/// (also one that found it left by a writer that could not take the lock):
+/// the file is cut to the cache's size if it is longer. A failed cut goes
+/// to the errseq and stays asked for.
+pub(crate) fn trim_if_needed_locked(m: &AddressSpace) -> io::Result<()> {
+    if !(m.needs_trim.load(Ordering::SeqCst) && m.needs_trim.swap(false, Ordering::SeqCst)) {
         return Ok(());
-    };
-    m.needs_trim.store(false, Ordering::SeqCst);
+    }
+    let backing = m.backing();
     let now = m.size();
     let r = match backing.len() {
         Ok(l) if l <= now => Ok(()),
@@ -322,21 +327,6 @@ pub(crate) fn trim_to_size(
         m.needs_trim.store(true, Ordering::SeqCst);
     }
     r
-}
-
-/// A trim left by a writer that could not take `size_lock`, done by a
-/// holder of the lock before it lets go.
-pub(crate) fn trim_if_needed_locked(m: &AddressSpace) {
-    if m.needs_trim.load(Ordering::SeqCst) && m.needs_trim.swap(false, Ordering::SeqCst) {
-        let backing = m.backing();
-        let now = m.size();
-        if backing.len().is_ok_and(|l| l > now) {
-            if let Err(e) = backing.set_len(now) {
-                m.errseq.set(&e);
-                m.needs_trim.store(true, Ordering::SeqCst);
-            }
-        }
-    }
 }
 
 /// The same error again (`io::Error` is not `Clone`).
@@ -372,7 +362,7 @@ pub(crate) fn sync_mapping(m: &AddressSpace, all: bool) -> io::Result<()> {
     wait_writeback(m);
     if m.needs_trim.load(Ordering::SeqCst) {
         let _size = m.size_lock.lock();
-        trim_if_needed_locked(m);
+        let _ = trim_if_needed_locked(m); // a failure is in the errseq
     }
     let backing = m.backing();
     let r = if all { backing.sync_all() } else { backing.sync_data() };
