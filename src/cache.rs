@@ -246,6 +246,17 @@ fn not_regular(path: &Path) -> io::Error {
     )
 }
 
+/// The buddy order of a file page of `page_size` bytes.
+fn page_order(page_size: usize) -> io::Result<u32> {
+    if !page_size.is_power_of_two() || !(PAGE_SIZE..=crate::MAX_PAGE_SIZE).contains(&page_size) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("page size {page_size}: a power of two from {PAGE_SIZE} to {} bytes", crate::MAX_PAGE_SIZE),
+        ));
+    }
+    Ok((page_size / PAGE_SIZE).trailing_zeros())
+}
+
 fn access_mode(file: &File) -> io::Result<(bool, bool)> {
     crate::io::backing::access_mode(file)
 }
@@ -273,6 +284,42 @@ impl PageCache {
 
     /// Opens a file with the given options (read access is added).
     pub fn open_with(&self, path: impl AsRef<Path>, options: &OpenOptions) -> io::Result<CachedFile> {
+        self.open_with_page_size(path, options, PAGE_SIZE)
+    }
+
+    /// Opens a file with the given options (read access is added) whose
+    /// pages are `page_size` bytes: a power of two from 4096 to 65536, else
+    /// `InvalidInput`. Each page is one compound block of the buddy
+    /// allocator (one descriptor, one lock, one LRU entry), so an engine
+    /// with 16 KiB pages finds, locks and reads its page in one call;
+    /// writeback writes only the 4 KiB blocks of a page that were written.
+    /// A file can have one page size at a time: opening a file that is
+    /// open with another page size fails with `InvalidInput` (once it is
+    /// closed, the next open may choose another; its clean pages are then
+    /// dropped).
+    ///
+    /// ```
+    /// use page_cache::PageCache;
+    /// # fn main() -> std::io::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("db");
+    /// let cache = PageCache::new(8 << 20)?;
+    /// let mut opts = std::fs::OpenOptions::new();
+    /// opts.write(true).create(true);
+    /// let db = cache.open_with_page_size(&path, &opts, 16384)?;
+    /// assert_eq!(db.mapping().page_size(), 16384);
+    /// db.write_at(&[1u8; 100], 20000)?; // inside page 1
+    /// assert_eq!(db.mapping().find_get_page(1).unwrap().read().len(), 16384);
+    /// assert!(cache.open_with_page_size(&path, &opts, 8192).is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn open_with_page_size(
+        &self,
+        path: impl AsRef<Path>,
+        options: &OpenOptions,
+        page_size: usize,
+    ) -> io::Result<CachedFile> {
+        let order = page_order(page_size)?;
         let path = path.as_ref();
         let before = std::fs::metadata(path).ok();
         if let Some(m) = &before {
@@ -313,7 +360,24 @@ impl PageCache {
         let (mapping, alone) = {
             let mut files = self.inner.files.lock();
             files.retain(|_, e| e.opens > 0 || e.mapping.nr_pages() > 0 || e.mapping.nr_dirty() > 0);
+            // A closed file's pages of another size go: one mapping per file.
+            if files.get(&key).is_some_and(|e| e.mapping.order() != order && e.opens == 0 && e.mapping.nr_dirty() == 0)
+            {
+                if let Some(old) = files.remove(&key) {
+                    old.mapping.truncate_pages_from(0);
+                }
+            }
             match files.get_mut(&key) {
+                Some(e) if e.mapping.order() != order => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "{}: already open with {}-byte pages, not {page_size}",
+                            path.display(),
+                            e.mapping.page_size()
+                        ),
+                    ));
+                }
                 Some(e) => {
                     let alone = e.opens == 0;
                     // A mapping detached at its last close holds no
@@ -330,7 +394,7 @@ impl PageCache {
                     (e.mapping.clone(), alone)
                 }
                 None => {
-                    let m = AddressSpace::new(self.inner.zone.clone(), backing, stat.size);
+                    let m = AddressSpace::new(self.inner.zone.clone(), backing, stat.size, order);
                     *m.record.lock() = Some(stat);
                     files.insert(
                         key,
@@ -361,8 +425,21 @@ impl PageCache {
     /// remote blob). Each call makes a new mapping; `writable` says whether
     /// the handle may write.
     pub fn open_backing(&self, backing: Arc<dyn Backing>, writable: bool) -> io::Result<CachedFile> {
+        self.open_backing_with_page_size(backing, writable, PAGE_SIZE)
+    }
+
+    /// [`open_backing`](Self::open_backing) with pages of `page_size` bytes
+    /// (a power of two from 4096 to 65536, else `InvalidInput`), as
+    /// [`open_with_page_size`](Self::open_with_page_size).
+    pub fn open_backing_with_page_size(
+        &self,
+        backing: Arc<dyn Backing>,
+        writable: bool,
+        page_size: usize,
+    ) -> io::Result<CachedFile> {
+        let order = page_order(page_size)?;
         let size = backing.len()?;
-        let mapping = AddressSpace::new(self.inner.zone.clone(), backing, size);
+        let mapping = AddressSpace::new(self.inner.zone.clone(), backing, size, order);
         // A key no real file has: device u64::MAX, inode = mapping id.
         let key = (u64::MAX, mapping.id as u64);
         self.inner

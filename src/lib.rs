@@ -119,8 +119,16 @@ mod sync;
 #[cfg(all(test, loom))]
 mod loom_models;
 
-/// Bytes in a page (and a frame).
+/// Bytes in a frame, and in a page of a file opened without a page size.
 pub const PAGE_SIZE: usize = 4096;
+
+/// The largest page size a file can have
+/// ([`PageCache::open_with_page_size`]): 16 frames.
+pub const MAX_PAGE_SIZE: usize = 65536;
+
+/// Frames per page at [`MAX_PAGE_SIZE`]: the 4 KiB blocks whose dirty and
+/// uptodate state a large page keeps apart.
+pub const MAX_PAGE_BLOCKS: usize = MAX_PAGE_SIZE / PAGE_SIZE;
 
 pub use cache::{Builder, PageCache};
 pub use index::mapping::{AddressSpace, Tag};

@@ -114,6 +114,11 @@ impl Errseq {
 pub struct AddressSpace {
     pub(crate) zone: Arc<Zone>,
     pub(crate) id: u32,
+    /// log2 of the page size in frames: each page is a compound block of
+    /// this order (0 for 4 KiB pages). Fixed at open.
+    pub(crate) order: u32,
+    /// log2 of the page size in bytes (`order + 12`).
+    pub(crate) shift: u32,
     pub(crate) tree: XArray,
     pub(crate) backing: RwLock<Arc<dyn Backing>>,
     /// The file size as the cache sees it (`i_size`).
@@ -157,12 +162,15 @@ pub struct AddressSpace {
 }
 
 impl AddressSpace {
-    pub(crate) fn new(zone: Arc<Zone>, backing: Arc<dyn Backing>, size: u64) -> Arc<AddressSpace> {
+    pub(crate) fn new(zone: Arc<Zone>, backing: Arc<dyn Backing>, size: u64, order: u32) -> Arc<AddressSpace> {
+        assert!((order as usize) <= MAX_PAGE_ORDER, "page order {order} too large");
         Arc::new_cyclic(|weak| {
             let id = zone.register_mapping(weak.clone());
             AddressSpace {
                 zone,
                 id,
+                order,
+                shift: order + crate::PAGE_SIZE.trailing_zeros(),
                 tree: XArray::new(),
                 backing: RwLock::new(backing),
                 size: AtomicU64::new(size),
@@ -181,6 +189,43 @@ impl AddressSpace {
                 self_weak: weak.clone(),
             }
         })
+    }
+
+    /// Bytes in each page of this file (4096 unless the file was opened
+    /// with [`open_with_page_size`](crate::PageCache::open_with_page_size)).
+    #[inline]
+    pub fn page_size(&self) -> usize {
+        1 << self.shift
+    }
+
+    /// The buddy order of this file's pages (log2 of frames per page).
+    #[inline]
+    pub(crate) fn order(&self) -> u32 {
+        self.order
+    }
+
+    /// Page size in bytes, as a `u64` for file offsets.
+    #[inline]
+    pub(crate) fn ps(&self) -> u64 {
+        1 << self.shift
+    }
+
+    /// The page holding byte `offset`.
+    #[inline]
+    pub(crate) fn index_of(&self, offset: u64) -> u64 {
+        offset >> self.shift
+    }
+
+    /// Pages needed to hold `bytes` bytes (the first index past them).
+    #[inline]
+    pub(crate) fn pages_for(&self, bytes: u64) -> u64 {
+        bytes.div_ceil(self.ps())
+    }
+
+    /// The readahead maximum, in this file's pages (at least one).
+    #[inline]
+    pub(crate) fn ra_max_pages(&self) -> u64 {
+        (self.zone.ra_max_pages >> self.order).max(1).min(self.zone.ra_max_pages)
     }
 
     /// The file size as the cache sees it.
@@ -304,7 +349,7 @@ impl AddressSpace {
     /// `find_or_create_page`, setting `new_flags` on a page it creates
     /// before the page is visible.
     pub(crate) fn find_or_create_page_with(&self, index: u64, new_flags: PageFlags) -> io::Result<LockedPage<'_>> {
-        check_index(index)?;
+        self.check_index(index)?;
         loop {
             if let Some(p) = self.find_lock_page(index) {
                 return Ok(p);
@@ -343,7 +388,7 @@ impl AddressSpace {
         first: u64,
         inserted: &mut Vec<bool>,
     ) -> io::Result<()> {
-        check_index(first.saturating_add(pages.len() as u64).saturating_sub(1))?;
+        self.check_index(first.saturating_add(pages.len() as u64).saturating_sub(1))?;
         {
             let mut tree = self.tree.lock();
             for (i, page) in pages.iter().enumerate() {
@@ -358,7 +403,7 @@ impl AddressSpace {
 
     /// Inserts a locked page at `index` without touching the LRU.
     pub(crate) fn add_to_page_cache(&self, page: &LockedPage<'_>, index: u64) -> io::Result<()> {
-        check_index(index)?;
+        self.check_index(index)?;
         if !self.insert_locked(&mut self.tree.lock(), page.page(), index) {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, "page already cached at this index"));
         }
@@ -759,14 +804,24 @@ impl Zone {
 /// The largest file size: file offsets are `off_t`, a signed 64-bit number.
 pub(crate) const MAX_FILE_SIZE: u64 = i64::MAX as u64;
 
-/// Page indices stop where byte offsets would overflow `off_t`.
+/// Page indices stop where byte offsets would overflow `off_t` (in 4 KiB
+/// pages; a file with larger pages stops at `MAX_INDEX >> order`).
 pub(crate) const MAX_INDEX: u64 = MAX_FILE_SIZE / crate::PAGE_SIZE as u64;
 
-pub(crate) fn check_index(index: u64) -> io::Result<()> {
-    if index > MAX_INDEX {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("page index {index} past the largest file")));
+/// The largest order of a file's pages (`MAX_PAGE_SIZE`).
+pub(crate) const MAX_PAGE_ORDER: usize = crate::MAX_PAGE_BLOCKS.trailing_zeros() as usize;
+
+impl AddressSpace {
+    /// `InvalidInput` for a page index whose bytes lie past the largest file.
+    pub(crate) fn check_index(&self, index: u64) -> io::Result<()> {
+        if index > MAX_INDEX >> self.order {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("page index {index} past the largest file"),
+            ));
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(all(test, not(loom)))]

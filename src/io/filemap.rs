@@ -5,7 +5,7 @@
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
-use crate::index::mapping::{check_index, AddressSpace, MovePage};
+use crate::index::mapping::{AddressSpace, MovePage};
 use crate::io::readahead::{self, RaContext};
 use crate::io::truncate::{self, Invalidated};
 use crate::io::wal::{ReadVerifier, WriteAheadLog};
@@ -728,7 +728,7 @@ impl AddressSpace {
     /// The page at `index`, uptodate: found, or created and filled from the
     /// file, with readahead for sequential callers (`read_cache_page`).
     pub fn read_page(&self, index: u64) -> io::Result<PageRef<'_>> {
-        check_index(index)?;
+        self.check_index(index)?;
         let page = read_cache_page(self, &self.ra, index, 1)?;
         self.ra.note_read(index);
         Ok(page)
@@ -740,7 +740,7 @@ impl AddressSpace {
     /// them, with readahead. On an error the pages before the failed one
     /// are in `out`.
     pub fn read_pages<'a>(&'a self, start: u64, nr: usize, out: &mut Vec<PageRef<'a>>) -> io::Result<()> {
-        check_index(start)?;
+        self.check_index(start)?;
         let end = start.saturating_add(nr as u64).min(self.size().div_ceil(crate::PAGE_SIZE as u64));
         if start >= end {
             return Ok(());
