@@ -502,7 +502,9 @@ impl PageCache {
         s.dirty_pages = zone.nr_dirty.load(Ordering::Relaxed) as u64;
         s.writeback_now = zone.nr_writeback.load(Ordering::Relaxed) as u64;
         s.free_pages = zone.buddy.nr_free() as u64;
-        s.cached_pages = self.mappings().iter().map(|m| m.nr_pages() as u64).sum();
+        let mappings = self.mappings();
+        s.cached_pages = mappings.iter().map(|m| m.nr_pages() as u64).sum();
+        s.cached_bytes = mappings.iter().map(|m| m.nr_pages() as u64 * m.page_size() as u64).sum();
         s.total_pages = zone.nr_frames() as u64;
         s.free_blocks = zone.buddy.free_blocks();
         s.io_uring = zone.uring.enabled();

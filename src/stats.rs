@@ -37,9 +37,13 @@ pub(crate) enum Event {
     VerifyFailures,
     UringOps,
     PrefetchPages,
+    BlockReclaims,
+    BlockReclaimFailures,
+    BlockReclaimScanned,
+    BlockReclaimPages,
 }
 
-const NR_EVENTS: usize = Event::PrefetchPages as usize + 1;
+const NR_EVENTS: usize = Event::BlockReclaimPages as usize + 1;
 
 /// Threads with a shard of their own in each cache's counters; threads
 /// numbered past them share the last shard.
@@ -141,6 +145,17 @@ pub struct Stats {
     pub uring_ops: u64,
     /// Pages `CachedFile::prefetch` read in.
     pub prefetch_pages: u64,
+    /// Blocks of a wanted order made free by reclaim aimed at the pages
+    /// inside them, when free frames sufficed but no block that large was
+    /// free (mixed page sizes fragment the pool; `docs/design.md`).
+    pub block_reclaims: u64,
+    /// Times no block could be freed that way (every candidate held a
+    /// dirty, locked or referenced page).
+    pub block_reclaim_failures: u64,
+    /// Candidate blocks examined by those scans (bounded per attempt).
+    pub block_reclaim_scanned: u64,
+    /// Pages evicted to free those blocks (counted in `evictions` too).
+    pub block_reclaim_pages: u64,
     /// Whether batched I/O goes through io_uring (false: it was turned off,
     /// or a ring could not be set up, and the positioned syscalls serve).
     pub io_uring: bool,
@@ -150,8 +165,10 @@ pub struct Stats {
     pub writeback_now: u64,
     /// Free frames now.
     pub free_pages: u64,
-    /// Pages in the page cache now.
+    /// Pages in the page cache now (of every file's page size).
     pub cached_pages: u64,
+    /// Bytes those pages hold (never above the capacity).
+    pub cached_bytes: u64,
     /// Pages on the active list.
     pub active_pages: u64,
     /// Pages on the inactive list.
@@ -188,6 +205,10 @@ impl Stats {
         self.verify_failures = c.get(Event::VerifyFailures);
         self.uring_ops = c.get(Event::UringOps);
         self.prefetch_pages = c.get(Event::PrefetchPages);
+        self.block_reclaims = c.get(Event::BlockReclaims);
+        self.block_reclaim_failures = c.get(Event::BlockReclaimFailures);
+        self.block_reclaim_scanned = c.get(Event::BlockReclaimScanned);
+        self.block_reclaim_pages = c.get(Event::BlockReclaimPages);
     }
 }
 
@@ -196,7 +217,7 @@ impl fmt::Display for Stats {
         let kb = |pages: u64| pages * 4;
         writeln!(f, "MemTotal:       {:>10} kB", kb(self.total_pages))?;
         writeln!(f, "MemFree:        {:>10} kB", kb(self.free_pages))?;
-        writeln!(f, "Cached:         {:>10} kB", kb(self.cached_pages))?;
+        writeln!(f, "Cached:         {:>10} kB", self.cached_bytes / 1024)?;
         writeln!(f, "Active(file):   {:>10} kB", kb(self.active_pages))?;
         writeln!(f, "Inactive(file): {:>10} kB", kb(self.inactive_pages))?;
         writeln!(f, "Dirty:          {:>10} kB", kb(self.dirty_pages))?;
@@ -225,6 +246,10 @@ impl fmt::Display for Stats {
         writeln!(f, "read_verify_failures {}", self.verify_failures)?;
         writeln!(f, "uring_ops {}", self.uring_ops)?;
         writeln!(f, "pgprefetch {}", self.prefetch_pages)?;
+        writeln!(f, "compact_block_reclaims {}", self.block_reclaims)?;
+        writeln!(f, "compact_fail {}", self.block_reclaim_failures)?;
+        writeln!(f, "compact_blocks_scanned {}", self.block_reclaim_scanned)?;
+        writeln!(f, "compact_pages_evicted {}", self.block_reclaim_pages)?;
         writeln!(f, "io_uring {}", u8::from(self.io_uring))?;
         write!(f, "buddyinfo")?;
         for n in self.free_blocks {

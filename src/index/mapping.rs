@@ -288,7 +288,7 @@ impl AddressSpace {
     /// caller then takes a reference and a read guard as before.
     #[inline]
     pub(crate) fn read_optimistic(&self, index: u64, off: usize, dst: &mut [u8]) -> bool {
-        debug_assert!(off + dst.len() <= crate::PAGE_SIZE);
+        debug_assert!(off + dst.len() <= self.page_size());
         const WANT: u32 = PageFlags::UPTODATE.0 | PageFlags::REFERENCED.0 | PageFlags::ACTIVE.0;
         const AVOID: u32 = PageFlags::LOCKED.0 | PageFlags::READAHEAD.0 | crate::mem::page::RA_FRESH.0;
         for _ in 0..3 {
@@ -314,9 +314,10 @@ impl AddressSpace {
             if page.mapping.load(Ordering::Relaxed) != self.id || page.index() != index {
                 continue;
             }
-            // SAFETY: the frame is `PAGE_SIZE` bytes of the arena, never
+            // SAFETY: the page is `page_size()` bytes of the arena from its
+            // frame on (a page of this file is a block of this order), never
             // unmapped while the zone lives (borrowed through `self`), and
-            // `off + dst.len() <= PAGE_SIZE`; every writer of its bytes holds
+            // `off + dst.len() <= page_size()`; every writer of its bytes holds
             // the page lock and makes the version odd first (`data_mut`,
             // `set_mapping`), which the check below catches.
             unsafe { crate::mem::arena::copy_racy(src, dst) };
@@ -354,7 +355,7 @@ impl AddressSpace {
             if let Some(p) = self.find_lock_page(index) {
                 return Ok(p);
             }
-            let page = self.zone.alloc_page()?;
+            let page = self.zone.alloc_pages(self.order as usize)?;
             let page = match page.try_lock() {
                 Ok(locked) => locked,
                 Err(_) => unreachable!("a freshly allocated page is unlocked"),
@@ -439,6 +440,7 @@ impl AddressSpace {
             assert_eq!(removed, Some(self.zone.page_to_pfn(p)), "page not at its index");
             p.set_mapping(0, p.index());
         }
+        self.zone.clear_blocks(p);
         if p.test(PageFlags::DIRTY) && p.test_and_clear(PageFlags::DIRTY) {
             self.account_cleaned();
         }
@@ -468,6 +470,7 @@ impl AddressSpace {
         let removed = tree.erase(page.index());
         assert_eq!(removed, Some(self.zone.page_to_pfn(page)), "page not at its index");
         page.set_mapping(0, page.index());
+        self.zone.clear_blocks(page);
         true
     }
 
@@ -488,9 +491,10 @@ impl AddressSpace {
         dst_index: u64,
     ) -> MovePage<'a> {
         let p = page.page();
-        // Frames move only within one cache's arena.
+        // Frames move only within one cache's arena, between files of one page size.
         if std::ptr::eq(self, dst)
             || !Arc::ptr_eq(&self.zone, &dst.zone)
+            || self.order != dst.order
             || p.mapping_id() != self.id
             || !p.test(PageFlags::UPTODATE)
             || p.flags().0 & (PageFlags::DIRTY.0 | PageFlags::WRITEBACK.0 | PageFlags::ERROR.0) != 0
@@ -600,8 +604,18 @@ impl AddressSpace {
         self.nr_dirty.load(Ordering::Relaxed)
     }
 
-    /// Marks a locked page dirty and tags it (`__set_page_dirty_nobuffers`).
+    /// Marks a locked page dirty, every block of it, and tags it
+    /// (`__set_page_dirty_nobuffers`).
     pub(crate) fn set_page_dirty(&self, page: &Page) {
+        self.set_blocks_dirty(page, u32::MAX);
+    }
+
+    /// Marks blocks of a locked page dirty (a mask of its 4 KiB blocks; a
+    /// 4 KiB page is its one block) and tags the page
+    /// (`iomap_set_range_dirty` + `filemap_dirty_folio`): writeback writes
+    /// only those blocks.
+    pub(crate) fn set_blocks_dirty(&self, page: &Page, blocks: u32) {
+        self.zone.add_blocks_dirty(page, blocks);
         if page.test_and_set(PageFlags::DIRTY) {
             return;
         }
@@ -629,11 +643,14 @@ impl AddressSpace {
 
     /// Clears DIRTY of a locked page for writeback (`clear_page_dirty_for_io`)
     /// and moves its tags from DIRTY/TOWRITE to WRITEBACK with the flag set.
-    /// False if the page was not dirty.
-    pub(crate) fn start_writeback(&self, page: &Page) -> bool {
+    /// Returns the dirty blocks to write (a mask of the page's 4 KiB
+    /// blocks; the one block of a 4 KiB page), or `None` if the page was
+    /// not dirty.
+    pub(crate) fn start_writeback(&self, page: &Page) -> Option<u32> {
         if !page.test(PageFlags::DIRTY) {
-            return false;
+            return None;
         }
+        let blocks = self.zone.take_blocks_dirty(page);
         {
             let mut tree = self.tree.lock();
             let index = page.index();
@@ -646,7 +663,7 @@ impl AddressSpace {
         // Relaxed: counters.
         self.zone.nr_writeback.fetch_add(1, Ordering::Relaxed);
         self.account_cleaned();
-        true
+        Some(blocks)
     }
 
     /// Puts `backing` in place of the mapping's unless a page is dirty or
@@ -681,19 +698,24 @@ impl AddressSpace {
     /// Ends writeback of the pages of one write (`end_page_writeback`), their
     /// marks cleared under one tree lock and their waiters woken after it is
     /// dropped; a failed write puts them back to dirty (we never drop data
-    /// the file did not take). The caller holds a reference to each.
-    pub(crate) fn end_writeback_run(&self, pages: &[&Page], failed: bool) {
+    /// the file did not take, and a failed page gets back the blocks it
+    /// was writing). The caller holds a reference to each; `blocks` are
+    /// what `start_writeback` returned.
+    pub(crate) fn end_writeback_run(&self, pages: &[(&Page, u32)], failed: bool) {
         let mut redirtied = 0usize;
         {
             let mut tree = self.tree.lock();
-            for page in pages {
+            for &(page, blocks) in pages {
                 if page.mapping_id() != self.id {
                     continue;
                 }
                 tree.clear_mark(page.index(), Mark::Writeback);
-                if failed && !page.test_and_set(PageFlags::DIRTY) {
-                    tree.set_mark(page.index(), Mark::Dirty);
-                    redirtied += 1;
+                if failed {
+                    self.zone.add_blocks_dirty(page, blocks);
+                    if !page.test_and_set(PageFlags::DIRTY) {
+                        tree.set_mark(page.index(), Mark::Dirty);
+                        redirtied += 1;
+                    }
                 }
             }
         }
@@ -706,7 +728,7 @@ impl AddressSpace {
         }
         // Relaxed: a counter.
         self.zone.nr_writeback.fetch_sub(pages.len(), Ordering::Relaxed);
-        for page in pages {
+        for &(page, _) in pages {
             wait::end_page_writeback(page);
         }
     }

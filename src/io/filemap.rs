@@ -15,8 +15,6 @@ use crate::stats::Event;
 use crate::sync::AtomicU64;
 use crate::PAGE_SIZE;
 
-const PS: u64 = PAGE_SIZE as u64;
-
 /// The table of open files, as an open file sees it when it closes
 /// (`iput`). The cache on top implements it and hands it down with each
 /// open, so this layer never names the cache.
@@ -86,10 +84,10 @@ impl CachedFile {
         // The common hit: inside one page, served optimistically. Kept
         // small (the general loop is out of line) so that consecutive
         // reads overlap their cache misses.
-        let index = offset / PS;
-        if (end - 1) / PS == index {
+        let index = m.index_of(offset);
+        if m.index_of(end - 1) == index {
             let n = (end - offset) as usize;
-            if m.read_optimistic(index, (offset % PS) as usize, &mut buf[..n]) {
+            if m.read_optimistic(index, (offset & (m.ps() - 1)) as usize, &mut buf[..n]) {
                 self.file.ra.note_hit(index, index);
                 return Ok(n);
             }
@@ -101,13 +99,14 @@ impl CachedFile {
     #[inline(never)]
     fn read_at_pages(&self, buf: &mut [u8], offset: u64, end: u64) -> io::Result<usize> {
         let m = &*self.file.mapping;
-        let last_index = (end - 1) / PS;
+        let ps = m.ps();
+        let last_index = m.index_of(end - 1);
         let mut pos = offset;
         let mut slow = false;
         while pos < end {
-            let index = pos / PS;
-            let off = (pos % PS) as usize;
-            let n = ((PS - off as u64).min(end - pos)) as usize;
+            let index = m.index_of(pos);
+            let off = (pos % ps) as usize;
+            let n = ((ps - off as u64).min(end - pos)) as usize;
             let done = (pos - offset) as usize;
             if m.read_optimistic(index, off, &mut buf[done..done + n]) {
                 pos += n as u64;
@@ -126,7 +125,7 @@ impl CachedFile {
         if slow {
             self.file.ra.note_read(last_index);
         } else {
-            self.file.ra.note_hit(offset / PS, last_index);
+            self.file.ra.note_hit(m.index_of(offset), last_index);
         }
         Ok((pos - offset) as usize)
     }
@@ -169,11 +168,12 @@ impl CachedFile {
         let m = &*self.file.mapping;
         let written = {
             let _size = m.size_lock.lock();
+            let ps = m.ps();
             let mut pos = offset;
             while pos < end {
-                let index = pos / PS;
-                let off = (pos % PS) as usize;
-                let n = ((PS - off as u64).min(end - pos)) as usize;
+                let index = m.index_of(pos);
+                let off = (pos % ps) as usize;
+                let n = ((ps - off as u64).min(end - pos)) as usize;
                 let done = (pos - offset) as usize;
                 match self.write_page(index, off, &buf[done..done + n]) {
                     Ok(()) => pos += n as u64,
@@ -198,29 +198,34 @@ impl CachedFile {
         // Written pages start inactive even while the cache fills, as the
         // kernel starts them: a second write or a read activates them.
         let mut page = m.find_or_create_page_with(index, crate::mem::page::FILL_INACTIVE)?;
-        let whole = src.len() == PAGE_SIZE;
+        let whole = src.len() == m.page_size();
         if !page.is_uptodate() && whole {
             // A new frame, overwritten whole: its old bytes are cold and
             // worthless, so do not read them in (non-temporal stores).
             crate::mem::arena::copy_page_nontemporal(page.data_mut(), src);
+            page.set_uptodate();
         } else {
             if !page.is_uptodate() {
                 // A partial write: the rest of the page must be the file's.
-                if index * PS >= m.size() {
-                    page.data_mut().fill(0);
-                } else {
-                    read_one(m, &mut page)?;
-                }
+                fill_around(m, &mut page, off, src.len())?;
             }
             page.data_mut()[off..off + src.len()].copy_from_slice(src);
+            if !page.is_uptodate() {
+                // A large page filled around the write only: its blocks
+                // under the write hold good bytes now.
+                let zone = &m.zone;
+                zone.set_blocks_uptodate(page.page(), blocks_of(off, src.len()));
+                if zone.blocks_uptodate(page.page()) == zone.all_blocks(page.page()) {
+                    page.set_uptodate();
+                }
+            }
         }
-        page.set_uptodate();
         // i_size covers the bytes before the page can be written back.
-        let end = index * PS + (off + src.len()) as u64;
+        let end = (index << m.shift) + (off + src.len()) as u64;
         if end > m.size() {
             m.set_size(end);
         }
-        m.set_page_dirty(page.page());
+        m.set_blocks_dirty(page.page(), blocks_of(off, src.len()));
         page.mark_accessed();
         Ok(())
     }
@@ -269,7 +274,8 @@ impl CachedFile {
             }
             return self.copy_within_file(src_offset, offset, len);
         }
-        let last_src = (src_offset + len - 1) / PS;
+        let last_src = s.index_of(src_offset + len - 1);
+        let (sps, dps) = (s.ps(), m.ps());
         let mut done = 0u64;
         while done < len {
             // A chunk at a time under the size lock, then the dirty throttle.
@@ -279,9 +285,9 @@ impl CachedFile {
                 let mut res = Ok(());
                 while done < chunk_end {
                     let (spos, dpos) = (src_offset + done, offset + done);
-                    let (soff, doff) = ((spos % PS) as usize, (dpos % PS) as usize);
-                    let n = (PS - soff as u64).min(PS - doff as u64).min(len - done) as usize;
-                    let sidx = spos / PS;
+                    let (soff, doff) = ((spos % sps) as usize, (dpos % dps) as usize);
+                    let n = (sps - soff as u64).min(dps - doff as u64).min(len - done) as usize;
+                    let sidx = s.index_of(spos);
                     match self.copy_page_from(s, &src.file.ra, sidx, last_src - sidx + 1, soff, dpos, n) {
                         Ok(()) => done += n as u64,
                         Err(e) => {
@@ -299,7 +305,7 @@ impl CachedFile {
                 res
             };
             if done > 0 {
-                src.file.ra.note_read((src_offset + done - 1) / PS);
+                src.file.ra.note_read(s.index_of(src_offset + done - 1));
             }
             writeback::balance_dirty_pages(m);
             match res {
@@ -326,17 +332,18 @@ impl CachedFile {
         n: usize,
     ) -> io::Result<()> {
         let m = &*self.file.mapping;
-        let didx = dpos / PS;
+        let didx = m.index_of(dpos);
         let mut page = read_cache_page(s, ra, sidx, req)?;
-        let whole = n == PAGE_SIZE && (sidx + 1) * PS <= s.size();
+        let ps = s.ps();
+        let whole = s.order() == m.order() && n as u64 == ps && (sidx + 1) * ps <= s.size();
         if whole && m.find_get_page(didx).is_none() {
             match page.try_lock() {
                 Ok(locked) => {
                     match s.move_page_to(locked, m, didx) {
                         MovePage::Done(moved) => {
                             // i_size covers the page before it can be written back.
-                            if dpos + PS > m.size() {
-                                m.set_size(dpos + PS);
+                            if dpos + ps > m.size() {
+                                m.set_size(dpos + ps);
                             }
                             m.set_page_dirty(moved.page());
                             return Ok(());
@@ -349,17 +356,18 @@ impl CachedFile {
             }
         }
         let data = page.read();
-        self.write_page(didx, (dpos % PS) as usize, &data[soff..soff + n])
+        self.write_page(didx, (dpos % m.ps()) as usize, &data[soff..soff + n])
     }
 
     /// `copy_from` within one file, through a one-page buffer (a page of the
     /// file cannot be read from while a write into the same file waits for
     /// its readers).
     fn copy_within_file(&self, src_offset: u64, offset: u64, len: u64) -> io::Result<usize> {
-        let mut buf = vec![0u8; PAGE_SIZE];
+        let ps = self.file.mapping.ps();
+        let mut buf = vec![0u8; ps as usize];
         let mut done = 0u64;
         while done < len {
-            let n = (len - done).min(PS) as usize;
+            let n = (len - done).min(ps) as usize;
             let r = match self.read_at(&mut buf[..n], src_offset + done) {
                 Ok(0) => break,
                 Ok(r) => r,
@@ -470,7 +478,7 @@ impl CachedFile {
             return Ok(Invalidated::default());
         }
         let _size = m.size_lock.lock();
-        let out = truncate::invalidate_pages(m, offset / PS, end.div_ceil(PS), false);
+        let out = truncate::invalidate_pages(m, m.index_of(offset), m.pages_for(end), false);
         if let Some(stat) = m.backing().stat()? {
             truncate::adopt_size(m, &stat);
             // What the file is now, as far as this cache can tell: the next
@@ -525,9 +533,9 @@ impl CachedFile {
         if offset >= end {
             return Ok(());
         }
-        let chunk = m.zone.ra_max_pages.max(1);
-        let mut index = offset / PS;
-        let end_index = end.div_ceil(PS);
+        let chunk = m.ra_max_pages().max(1);
+        let mut index = m.index_of(offset);
+        let end_index = m.pages_for(end);
         while index < end_index {
             let nr = chunk.min(end_index - index);
             readahead::read_window(m, index, nr, None, u64::MAX)?;
@@ -605,6 +613,53 @@ impl Seek for FileCursor {
     }
 }
 
+/// The 4 KiB blocks that bytes `[off, off + len)` of a page touch, as a
+/// mask (bit 0 for a 4 KiB page's only block).
+#[inline]
+fn blocks_of(off: usize, len: usize) -> u32 {
+    let (first, last) = (off / PAGE_SIZE, (off + len - 1) / PAGE_SIZE);
+    (((1u64 << (last + 1)) - 1) & !((1u64 << first) - 1)) as u32
+}
+
+/// Before a partial write into a locked page that is not uptodate: makes
+/// the bytes the write leaves alone hold the file's. A page past the end
+/// of the file is zeroed; a 4 KiB page is read whole; a large page reads
+/// only the blocks the write covers in part (the rest of it it leaves to
+/// whoever reads the page, `read_one`, which reads just the blocks that
+/// are not uptodate), so a 4 KiB write into a 64 KiB page reads at most
+/// 8 KiB (`iomap_write_begin`).
+fn fill_around(m: &AddressSpace, page: &mut LockedPage<'_>, off: usize, len: usize) -> io::Result<()> {
+    let start = page.index() << m.shift;
+    let have = m.zone.blocks_uptodate(page.page());
+    if start >= m.size() {
+        // Past the end: zeros, but for blocks an earlier write filled.
+        let data = page.data_mut();
+        for (i, block) in data.chunks_mut(PAGE_SIZE).enumerate() {
+            if have >> i & 1 == 0 {
+                block.fill(0);
+            }
+        }
+        page.set_uptodate();
+        return Ok(());
+    }
+    if m.order() == 0 {
+        return read_one(m, page);
+    }
+    let mut edges = 0u32;
+    if off % PAGE_SIZE != 0 {
+        edges |= 1 << (off / PAGE_SIZE);
+    }
+    if (off + len) % PAGE_SIZE != 0 {
+        edges |= 1 << ((off + len) / PAGE_SIZE);
+    }
+    let need = edges & !have;
+    if need != 0 {
+        readahead::read_blocks(m, page, need)?;
+        m.zone.set_blocks_uptodate(page.page(), need);
+    }
+    Ok(())
+}
+
 /// Bytes `copy_from` copies between dirty throttles.
 const COPY_CHUNK: u64 = 1 << 20;
 
@@ -649,7 +704,7 @@ fn read_cache_page_slow<'a>(
     req: u64,
     found: Option<PageRef<'a>>,
 ) -> io::Result<PageRef<'a>> {
-    let max = m.zone.ra_max_pages;
+    let max = m.ra_max_pages();
     let mut found = Some(found);
     loop {
         let lookup = match found.take() {
@@ -703,10 +758,17 @@ fn read_cache_page_slow<'a>(
     }
 }
 
-/// Fills one locked page from the file (`filemap_read_page`).
+/// Fills one locked page from the file (`filemap_read_page`). Of a large
+/// page that a partial write filled in part, only the blocks not yet
+/// uptodate are read (the others may hold newer, dirty bytes).
 pub(crate) fn read_one(m: &AddressSpace, page: &mut LockedPage<'_>) -> io::Result<()> {
-    let res = readahead::read_pages(m, std::slice::from_mut(page))
-        .and_then(|()| crate::io::wal::verify(m, page.index(), page.data()));
+    let have = m.zone.blocks_uptodate(page.page());
+    let res = if have == 0 {
+        readahead::read_pages(m, std::slice::from_mut(page))
+    } else {
+        readahead::read_blocks(m, page, m.zone.all_blocks(page.page()) & !have)
+    }
+    .and_then(|()| crate::io::wal::verify(m, page.index(), page.data()));
     readahead::note_read_error(m, page.index(), res.as_ref().err());
     match res {
         Ok(()) => {
@@ -741,7 +803,7 @@ impl AddressSpace {
     /// are in `out`.
     pub fn read_pages<'a>(&'a self, start: u64, nr: usize, out: &mut Vec<PageRef<'a>>) -> io::Result<()> {
         self.check_index(start)?;
-        let end = start.saturating_add(nr as u64).min(self.size().div_ceil(crate::PAGE_SIZE as u64));
+        let end = start.saturating_add(nr as u64).min(self.pages_for(self.size()));
         if start >= end {
             return Ok(());
         }

@@ -11,9 +11,6 @@ use crate::index::mapping::AddressSpace;
 use crate::io::uring::{Op, RING_DEPTH};
 use crate::mem::page::{LockedPage, PageFlags};
 use crate::stats::Event;
-use crate::PAGE_SIZE;
-
-const PS: u64 = PAGE_SIZE as u64;
 
 /// Brings every page holding one of `offsets` (past the end of the file:
 /// ignored) into the cache, uptodate. Pages already cached are left alone.
@@ -22,11 +19,11 @@ const PS: u64 = PAGE_SIZE as u64;
 /// error is returned after every other page was read.
 pub(crate) fn prefetch(m: &AddressSpace, offsets: &[u64]) -> io::Result<()> {
     let size = m.size();
-    let mut wanted: Vec<u64> = offsets.iter().filter(|&&o| o < size).map(|&o| o / PS).collect();
+    let mut wanted: Vec<u64> = offsets.iter().filter(|&&o| o < size).map(|&o| m.index_of(o)).collect();
     wanted.sort_unstable();
     wanted.dedup();
     // Batches small enough that their locked pages never pin the cache.
-    let batch = (RING_DEPTH as usize).min((m.zone.nr_frames() / 4).max(1));
+    let batch = (RING_DEPTH as usize).min(((m.zone.nr_frames() >> m.order()) / 4).max(1));
     let mut first_err = None;
     for chunk in wanted.chunks(batch) {
         let mut pages: Vec<LockedPage<'_>> = Vec::with_capacity(chunk.len());
@@ -60,11 +57,15 @@ fn read_batch(m: &AddressSpace, pages: &mut Vec<LockedPage<'_>>) -> io::Result<(
     m.zone.count(Event::PrefetchPages, pages.len() as u64);
     m.zone.count(Event::Miss, pages.len() as u64);
     let backing = m.backing();
+    let ps = m.page_size();
+    // A large page a partial write filled in part reads only its other
+    // blocks (`read_one`): not on the ring.
+    let partial: Vec<bool> = pages.iter().map(|p| m.zone.blocks_uptodate(p.page()) != 0).collect();
     let results = match backing.raw_fd() {
-        Some(fd) if m.zone.uring.enabled() => {
+        Some(fd) if m.zone.uring.enabled() && !partial.iter().any(|&p| p) => {
             let ops: Vec<Op> = pages
                 .iter_mut()
-                .map(|p| Op::Read { buf: p.data_mut().as_mut_ptr(), len: PAGE_SIZE, offset: p.index() * PS })
+                .map(|p| Op::Read { buf: p.data_mut().as_mut_ptr(), len: ps, offset: p.index() << m.shift })
                 .collect();
             // SAFETY: each buffer is the frame of a page we hold locked (no
             // other writer) and not uptodate (no reader uses its bytes), for
@@ -86,7 +87,7 @@ fn read_batch(m: &AddressSpace, pages: &mut Vec<LockedPage<'_>>) -> io::Result<(
         let index = page.index();
         let res = match results.as_mut().and_then(|r| r.next()) {
             // A whole page, or a short one that ends at the end of file.
-            Some(Ok(n)) if n == PAGE_SIZE || index * PS + n as u64 >= size => {
+            Some(Ok(n)) if n == ps || (index << m.shift) + n as u64 >= size => {
                 page.data_mut()[n..].fill(0);
                 crate::io::wal::verify(m, index, page.data())
             }

@@ -258,7 +258,7 @@ fn read_window_into<'a>(
     mut defer: Option<&mut Vec<LockedPage<'a>>>,
 ) -> io::Result<()> {
     let size = m.size();
-    let end_index = size.div_ceil(PAGE_SIZE as u64);
+    let end_index = m.pages_for(size);
     let end = start.saturating_add(nr).min(end_index);
     // Sized once for the window: growing them page by page reallocated
     // five times per window.
@@ -289,7 +289,8 @@ fn read_window_into<'a>(
             // window holds its earlier runs locked, and is speculative: it
             // never waits.
             let wait = fresh.is_empty() && defer.is_none();
-            let page = match if wait { m.zone.alloc_page() } else { m.zone.try_alloc_page() } {
+            let order = m.order() as usize;
+            let page = match if wait { m.zone.alloc_pages(order) } else { m.zone.try_alloc_pages(order) } {
                 Ok(p) => p,
                 Err(e) => {
                     out_of_frames = Some(e);
@@ -312,7 +313,7 @@ fn read_window_into<'a>(
         }
         // A truncation that already swept the cache would miss pages
         // inserted past the new end: drop those ourselves.
-        let limit = m.size().div_ceil(PAGE_SIZE as u64);
+        let limit = m.pages_for(m.size());
         let mut truncated = false;
         for (page, &ok) in fresh.drain(..).zip(&inserted) {
             let at = index;
@@ -365,7 +366,7 @@ fn flush_run<'a>(
     for (i, page) in run.drain(..).enumerate() {
         // A page the file filled completely before an error holds good
         // data, if the engine's verifier agrees.
-        let filled = res.is_ok() || done >= (i + 1) * PAGE_SIZE;
+        let filled = res.is_ok() || done >= (i + 1) * m.page_size();
         let verified = if filled { crate::io::wal::verify(m, page.index(), page.data()) } else { Ok(()) };
         if filled && verified.is_ok() {
             page.page().clear(PageFlags::ERROR);
@@ -420,10 +421,11 @@ pub(crate) fn read_pages(m: &AddressSpace, run: &mut [LockedPage<'_>]) -> io::Re
 /// As `read_pages`, also returning how many bytes the file delivered before
 /// an error (pages wholly inside them hold good data).
 fn read_pages_partial(m: &AddressSpace, run: &mut [LockedPage<'_>]) -> (usize, io::Result<()>) {
-    let offset = run[0].index() * PAGE_SIZE as u64;
+    let ps = m.page_size();
+    let offset = run[0].index() << m.shift;
     let backing = m.backing();
     let mut bufs: Vec<IoSliceMut<'_>> = run.iter_mut().map(|p| IoSliceMut::new(p.data_mut())).collect();
-    let total = bufs.len() * PAGE_SIZE;
+    let total = bufs.len() * ps;
     let mut done = 0usize;
     let mut slices = &mut bufs[..];
     m.zone.count(Event::ReadCalls, 1);
@@ -445,13 +447,53 @@ fn read_pages_partial(m: &AddressSpace, run: &mut [LockedPage<'_>]) -> (usize, i
     drop(bufs);
     // Past end of file: zeros.
     for (i, p) in run.iter_mut().enumerate() {
-        let page_start = i * PAGE_SIZE;
-        if done < page_start + PAGE_SIZE {
+        let page_start = i * ps;
+        if done < page_start + ps {
             let from = done.saturating_sub(page_start);
             p.data_mut()[from..].fill(0);
         }
     }
     (done, Ok(()))
+}
+
+/// Fills the 4 KiB `blocks` (a mask) of one locked large page from the
+/// file, one read per run of consecutive blocks, zeroing what lies past
+/// the end of the file; the page's other bytes are left as they are (a
+/// partial write's, `filemap::fill_around`). The caller marks them uptodate.
+pub(crate) fn read_blocks(m: &AddressSpace, page: &mut LockedPage<'_>, blocks: u32) -> io::Result<()> {
+    let base = page.index() << m.shift;
+    let backing = m.backing();
+    let nr = 1u32 << m.order();
+    let data = page.data_mut();
+    let mut b = 0u32;
+    while b < nr {
+        if blocks >> b & 1 == 0 {
+            b += 1;
+            continue;
+        }
+        let mut e = b;
+        while e < nr && blocks >> e & 1 != 0 {
+            e += 1;
+        }
+        let (from, to) = (b as usize * PAGE_SIZE, e as usize * PAGE_SIZE);
+        let mut done = 0usize;
+        while from + done < to {
+            m.zone.count(Event::ReadCalls, 1);
+            let buf = &mut data[from + done..to];
+            match backing.read_vectored_at(&mut [IoSliceMut::new(buf)], base + (from + done) as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    m.zone.count(Event::ReadErrors, 1);
+                    return Err(e);
+                }
+            }
+        }
+        data[from + done..to].fill(0);
+        b = e;
+    }
+    Ok(())
 }
 
 /// A reader's readahead state (`struct file_ra_state`): the window, under

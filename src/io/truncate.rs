@@ -12,7 +12,6 @@ use crate::index::mapping::AddressSpace;
 use crate::io::backing::FileStat;
 use crate::stats::Event;
 use crate::sync::Ordering;
-use crate::PAGE_SIZE;
 
 /// Changes the size of the file to `new`: `set_len`.
 pub(crate) fn set_len(m: &AddressSpace, new: u64) -> io::Result<()> {
@@ -48,7 +47,7 @@ pub(crate) fn set_len(m: &AddressSpace, new: u64) -> io::Result<()> {
 /// last page past it (`truncate_pagecache`). The caller holds `size_lock`
 /// and has set the size.
 fn cut_pages_past(m: &AddressSpace, new: u64) {
-    let ps = PAGE_SIZE as u64;
+    let ps = m.ps();
     m.truncate_pages_from(new.div_ceil(ps));
     if new % ps != 0 {
         if let Some(mut page) = m.find_lock_page(new / ps) {

@@ -141,21 +141,23 @@ impl std::ops::Deref for MemMap {
     }
 }
 
-/// Copies a whole page into a frame with non-temporal stores: the frame's
-/// old contents are not read first (no read-for-ownership of 64 cache
-/// lines), which is what a plain copy into a cold, recycled frame pays.
-/// `dst` must be a frame (4 KiB aligned); other targets copy plainly.
+/// Copies whole frames (a page of 4 KiB or larger) into a frame with
+/// non-temporal stores: the frame's old contents are not read first (no
+/// read-for-ownership of 64 cache lines per frame), which is what a plain
+/// copy into a cold, recycled frame pays. `dst` must be a frame (4 KiB
+/// aligned); other targets copy plainly.
 #[inline]
 pub(crate) fn copy_page_nontemporal(dst: &mut [u8], src: &[u8]) {
-    assert!(dst.len() == PAGE_SIZE && src.len() == PAGE_SIZE, "whole pages only");
+    let len = dst.len();
+    assert!(len == src.len() && len % PAGE_SIZE == 0 && len > 0, "whole frames only");
     #[cfg(target_arch = "x86_64")]
     if (dst.as_ptr() as usize) % 16 == 0 {
         use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
         let d = dst.as_mut_ptr().cast::<__m128i>();
         let s = src.as_ptr().cast::<__m128i>();
-        for i in 0..PAGE_SIZE / 16 {
-            // SAFETY: both slices are PAGE_SIZE bytes long (asserted), so
-            // 16-byte block i < PAGE_SIZE / 16 lies inside each; `d` is
+        for i in 0..len / 16 {
+            // SAFETY: both slices are `len` bytes long (asserted), so
+            // 16-byte block i < len / 16 lies inside each; `d` is
             // 16-byte aligned (checked), as `_mm_stream_si128` requires, and
             // `_mm_loadu_si128` takes any alignment. SSE2 is part of the
             // x86_64 baseline. `dst` is borrowed mutably, so no one else

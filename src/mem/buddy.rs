@@ -192,6 +192,10 @@ impl Buddy {
                 // Relaxed: the tail belongs to the allocating thread alone.
                 pages[t as usize].lru_next.store(pfn, Ordering::Relaxed);
             }
+            // The first tail keeps the order, and block states of zero
+            // (`Page::compound` for the layout). Relaxed: the block is the
+            // allocating thread's alone until it publishes the head.
+            pages[pfn as usize + 1].index.store(order as u64, Ordering::Relaxed);
         }
         Ok(pfn)
     }
@@ -266,6 +270,32 @@ impl Buddy {
         } else {
             self.lock_area().free(pages, pfn, order, cold);
         }
+    }
+
+    /// Frees a block straight to the free lists, past the per-thread
+    /// lists, so it merges with its free buddies at once (reclaim aimed at
+    /// one block, which needs the merge).
+    pub(crate) fn free_merging(&self, pages: &[Page], pfn: u32, order: usize) {
+        if order == 0 {
+            assert!(pfn < self.nr_frames, "free_pages({pfn}, 0) out of range");
+            let head = &pages[pfn as usize];
+            assert!(!head.test(PageFlags::BUDDY), "frame {pfn} freed twice");
+            assert_eq!(head.page_count(), 0, "frame {pfn} freed with references");
+            head.flags.store(0, Ordering::Relaxed);
+            head.mapping.store(0, Ordering::Relaxed);
+            self.lock_area().free(pages, pfn, 0, true);
+        } else {
+            self.free(pages, pfn, order, true);
+        }
+    }
+
+    /// Whether frame `pfn` heads a free block in the free lists, and its
+    /// order (a racy snapshot for a scan: the buddy lock decides).
+    #[inline]
+    pub(crate) fn free_block_at(pages: &[Page], pfn: u32) -> Option<usize> {
+        let p = &pages[pfn as usize];
+        // Relaxed: a hint; whoever acts on it re-checks under a lock.
+        (p.flags.load(Ordering::Relaxed) & PageFlags::BUDDY.0 != 0).then(|| p.index.load(Ordering::Relaxed) as usize)
     }
 
     /// Gives every per-thread list back to the free lists (so blocks merge).

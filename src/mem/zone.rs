@@ -76,6 +76,25 @@ pub(crate) fn thread_slot() -> usize {
     .unwrap_or(usize::MAX / 2)
 }
 
+/// The first tail of a compound page keeps, in its `index`: the order
+/// (bits 0..8), the uptodate blocks (bits 16..32) and the dirty blocks
+/// (bits 32..48), one bit per 4 KiB block (`Page`'s field table).
+const COMPOUND_ORDER: u64 = 0xff;
+const BLOCKS_UPTODATE_SHIFT: u32 = 16;
+const BLOCKS_DIRTY_SHIFT: u32 = 32;
+/// Block bits: one per frame of the largest file page.
+const BLOCK_MASK: u32 = ((1u64 << crate::MAX_PAGE_BLOCKS) - 1) as u32;
+
+/// Every block of a page of `order`, as a mask.
+#[inline]
+pub(crate) fn all_blocks(order: u32) -> u32 {
+    if order as usize >= crate::MAX_PAGE_BLOCKS.trailing_zeros() as usize {
+        BLOCK_MASK
+    } else {
+        (1u32 << (1u32 << order)) - 1
+    }
+}
+
 /// Free-frame watermarks, in frames.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Watermarks {
@@ -179,6 +198,9 @@ pub(crate) struct Zone {
     /// the flusher writes them at its next pass whatever the dirty
     /// thresholds (the kernel's `wakeup_flusher_threads(WB_REASON_VMSCAN)`).
     pub(crate) reclaim_wants_writeback: AtomicBool,
+    /// Where the next reclaim aimed at one block starts looking
+    /// (`reclaim::vmscan::reclaim_block`).
+    pub(crate) block_cursor: AtomicUsize,
 }
 
 impl Zone {
@@ -211,6 +233,7 @@ impl Zone {
             ra_max_pages,
             uring: RingPool::new(io_uring),
             reclaim_wants_writeback: AtomicBool::new(false),
+            block_cursor: AtomicUsize::new(0),
             pages,
         })
     }
@@ -245,7 +268,92 @@ impl Zone {
     /// who may turn it into a reference).
     #[inline]
     pub(crate) fn frame(&self, page: &Page) -> *const [u8] {
-        std::ptr::slice_from_raw_parts(self.arena.page_address(self.page_to_pfn(page)), PAGE_SIZE)
+        let pfn = self.page_to_pfn(page);
+        std::ptr::slice_from_raw_parts(self.arena.page_address(pfn), PAGE_SIZE << self.compound_order(page))
+    }
+
+    /// The order of the block `page` heads: 0 for a single frame (or a
+    /// tail), else what its first tail keeps (`folio_order`).
+    #[inline]
+    pub(crate) fn compound_order(&self, page: &Page) -> u32 {
+        match self.first_tail(page) {
+            Some(t) => (t.index.load(Ordering::Relaxed) & COMPOUND_ORDER) as u32,
+            None => 0,
+        }
+    }
+
+    /// The first tail of a compound head, which keeps the block's order
+    /// and its blocks' states (`Page::compound`'s layout).
+    #[inline]
+    fn first_tail(&self, page: &Page) -> Option<&Page> {
+        // Relaxed: HEAD is set before the block is published and cleared
+        // only when it is freed, with no reference left.
+        if page.flags.load(Ordering::Relaxed) & PageFlags::HEAD.0 == 0 {
+            return None;
+        }
+        Some(self.pfn_to_page(self.page_to_pfn(page) + 1))
+    }
+
+    /// Of a page's 4 KiB blocks, the ones that hold the file's bytes
+    /// though the page as a whole is not uptodate (a partial write into a
+    /// page that was not read). 0 for a single frame. The page lock guards it.
+    #[inline]
+    pub(crate) fn blocks_uptodate(&self, page: &Page) -> u32 {
+        match self.first_tail(page) {
+            // Relaxed: changed only by the page lock's holder, who reads it.
+            Some(t) => (t.index.load(Ordering::Relaxed) >> BLOCKS_UPTODATE_SHIFT) as u32 & BLOCK_MASK,
+            None => 0,
+        }
+    }
+
+    /// Marks blocks of a locked compound page uptodate (no-op for a single frame).
+    #[inline]
+    pub(crate) fn set_blocks_uptodate(&self, page: &Page, blocks: u32) {
+        if let Some(t) = self.first_tail(page) {
+            // Relaxed: under the page lock.
+            t.index.fetch_or(((blocks & BLOCK_MASK) as u64) << BLOCKS_UPTODATE_SHIFT, Ordering::Relaxed);
+        }
+    }
+
+    /// Every block of a page, as a mask (one bit for a single frame).
+    #[inline]
+    pub(crate) fn all_blocks(&self, page: &Page) -> u32 {
+        all_blocks(self.compound_order(page))
+    }
+
+    /// Adds dirty blocks to a locked page (for a single frame, the page is
+    /// its one block). The DIRTY flag says the page has some.
+    #[inline]
+    pub(crate) fn add_blocks_dirty(&self, page: &Page, blocks: u32) {
+        if let Some(t) = self.first_tail(page) {
+            // Relaxed: under the page lock, or by a failed writeback, which
+            // puts back blocks nobody else can have taken (the page stayed
+            // under writeback until then).
+            t.index.fetch_or(((blocks & BLOCK_MASK) as u64) << BLOCKS_DIRTY_SHIFT, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes a locked page's dirty blocks for writeback, leaving none; all
+    /// of them when none was recorded (a page dirtied whole).
+    #[inline]
+    pub(crate) fn take_blocks_dirty(&self, page: &Page) -> u32 {
+        let all = self.all_blocks(page);
+        let Some(t) = self.first_tail(page) else { return all };
+        // Relaxed: under the page lock.
+        let old = t.index.fetch_and(!((BLOCK_MASK as u64) << BLOCKS_DIRTY_SHIFT), Ordering::Relaxed);
+        match (old >> BLOCKS_DIRTY_SHIFT) as u32 & BLOCK_MASK & all {
+            0 => all,
+            some => some,
+        }
+    }
+
+    /// A compound page leaves its file: its block states start over.
+    #[inline]
+    pub(crate) fn clear_blocks(&self, page: &Page) {
+        if let Some(t) = self.first_tail(page) {
+            // Relaxed: under the page lock.
+            t.index.fetch_and(COMPOUND_ORDER, Ordering::Relaxed);
+        }
     }
 
     /// A block of 2^order frames straight from the buddy allocator, with
@@ -256,10 +364,6 @@ impl Zone {
     #[inline]
     pub(crate) fn alloc_block(&self, order: usize) -> io::Result<PageRef<'_>> {
         let pfn = self.buddy.alloc(&self.pages, order)?;
-        if order > 0 {
-            // Relaxed: the block is ours alone until published by set_page_count.
-            self.pfn_to_page(pfn).index.store(order as u64, Ordering::Relaxed);
-        }
         Ok(self.make_live(pfn))
     }
 
@@ -288,7 +392,7 @@ impl Zone {
                 lists.del(&self.pages, self.page_to_pfn(page));
             }
         }
-        let order = if page.test(PageFlags::HEAD) { page.index() as usize } else { 0 };
+        let order = self.compound_order(page) as usize;
         self.buddy.free(&self.pages, self.page_to_pfn(page), order, cold);
     }
 

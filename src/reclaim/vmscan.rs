@@ -48,8 +48,8 @@ impl Zone {
         self.shrink_lists(nr, Reclaimer::Direct)
     }
 
-    /// Frees up to `nr` pages, scanning up to the whole LRU once; returns
-    /// how many were freed.
+    /// Frees up to `nr` frames, scanning up to the whole LRU once; returns
+    /// how many were freed (a large page frees all its frames).
     pub(crate) fn shrink_lists(&self, nr: usize, who: Reclaimer) -> usize {
         self.shrink_lists_scan(nr, who, usize::MAX)
     }
@@ -236,8 +236,9 @@ impl Zone {
                 self.shadows.remember(mapping.id, page.index(), stamp);
             }
             // Count is 0 and the page is off the LRU: straight back to the pool.
-            self.buddy.free(&self.pages, pfn, 0, false);
-            freed += 1;
+            let order = self.compound_order(page) as usize;
+            self.buddy.free(&self.pages, pfn, order, false);
+            freed += 1 << order;
         }
         run.clear();
         freed
@@ -331,11 +332,216 @@ impl Zone {
 
     /// Allocates a compound block of 2^order frames (`alloc_pages`): the
     /// head carries one reference and its order; it is freed whole when the
-    /// last reference drops.
+    /// last reference drops. Reclaims as `alloc_page` does, and when free
+    /// frames suffice but no block that large is free, frees one block by
+    /// reclaiming the pages inside it (`reclaim_block`). Fails with
+    /// `OutOfMemory` after the same bounded effort as `alloc_page`.
     pub(crate) fn alloc_pages(&self, order: usize) -> io::Result<PageRef<'_>> {
         if order == 0 {
             return self.alloc_page();
         }
-        self.alloc_block(order)
+        if order > crate::mem::buddy::MAX_ORDER {
+            return self.alloc_block(order); // InvalidInput
+        }
+        let free = self.buddy.nr_free();
+        if free <= self.watermarks.low + (1 << order) {
+            self.reclaim_on_alloc();
+        }
+        if free > self.watermarks.min + (1 << order) {
+            if let Ok(page) = self.alloc_block(order) {
+                return Ok(page);
+            }
+        }
+        self.alloc_pages_slow(order, true)
+    }
+
+    /// `alloc_pages` without waiting (readahead's `__GFP_NORETRY`): the
+    /// free lists, then one round of reclaim.
+    pub(crate) fn try_alloc_pages(&self, order: usize) -> io::Result<PageRef<'_>> {
+        if order == 0 {
+            return self.try_alloc_page();
+        }
+        if self.buddy.nr_free() <= self.watermarks.low + (1 << order) {
+            self.reclaim_on_alloc();
+        }
+        if let Ok(page) = self.alloc_block(order) {
+            return Ok(page);
+        }
+        self.alloc_pages_slow(order, false)
+    }
+
+    #[cold]
+    fn alloc_pages_slow(&self, order: usize, wait: bool) -> io::Result<PageRef<'_>> {
+        let deadline = std::time::Instant::now() + Duration::from_millis(500);
+        loop {
+            // Too few free frames: reclaim in LRU order first (a block's
+            // worth at least). Enough frames but fragmented: aim at a block.
+            let want = (1usize << order).max(SWAP_CLUSTER_MAX);
+            if self.buddy.nr_free() < self.watermarks.min + want {
+                self.direct_reclaim(want);
+                if let Ok(page) = self.alloc_block(order) {
+                    return Ok(page);
+                }
+            }
+            if self.reclaim_block(order) {
+                if let Ok(page) = self.alloc_block(order) {
+                    return Ok(page);
+                }
+            }
+            if !wait || std::time::Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    format!("page cache full: no free block of {} KiB, and every candidate holds a pinned, dirty or locked page", 4 << order),
+                ));
+            }
+            // Writeback may be about to clean pages; give it a moment.
+            self.flusher.wake();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Candidate blocks one `reclaim_block` looks at, at most.
+const BLOCK_SCAN: usize = 64;
+
+/// Reclaim aimed at one block (the kernel's compaction does this by moving
+/// pages; lumpy reclaim, before it, by evicting them): when an order-k
+/// allocation fails though free frames suffice, pick the aligned block of
+/// 2^k frames that is cheapest to empty and evict the clean, idle pages
+/// inside it, so that it merges whole in the buddy lists.
+impl Zone {
+    /// Tries to free one block of 2^order frames; true if a block was
+    /// emptied (the caller allocates next, and may race another thread for
+    /// it). Looks at up to `BLOCK_SCAN` candidates from a cursor that moves
+    /// on every call, and evicts at most one block's worth of pages, so one
+    /// call costs at most 64 block scans and 2^order evictions, and the
+    /// cache never empties for it. A candidate qualifies when every frame
+    /// in it is free or belongs to a page that is clean, unlocked, not under
+    /// writeback, on an LRU list and held by the cache alone; among those it
+    /// takes the one with the fewest frames in use, counting active pages
+    /// four times (a hot page is dearer to lose).
+    pub(crate) fn reclaim_block(&self, order: usize) -> bool {
+        // Frames parked in per-thread lists can complete a block.
+        self.buddy.drain_pcp(&self.pages);
+        let span = 1usize << order;
+        let nr_blocks = self.nr_frames() / span;
+        if nr_blocks == 0 {
+            return false;
+        }
+        // Relaxed: a scan position; any value is a valid start.
+        let start = self.block_cursor.fetch_add(BLOCK_SCAN, Ordering::Relaxed);
+        let scan = BLOCK_SCAN.min(nr_blocks);
+        let mut best: Option<(usize, u32)> = None;
+        for i in 0..scan {
+            let block = (start + i) % nr_blocks;
+            let first = (block * span) as u32;
+            match self.block_cost(first, span as u32) {
+                Some(0) => {
+                    // Free already (a race, or the per-thread drain): done.
+                    self.count(Event::BlockReclaimScanned, i as u64 + 1);
+                    return true;
+                }
+                Some(c) if best.is_none_or(|(_, b)| c < b) => best = Some((block, c)),
+                _ => {}
+            }
+        }
+        self.count(Event::BlockReclaimScanned, scan as u64);
+        let Some((block, _)) = best else {
+            self.count(Event::BlockReclaimFailures, 1);
+            return false;
+        };
+        let first = (block * span) as u32;
+        let mut pfn = first;
+        let mut emptied = true;
+        let mut evicted = 0u64;
+        while pfn < first + span as u32 {
+            if let Some(o) = crate::mem::buddy::Buddy::free_block_at(&self.pages, pfn) {
+                pfn += 1 << o.min(order);
+                continue;
+            }
+            let page = self.pfn_to_page(pfn);
+            let step = 1u32 << self.compound_order(page).min(order as u32);
+            if self.evict_one(page) {
+                evicted += 1;
+            } else {
+                emptied = false;
+            }
+            pfn += step;
+        }
+        self.count(Event::BlockReclaimPages, evicted);
+        self.count(Event::Evictions, evicted);
+        self.count(if emptied { Event::BlockReclaims } else { Event::BlockReclaimFailures }, 1);
+        emptied
+    }
+
+    /// What emptying the block of `span` frames at `first` would cost, or
+    /// `None` if some frame in it cannot be freed now (a racy look: the
+    /// eviction re-checks everything under the locks).
+    fn block_cost(&self, first: u32, span: u32) -> Option<u32> {
+        const BUSY: u32 = PageFlags::LOCKED.0 | PageFlags::DIRTY.0 | PageFlags::WRITEBACK.0 | PageFlags::TAIL.0;
+        let mut cost = 0;
+        let mut pfn = first;
+        while pfn < first + span {
+            if let Some(o) = crate::mem::buddy::Buddy::free_block_at(&self.pages, pfn) {
+                pfn += 1 << o.min(span.trailing_zeros() as usize);
+                continue;
+            }
+            let page = self.pfn_to_page(pfn);
+            // Relaxed: a hint (see above).
+            let flags = page.flags.load(Ordering::Relaxed);
+            if flags & BUSY != 0 || flags & PageFlags::LRU.0 == 0 || page.mapping_id() == 0 || page.page_count() != 1 {
+                return None;
+            }
+            let frames = 1u32 << self.compound_order(page);
+            if frames > span {
+                return None;
+            }
+            cost += if flags & PageFlags::ACTIVE.0 != 0 { 4 * frames } else { frames };
+            pfn += frames;
+        }
+        Some(cost)
+    }
+
+    /// Evicts one page for `reclaim_block` if it is still clean, idle and
+    /// its file's: off the LRU, locked, removed from its tree with the
+    /// count frozen, and freed straight to the free lists so the block
+    /// merges. True if it went.
+    fn evict_one(&self, page: &Page) -> bool {
+        if !page.get_page_unless_zero() {
+            return false;
+        }
+        let pfn = self.page_to_pfn(page);
+        {
+            let mut lists = self.lru.lock();
+            if !page.test(PageFlags::LRU) {
+                drop(lists);
+                self.put_page(page);
+                return false;
+            }
+            lists.del(&self.pages, pfn);
+        }
+        let mapping = match wait::trylock_page(page) {
+            true => self.mapping(page.mapping_id()),
+            false => {
+                self.putback(vec![pfn]);
+                return false;
+            }
+        };
+        let mut removed = Vec::with_capacity(1);
+        if let Some(m) = &mapping {
+            if !page.test(PageFlags::DIRTY) && !page.test(PageFlags::WRITEBACK) {
+                m.remove_mapping_many(std::iter::once(page), &mut removed);
+            }
+        }
+        if removed.first() != Some(&true) {
+            wait::unlock_page(page);
+            self.putback(vec![pfn]);
+            return false;
+        }
+        // Off its tree with a count of 0: nobody can find or pin it.
+        wait::unlock_page(page);
+        let order = self.compound_order(page) as usize;
+        self.buddy.free_merging(&self.pages, pfn, order);
+        true
     }
 }
