@@ -416,11 +416,15 @@ impl Zone {
     /// on every call, and evicts at most one block's worth of pages, so one
     /// call costs at most 64 block scans and 2^order evictions, and the
     /// cache never empties for it. A candidate qualifies when every frame
-    /// in it is free or belongs to a page that is clean, unlocked, not under
+    /// in it is free or belongs to a page that is unlocked, not under
     /// writeback, on an LRU list and held by the cache alone; among those it
     /// takes the one with the fewest frames in use, counting active pages
-    /// four times (a hot page is dearer to lose).
+    /// four times (a hot page is dearer to lose) and dirty ones sixteen
+    /// (they are written out first, here, at most one block's worth).
     pub(crate) fn reclaim_block(&self, order: usize) -> bool {
+        // Pages waiting in LRU add batches hold a reference and are on no
+        // list yet: put them on their lists, where they can be evicted.
+        self.lru.drain(self);
         // Frames parked in per-thread lists can complete a block.
         self.buddy.drain_pcp(&self.pages);
         let span = 1usize << order;
@@ -478,7 +482,7 @@ impl Zone {
     /// `None` if some frame in it cannot be freed now (a racy look: the
     /// eviction re-checks everything under the locks).
     fn block_cost(&self, first: u32, span: u32) -> Option<u32> {
-        const BUSY: u32 = PageFlags::LOCKED.0 | PageFlags::DIRTY.0 | PageFlags::WRITEBACK.0 | PageFlags::TAIL.0;
+        const BUSY: u32 = PageFlags::LOCKED.0 | PageFlags::WRITEBACK.0 | PageFlags::TAIL.0;
         let mut cost = 0;
         let mut pfn = first;
         while pfn < first + span {
@@ -496,7 +500,15 @@ impl Zone {
             if frames > span {
                 return None;
             }
-            cost += if flags & PageFlags::ACTIVE.0 != 0 { 4 * frames } else { frames };
+            // A dirty page must be written first: dearest. An active one
+            // is likely wanted again soon.
+            cost += if flags & PageFlags::DIRTY.0 != 0 {
+                16 * frames
+            } else if flags & PageFlags::ACTIVE.0 != 0 {
+                4 * frames
+            } else {
+                frames
+            };
             pfn += frames;
         }
         Some(cost)
@@ -529,6 +541,15 @@ impl Zone {
         };
         let mut removed = Vec::with_capacity(1);
         if let Some(m) = &mapping {
+            // A dirty page in the block is written out here, as kswapd's
+            // pageout does (the log rule holds: `pageout` leaves a page
+            // whose log is behind): otherwise a few dirty pages, one in each
+            // block, would keep every large allocation failing.
+            if page.test(PageFlags::DIRTY) && !page.test(PageFlags::WRITEBACK) {
+                page.set(PageFlags::RECLAIM);
+                crate::io::writeback::pageout(m, page);
+                page.clear(PageFlags::RECLAIM);
+            }
             if !page.test(PageFlags::DIRTY) && !page.test(PageFlags::WRITEBACK) {
                 m.remove_mapping_many(std::iter::once(page), &mut removed);
             }
