@@ -92,6 +92,19 @@
 //! without an epoch pin (its nodes are type-stable) and recheck a tree
 //! sequence that writers make odd while they unlink nodes.
 //!
+//! # Large pages
+//!
+//! A file opened with [`PageCache::open_with_page_size`] (4 to 64 KiB) has
+//! pages of that size: each is one compound block of the buddy allocator,
+//! whose head descriptor is the page (flags, count, lock, version, LRU
+//! place, tree slot, shadow); HEAD marks it, TAIL marks the other frames,
+//! which point at it. The first tail keeps the block's order and two masks
+//! of the page's 4 KiB blocks, both under the page lock: the dirty ones
+//! (writeback writes only those) and, while the page as a whole is not
+//! UPTODATE, the ones a partial write has filled (a later read fills the
+//! rest). When free frames suffice but no block of the wanted order is
+//! free, reclaim empties one block (docs/design.md, "Large pages").
+//!
 //! # References
 //!
 //! The page cache holds one reference per cached page; every [`PageRef`]

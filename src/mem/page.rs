@@ -22,7 +22,7 @@
 //! | `RECLAIM` | reclaim started the writeback: free the page when it ends | reclaim / `end_page_writeback` |
 //! | `READAHEAD` | marker: reading this page starts the next readahead window | readahead / first reader |
 //! | `BUDDY` | the frame heads a free block; its order is in `index` | buddy allocator, under the buddy lock |
-//! | `HEAD` | head of a compound (order > 0) allocation | buddy allocator |
+//! | `HEAD` | head of a compound (order > 0) allocation: a large page | buddy allocator |
 //! | `TAIL` | tail of a compound allocation; `lru_next` holds the head | buddy allocator |
 //! | `PRIVATE` | the owner attached private state | owner |
 //! | `MAPPEDTODISK` | every block of the page has a place in the file | write path |
@@ -123,6 +123,15 @@ pub(crate) const NO_PFN: u32 = u32::MAX;
 /// | `mapping` | id of the owning `AddressSpace` (0: none); changed only with the page locked and the tree lock held |
 /// | `index` | page offset in the file, same rule; the block order while the frame is free |
 /// | `lru_prev`, `lru_next` | the LRU lock while on an LRU list; the buddy lock while free; `lru_next` is the head's pfn in a compound tail |
+///
+/// A compound block (a large page of a file, or `alloc_pages` above order
+/// 0) is described by its head. Its first tail's `index` keeps the order
+/// (bits 0..8, set at allocation) and two masks of the page's 4 KiB blocks,
+/// both guarded by the head's page lock: bits 16..32 the blocks a partial
+/// write filled while the page is not UPTODATE, bits 32..48 the dirty
+/// blocks (taken by `start_writeback`; a failed write puts them back). The
+/// tails' other fields are unused; their `refcount` stays 0, so a
+/// speculative reference to a tail always fails.
 #[repr(C)]
 pub struct Page {
     pub(crate) flags: AtomicU32,
