@@ -3,7 +3,8 @@
 //! against the removal freeze, the end of writeback against truncation,
 //! the optimistic read against a writer and against removal plus reuse of
 //! the frame, and the read guard (counted in the flags word) against a
-//! lock holder.
+//! lock holder, and the eviction of a large page by reclaim aimed at one
+//! block against a writer dirtying one of its blocks.
 //! Run with `RUSTFLAGS='--cfg loom' cargo test --release --lib loom_models`.
 
 use loom::sync::Arc;
@@ -265,5 +266,62 @@ fn read_guard_vs_lock_holder() {
         wait::read_unlock(&page);
         writer.join().unwrap();
         assert_eq!(page.flags().0 & PageFlags::LOCKED.0, 0);
+    });
+}
+
+/// Reclaim aimed at one block (`vmscan::reclaim_block`) evicting a large
+/// page while a writer that found the page dirties one of its blocks: the
+/// eviction takes a reference, the page lock by `trylock`, checks DIRTY and
+/// freezes the count from exactly (cache + its own) to zero; the writer
+/// takes a speculative reference and the lock, and writes only if the page
+/// is still its file's. Never both: a page is not evicted with a block
+/// dirtied into it, and the dirty-block mask (in the first tail, under the
+/// page lock) is set only on a page that stays cached.
+#[test]
+fn block_eviction_vs_block_writer() {
+    loom::model(|| {
+        const MAPPING: u32 = 7;
+        let head = Arc::new(Page::new());
+        let tail = Arc::new(Page::new()); // the first tail: order and block masks
+        head.set_mapping(MAPPING, 0);
+        head.end_write();
+        head.set_page_count(1); // the page cache's reference
+        let wrote = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (head, tail, wrote) = (head.clone(), tail.clone(), wrote.clone());
+            thread::spawn(move || {
+                if !head.get_page_unless_zero() {
+                    return; // evicted: the writer would allocate a new page
+                }
+                wait::lock_page(&head);
+                if head.mapping_id() == MAPPING {
+                    tail.index.fetch_or(1 << 33, Ordering::Relaxed); // block 1 dirty
+                    head.set(PageFlags::DIRTY);
+                    wrote.store(true, Ordering::SeqCst);
+                }
+                wait::unlock_page(&head);
+                head.put_page_testzero();
+            })
+        };
+        let mut evicted = false;
+        if head.get_page_unless_zero() {
+            if wait::trylock_page(&head) {
+                if !head.test(PageFlags::DIRTY) && head.ref_freeze(2) {
+                    head.set_mapping(0, 0);
+                    tail.index.fetch_and(0xff, Ordering::Relaxed);
+                    evicted = true;
+                }
+                wait::unlock_page(&head);
+            }
+            if !evicted {
+                head.put_page_testzero();
+            }
+        }
+        writer.join().unwrap();
+        let wrote = wrote.load(Ordering::SeqCst);
+        assert!(!(evicted && wrote), "a page was evicted with a block written into it");
+        if wrote {
+            assert!(head.test(PageFlags::DIRTY) && tail.index.load(Ordering::Relaxed) & (1 << 33) != 0);
+        }
     });
 }
