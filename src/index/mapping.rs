@@ -787,6 +787,7 @@ impl AddressSpace {
             assert_eq!(p.mapping_id(), self.id, "page {pfn} at {index} names another mapping");
             assert_eq!(p.index(), index, "page {pfn} at {index} has index {}", p.index());
             assert!(p.page_count() >= 1, "cached page {pfn} without the cache's reference");
+            self.zone.check_compound(p, self.order);
         }
     }
 }

@@ -347,6 +347,28 @@ impl Zone {
         }
     }
 
+    /// Panics unless a cached page is a block of `order` (HEAD and its
+    /// tails pointing at it, the order in the first tail) whose dirty
+    /// blocks imply DIRTY. For `check_invariants`, on a quiet cache.
+    pub(crate) fn check_compound(&self, page: &Page, order: u32) {
+        let pfn = self.page_to_pfn(page);
+        assert_eq!(self.compound_order(page), order, "page {pfn} is not of its file's order {order}");
+        assert!(!page.test(PageFlags::TAIL), "cached page {pfn} is a tail");
+        for t in pfn + 1..pfn + (1 << order) {
+            let tail = self.pfn_to_page(t);
+            assert!(tail.test(PageFlags::TAIL), "frame {t} of page {pfn} is not a tail");
+            // Relaxed: a quiet cache.
+            assert_eq!(tail.lru_next.load(Ordering::Relaxed), pfn, "tail {t} does not point at its head {pfn}");
+            assert_eq!(tail.page_count(), 0, "tail {t} of page {pfn} has references");
+        }
+        if let Some(t) = self.first_tail(page) {
+            // Relaxed: a quiet cache.
+            let dirty = (t.index.load(Ordering::Relaxed) >> BLOCKS_DIRTY_SHIFT) as u32 & BLOCK_MASK;
+            assert!(dirty == 0 || page.test(PageFlags::DIRTY), "page {pfn} has dirty blocks but is clean");
+            assert_eq!(dirty & !all_blocks(order), 0, "page {pfn} has dirty blocks past its end");
+        }
+    }
+
     /// A compound page leaves its file: its block states start over.
     #[inline]
     pub(crate) fn clear_blocks(&self, page: &Page) {
