@@ -542,6 +542,44 @@ fn cold_direct(c: &mut Criterion) {
             total
         })
     });
+    // The same with 64 KiB pages: a 2 MiB window is 32 iovecs, not 512.
+    let cache64 = PageCache::builder().capacity(320 << 20).direct_io(true).build().expect("cache");
+    let file64 =
+        cache64.open_with_page_size(&path, OpenOptions::new().read(true), 65536).expect("open through cache");
+    g.bench_function("page_cache_direct_io_64k_pages", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                cache64.shrink(usize::MAX);
+                let t0 = Instant::now();
+                let mut off = 0;
+                while off < SIZE {
+                    off += file64.read_at(&mut buf, off).expect("read") as u64;
+                }
+                total += t0.elapsed();
+            }
+            total
+        })
+    });
+    let cache64_8 =
+        PageCache::builder().capacity(320 << 20).direct_io(true).readahead_max(8 << 20).build().expect("cache");
+    let file64_8 =
+        cache64_8.open_with_page_size(&path, OpenOptions::new().read(true), 65536).expect("open through cache");
+    g.bench_function("page_cache_direct_io_64k_pages_ra_8m", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                cache64_8.shrink(usize::MAX);
+                let t0 = Instant::now();
+                let mut off = 0;
+                while off < SIZE {
+                    off += file64_8.read_at(&mut buf, off).expect("read") as u64;
+                }
+                total += t0.elapsed();
+            }
+            total
+        })
+    });
     g.bench_function("pread_o_direct", |b| {
         let f = OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(&path).expect("open O_DIRECT");
         let mut raw = vec![0u8; MIB + PAGE_SIZE];
