@@ -147,12 +147,23 @@ impl Builder {
         };
         let ra_max_pages =
             (self.readahead_max / PAGE_SIZE).min((frames / (2 * crate::reclaim::lru::INACTIVE_RATIO)).max(1));
-        let zone = Arc::new(Zone::new(frames, self.huge_pages, dirty, ra_max_pages as u64, self.io_uring)?);
+        // Asynchronous readahead of O_DIRECT files goes on a ring, reaped
+        // by a thread of its own (`io::readahead::submit`).
+        let async_ring = self.direct_io && self.readahead_threads > 0;
+        let zone = Arc::new(Zone::new(frames, self.huge_pages, dirty, ra_max_pages as u64, self.io_uring, async_ring)?);
         let mut threads = Vec::new();
         if self.readahead_threads > 0 {
             let (queue, workers) = readahead::start_workers(self.readahead_threads, zone.clone())?;
             *zone.ra_queue.lock() = Some(queue);
             threads = workers;
+        }
+        if zone.async_ring.is_some() {
+            let z = zone.clone();
+            threads.push(std::thread::Builder::new().name("page-cache-reap".into()).spawn(move || {
+                if let Some(ring) = &z.async_ring {
+                    ring.reap();
+                }
+            })?);
         }
         let spawn = |name: &str, f: fn(Arc<Zone>), z: Arc<Zone>| {
             std::thread::Builder::new().name(name.into()).spawn(move || f(z))
@@ -645,8 +656,12 @@ impl Drop for CacheInner {
         self.zone.shutting_down.store(true, Ordering::Release);
         self.zone.kswapd.wake();
         self.zone.flusher.wake();
-        // Readahead workers exit when their channel disconnects.
+        // Readahead workers exit when their channel disconnects; the reaper
+        // when the reads in flight on its ring have completed.
         drop(self.zone.ra_queue.lock().take());
+        if let Some(ring) = &self.zone.async_ring {
+            ring.stop();
+        }
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }

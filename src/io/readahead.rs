@@ -361,7 +361,22 @@ fn flush_run<'a>(
     }
     let ra = run.iter().filter(|p| Some(p.index()) != wanted).count();
     m.zone.count(Event::ReadaheadPages, ra as u64);
-    let (done, mut res) = read_pages_partial(m, run);
+    let (done, res) = read_pages_partial(m, run);
+    finish_run(m, run, done, res, wanted, got)
+}
+
+/// The read of a run of locked, new pages is over, with `done` bytes
+/// delivered and `res` its outcome: pages it filled become uptodate (if
+/// the verifier agrees) and are unlocked; the others leave the cache,
+/// except the page the caller wants, whose failure is the caller's error.
+fn finish_run<'a>(
+    m: &'a AddressSpace,
+    run: &mut Vec<LockedPage<'a>>,
+    done: usize,
+    mut res: io::Result<()>,
+    wanted: Option<u64>,
+    got: &mut Option<PageRef<'a>>,
+) -> io::Result<()> {
     let mut wanted_failed = false;
     for (i, page) in run.drain(..).enumerate() {
         // A page the file filled completely before an error holds good
@@ -421,15 +436,23 @@ pub(crate) fn read_pages(m: &AddressSpace, run: &mut [LockedPage<'_>]) -> io::Re
 /// As `read_pages`, also returning how many bytes the file delivered before
 /// an error (pages wholly inside them hold good data).
 fn read_pages_partial(m: &AddressSpace, run: &mut [LockedPage<'_>]) -> (usize, io::Result<()>) {
+    read_pages_from(m, run, 0)
+}
+
+/// `read_pages_partial` for a run whose first `done` bytes are read
+/// already (an asynchronous read that came back short).
+fn read_pages_from(m: &AddressSpace, run: &mut [LockedPage<'_>], mut done: usize) -> (usize, io::Result<()>) {
     let ps = m.page_size();
     let offset = run[0].index() << m.shift;
     let backing = m.backing();
     let mut bufs: Vec<IoSliceMut<'_>> = run.iter_mut().map(|p| IoSliceMut::new(p.data_mut())).collect();
     let total = bufs.len() * ps;
-    let mut done = 0usize;
     let mut slices = &mut bufs[..];
-    m.zone.count(Event::ReadCalls, 1);
-    loop {
+    IoSliceMut::advance_slices(&mut slices, done);
+    if done < total {
+        m.zone.count(Event::ReadCalls, 1);
+    }
+    while done < total {
         let n = match backing.read_vectored_at(slices, offset + done as u64) {
             Ok(n) => n,
             Err(e) => {
@@ -444,6 +467,7 @@ fn read_pages_partial(m: &AddressSpace, run: &mut [LockedPage<'_>]) -> (usize, i
         IoSliceMut::advance_slices(&mut slices, n);
         m.zone.count(Event::ReadCalls, 1);
     }
+    let done = done.min(total);
     drop(bufs);
     // Past end of file: zeros.
     for (i, p) in run.iter_mut().enumerate() {
@@ -565,11 +589,92 @@ pub(crate) fn submit(m: &AddressSpace, start: u64, nr: u64, marker: u64) {
     if pages.is_empty() {
         return;
     }
+    // An O_DIRECT file's window goes on the cache's asynchronous ring from
+    // this thread, a run per read, and the reaper completes it: no worker
+    // blocks in a read, and every window submitted is in flight at once.
+    let pages = match submit_on_ring(m, &mapping, pages) {
+        Some(rest) => rest,
+        None => return,
+    };
     let pfns = pages.into_iter().map(|p| m.zone.page_to_pfn(p.into_raw())).collect();
     // A send that fails hands the job back; dropping it unlocks the pages.
     if let Err(e) = queue.tx.send(RaJob { mapping, pfns }) {
         drop(e.into_inner());
     }
+}
+
+/// A window's contiguous run in flight on the asynchronous ring.
+struct RingRead {
+    job: RaJob,
+    /// The file the read was submitted on: its descriptor stays open
+    /// until the read completes, whatever replaces the mapping's backing.
+    _backing: Arc<dyn crate::io::backing::Backing>,
+}
+
+impl crate::io::uring::Completion for RingRead {
+    fn complete(mut self: Box<Self>, result: io::Result<usize>) {
+        let mapping = self.job.mapping.clone();
+        let m = &*mapping;
+        m.zone.count(Event::ReadCalls, 1);
+        let mut run = RaJob::take(m, &mut self.job.pfns);
+        m.zone.count(Event::ReadaheadPages, run.len() as u64);
+        let (done, res) = match result {
+            // A short read finishes with the syscalls (zeroing past the end).
+            Ok(n) => read_pages_from(m, &mut run, n),
+            Err(e) => {
+                m.zone.count(Event::ReadErrors, 1);
+                (0, Err(e))
+            }
+        };
+        let _ = finish_run(m, &mut run, done, res, None, &mut None);
+    }
+}
+
+/// Submits the runs of an asynchronous window's locked pages on the
+/// cache's asynchronous ring, when the file is a plain O_DIRECT file and
+/// the ring exists; returns the pages it could not submit (all of them
+/// without a ring), or `None` when every run is in flight.
+fn submit_on_ring<'a>(
+    m: &'a AddressSpace,
+    mapping: &Arc<AddressSpace>,
+    pages: Vec<LockedPage<'a>>,
+) -> Option<Vec<LockedPage<'a>>> {
+    let Some(ring) = m.zone.async_ring.as_ref() else { return Some(pages) };
+    let backing = m.backing();
+    let Some(fd) = backing.raw_fd().filter(|_| backing.is_direct()) else { return Some(pages) };
+    let mut run: Vec<LockedPage<'a>> = Vec::new();
+    let mut pages = pages.into_iter().peekable();
+    while let Some(page) = pages.next() {
+        let next_follows = pages.peek().is_some_and(|n| n.index() == page.index() + 1);
+        run.push(page);
+        if next_follows {
+            continue;
+        }
+        let offset = run[0].index() << m.shift;
+        let iov: Vec<libc::iovec> = run
+            .iter_mut()
+            .map(|p| {
+                let d = p.data_mut();
+                libc::iovec { iov_base: d.as_mut_ptr().cast(), iov_len: d.len() }
+            })
+            .collect();
+        let pfns = run.drain(..).map(|p| m.zone.page_to_pfn(p.into_raw())).collect();
+        let job = Box::new(RingRead { job: RaJob { mapping: mapping.clone(), pfns }, _backing: backing.clone() });
+        // SAFETY: the iovecs name the frames of pages locked and owned by
+        // `job` (their locks and references, from `into_raw`), which no one
+        // else writes or reads (they are not uptodate) until the job
+        // completes and unlocks them; the job holds the backing, so `fd`
+        // stays open until then.
+        if let Err(back) = unsafe { ring.submit_readv(fd, iov, offset, job) } {
+            // Not taken (the ring is full or stopping): dropping the job
+            // takes its pages out of the cache unread; the rest go to the
+            // worker.
+            drop(back);
+            return Some(pages.collect());
+        }
+        m.zone.count(Event::UringOps, 1);
+    }
+    None
 }
 
 /// A reader is about to wait for `page`, locked under a window a worker is

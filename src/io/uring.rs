@@ -166,3 +166,154 @@ impl RingPool {
         Some(results.into_iter().map(|r| r.expect("every operation completed")).collect())
     }
 }
+
+/// What to do when an asynchronous operation completes: called once, in
+/// the reaper's thread, with the bytes moved or the error.
+pub(crate) trait Completion: Send {
+    fn complete(self: Box<Self>, result: io::Result<usize>);
+}
+
+/// An operation in flight: its iovec array (the kernel reads it until the
+/// operation completes) and what to run then.
+struct Pending {
+    _iov: Vec<libc::iovec>,
+    done: Box<dyn Completion>,
+}
+
+// SAFETY: the iovecs point into frames of the arena, which the submitter
+// handed over with the operation (`AsyncRing::submit_readv`'s contract);
+// nothing else touches them until the completion runs, in one thread.
+unsafe impl Send for Pending {}
+
+/// `user_data` of the no-op that wakes the reaper.
+const WAKE: u64 = u64::MAX;
+
+/// A ring shared by every thread of a cache for operations that nobody
+/// waits on at submission: a reader's thread submits a readahead window
+/// and goes on, and one reaper thread (`reap`) sleeps in the kernel until
+/// completions arrive and runs each one's `Completion`. Submitters share
+/// the submission queue under a mutex; only the reaper reads the
+/// completion queue.
+pub(crate) struct AsyncRing {
+    ring: IoUring,
+    /// Operations submitted and not yet completed, by `user_data`; also
+    /// serializes access to the submission queue.
+    pending: Mutex<AsyncState>,
+}
+
+struct AsyncState {
+    ops: std::collections::HashMap<u64, Pending>,
+    next: u64,
+    /// The reaper was asked to stop (`stop`): no new submissions.
+    stopping: bool,
+}
+
+impl AsyncRing {
+    /// A ring, or `None` where io_uring cannot be set up.
+    pub(crate) fn new() -> Option<AsyncRing> {
+        let ring = IoUring::builder().setup_clamp().build(RING_DEPTH).ok()?;
+        Some(AsyncRing {
+            ring,
+            pending: Mutex::new(AsyncState { ops: std::collections::HashMap::new(), next: 0, stopping: false }),
+        })
+    }
+
+    /// Submits a vectored read of `iov` at `offset` of `fd`; `done` runs in
+    /// the reaper's thread when it completes. Hands `done` back when the
+    /// ring is full, stopping or refuses the entry: the caller does the I/O
+    /// some other way.
+    ///
+    /// # Safety
+    ///
+    /// The buffers `iov` names stay valid and untouched by anyone else
+    /// until `done` runs (`done` owns them, typically: locked pages), and
+    /// `fd` stays open until then (`done` keeps its file).
+    pub(crate) unsafe fn submit_readv(
+        &self,
+        fd: RawFd,
+        iov: Vec<libc::iovec>,
+        offset: u64,
+        done: Box<dyn Completion>,
+    ) -> Result<(), Box<dyn Completion>> {
+        let mut st = self.pending.lock();
+        if st.stopping || st.ops.len() >= RING_DEPTH as usize {
+            return Err(done);
+        }
+        let id = st.next;
+        st.next += 1;
+        let entry =
+            opcode::Readv::new(types::Fd(fd), iov.as_ptr(), iov.len() as u32).offset(offset).build().user_data(id);
+        {
+            // SAFETY: the submission queue is touched only under `pending`'s
+            // lock, which we hold.
+            let mut sq = unsafe { self.ring.submission_shared() };
+            // SAFETY: the entry names `iov` (kept in `pending` until the
+            // completion) and buffers the caller keeps valid until `done`
+            // runs, after the kernel completed the read.
+            if unsafe { sq.push(&entry) }.is_err() {
+                return Err(done);
+            }
+        }
+        st.ops.insert(id, Pending { _iov: iov, done });
+        match self.ring.submitter().submit() {
+            Ok(_) => Ok(()),
+            Err(_) => {
+                // The kernel did not take it (the entry stays queued and
+                // goes with the next submission that works, or never if the
+                // ring is dropped): the reaper's next entry submits it.
+                Ok(())
+            }
+        }
+    }
+
+    /// The reaper: waits for completions and runs them, until `stop` was
+    /// called and nothing is left in flight. Run by one thread only.
+    pub(crate) fn reap(&self) {
+        loop {
+            match self.ring.submitter().submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => {}
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
+            // SAFETY: only this thread (the one reaper) reads the
+            // completion queue.
+            let done: Vec<(u64, i32)> =
+                unsafe { self.ring.completion_shared() }.map(|c| (c.user_data(), c.result())).collect();
+            let mut jobs = Vec::with_capacity(done.len());
+            let finished = {
+                let mut st = self.pending.lock();
+                for (id, r) in done {
+                    if id == WAKE {
+                        continue;
+                    }
+                    if let Some(p) = st.ops.remove(&id) {
+                        jobs.push((p, r));
+                    }
+                }
+                st.stopping && st.ops.is_empty()
+            };
+            for (p, r) in jobs {
+                let res = if r < 0 { Err(io::Error::from_raw_os_error(-r)) } else { Ok(r as usize) };
+                drop(p._iov);
+                p.done.complete(res);
+            }
+            if finished {
+                return;
+            }
+        }
+    }
+
+    /// Asks the reaper to finish what is in flight and return; refuses new
+    /// submissions from now on.
+    pub(crate) fn stop(&self) {
+        let mut st = self.pending.lock();
+        st.stopping = true;
+        let entry = opcode::Nop::new().build().user_data(WAKE);
+        // SAFETY: under `pending`'s lock, as every submission-queue access.
+        let mut sq = unsafe { self.ring.submission_shared() };
+        // SAFETY: a no-op names no memory.
+        let _ = unsafe { sq.push(&entry) };
+        drop(sq);
+        let _ = self.ring.submitter().submit();
+    }
+}

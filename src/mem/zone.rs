@@ -15,7 +15,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::index::mapping::AddressSpace;
 use crate::io::readahead::RaQueue;
-use crate::io::uring::RingPool;
+use crate::io::uring::{AsyncRing, RingPool};
 use crate::mem::arena::{Arena, MemMap};
 use crate::mem::buddy::Buddy;
 use crate::mem::page::{Page, PageFlags, PageRef};
@@ -194,6 +194,10 @@ pub(crate) struct Zone {
     pub(crate) ra_max_pages: u64,
     /// io_uring rings for batched I/O (`io::uring`).
     pub(crate) uring: RingPool,
+    /// The ring asynchronous readahead of O_DIRECT files goes on, with its
+    /// reaper thread (`io::readahead::submit`); `None` without io_uring,
+    /// O_DIRECT or readahead threads.
+    pub(crate) async_ring: Option<AsyncRing>,
     /// Reclaim left dirty pages because their write-ahead log was behind:
     /// the flusher writes them at its next pass whatever the dirty
     /// thresholds (the kernel's `wakeup_flusher_threads(WB_REASON_VMSCAN)`).
@@ -210,6 +214,7 @@ impl Zone {
         dirty: DirtyLimits,
         ra_max_pages: u64,
         io_uring: bool,
+        async_ring: bool,
     ) -> io::Result<Zone> {
         let arena = Arena::new(nr_frames, huge_pages)?;
         let pages = MemMap::new(nr_frames, huge_pages)?;
@@ -232,6 +237,7 @@ impl Zone {
             ra_queue: Mutex::new(None),
             ra_max_pages,
             uring: RingPool::new(io_uring),
+            async_ring: if io_uring && async_ring { AsyncRing::new() } else { None },
             reclaim_wants_writeback: AtomicBool::new(false),
             block_cursor: AtomicUsize::new(0),
             pages,
