@@ -290,20 +290,31 @@ fn read_window_into<'a>(
             // never waits.
             let wait = fresh.is_empty() && defer.is_none();
             let order = m.order() as usize;
-            let page = match if wait { m.zone.alloc_pages(order) } else { m.zone.try_alloc_pages(order) } {
-                Ok(p) => p,
-                Err(e) => {
-                    out_of_frames = Some(e);
-                    break;
+            // Frames next to each other in the arena where the pool has a
+            // free block for several pages: the window's buffers then touch,
+            // and an O_DIRECT read of them goes to the device in large
+            // segments (2 MiB windows of scattered 4 KiB frames read at
+            // 0.6x the speed of contiguous ones here).
+            let left = (gap_end - index - fresh.len() as u64) as usize;
+            let mut got = m.zone.alloc_contiguous(order, left);
+            if got.is_empty() {
+                match if wait { m.zone.alloc_pages(order) } else { m.zone.try_alloc_pages(order) } {
+                    Ok(p) => got.push(p),
+                    Err(e) => {
+                        out_of_frames = Some(e);
+                        break;
+                    }
                 }
-            };
-            let Ok(page) = page.try_lock() else { unreachable!("a fresh page is unlocked") };
-            if Some(index + fresh.len() as u64) != wanted {
-                // Set before the page reaches the LRU: speculative pages do
-                // not start on the active list while the cache fills.
-                page.page().set(RA_FRESH);
             }
-            fresh.push(page);
+            for page in got {
+                let Ok(page) = page.try_lock() else { unreachable!("a fresh page is unlocked") };
+                if Some(index + fresh.len() as u64) != wanted {
+                    // Set before the page reaches the LRU: speculative pages
+                    // do not start on the active list while the cache fills.
+                    page.page().set(RA_FRESH);
+                }
+                fresh.push(page);
+            }
         }
         inserted.clear();
         if let Err(e) = m.add_run_to_page_cache_lru(&fresh, index, &mut inserted) {

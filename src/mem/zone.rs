@@ -395,6 +395,55 @@ impl Zone {
         Ok(self.make_live(pfn))
     }
 
+    /// Up to `nr` pages of order `order` on consecutive frames, carved
+    /// from one free block (readahead's buffers, which then touch): the
+    /// largest block up to `nr` pages (and at most 2 MiB) that the pool has
+    /// free above the low watermark, split into pages (`split_page`). Empty
+    /// when no block of at least four frames is free; never reclaims.
+    pub(crate) fn alloc_contiguous(&self, order: usize, nr: usize) -> Vec<PageRef<'_>> {
+        const MAX_SPLIT: usize = 9;
+        let frames = nr << order;
+        if nr < 2 || frames < 4 {
+            return Vec::new();
+        }
+        let mut block = (usize::BITS - 1 - frames.leading_zeros()) as usize;
+        block = block.min(MAX_SPLIT);
+        while block >= order + 1 && block >= 2 {
+            if self.buddy.nr_free() < self.watermarks.low + (1 << block) {
+                block -= 1;
+                continue;
+            }
+            if let Ok(pfn) = self.buddy.alloc(&self.pages, block) {
+                return self.split_block(pfn, block, order);
+            }
+            block -= 1;
+        }
+        Vec::new()
+    }
+
+    /// Cuts a block of `block` order, just allocated (ours alone), into
+    /// live pages of `order`, in frame order.
+    fn split_block(&self, pfn: u32, block: usize, order: usize) -> Vec<PageRef<'_>> {
+        let step = 1u32 << order;
+        let mut out = Vec::with_capacity(1 << (block - order));
+        for head in (pfn..pfn + (1u32 << block)).step_by(step as usize) {
+            let p = self.pfn_to_page(head);
+            // Relaxed (all stores here): the block is ours alone until each
+            // page is published by `make_live`'s Release.
+            p.flags.store(if order > 0 { PageFlags::HEAD.0 } else { 0 }, Ordering::Relaxed);
+            for t in head + 1..head + step {
+                let tail = self.pfn_to_page(t);
+                tail.flags.store(PageFlags::TAIL.0, Ordering::Relaxed);
+                tail.lru_next.store(head, Ordering::Relaxed);
+            }
+            if order > 0 {
+                self.pfn_to_page(head + 1).index.store(order as u64, Ordering::Relaxed);
+            }
+            out.push(self.make_live(head));
+        }
+        out
+    }
+
     #[inline]
     pub(crate) fn make_live(&self, pfn: u32) -> PageRef<'_> {
         let page = self.pfn_to_page(pfn);
