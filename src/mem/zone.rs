@@ -408,7 +408,7 @@ impl Zone {
         }
         let mut block = (usize::BITS - 1 - frames.leading_zeros()) as usize;
         block = block.min(MAX_SPLIT);
-        while block >= order + 1 && block >= 2 {
+        while block > order && block >= 2 {
             if self.buddy.nr_free() < self.watermarks.low + (1 << block) {
                 block -= 1;
                 continue;
