@@ -544,8 +544,7 @@ fn cold_direct(c: &mut Criterion) {
     });
     // The same with 64 KiB pages: a 2 MiB window is 32 iovecs, not 512.
     let cache64 = PageCache::builder().capacity(320 << 20).direct_io(true).build().expect("cache");
-    let file64 =
-        cache64.open_with_page_size(&path, OpenOptions::new().read(true), 65536).expect("open through cache");
+    let file64 = cache64.open_with_page_size(&path, OpenOptions::new().read(true), 65536).expect("open through cache");
     g.bench_function("page_cache_direct_io_64k_pages", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
