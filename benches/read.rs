@@ -542,6 +542,25 @@ fn cold_direct(c: &mut Criterion) {
             total
         })
     });
+    // The same with io_uring off: the asynchronous window goes to the
+    // worker's blocking preadv instead of the shared ring.
+    let cache_nr = PageCache::builder().capacity(320 << 20).direct_io(true).io_uring(false).build().expect("cache");
+    let file_nr = cache_nr.open(&path).expect("open through cache");
+    g.bench_function("page_cache_direct_io_no_uring", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                cache_nr.shrink(usize::MAX);
+                let t0 = Instant::now();
+                let mut off = 0;
+                while off < SIZE {
+                    off += file_nr.read_at(&mut buf, off).expect("read") as u64;
+                }
+                total += t0.elapsed();
+            }
+            total
+        })
+    });
     // The same with 64 KiB pages: a 2 MiB window is 32 iovecs, not 512.
     let cache64 = PageCache::builder().capacity(320 << 20).direct_io(true).build().expect("cache");
     let file64 = cache64.open_with_page_size(&path, OpenOptions::new().read(true), 65536).expect("open through cache");
