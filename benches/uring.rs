@@ -13,6 +13,10 @@
 //!   depth itself in `fdatasync`); the writes into our cache are outside
 //!   the timing.
 //!
+//! - `fdatasync_ring_vs_syscall`: after 16 random O_DIRECT page writes,
+//!   `fdatasync(2)` against `IORING_OP_FSYNC` with `DATASYNC` on a ring:
+//!   whether the sync at the end of `sync_data` gains from the ring.
+//!
 //! Run: `cargo bench --bench uring` (the files live in /var/tmp/page-cache-bench).
 
 use std::fs::OpenOptions;
@@ -118,5 +122,87 @@ fn writeback_10k(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, cold_random_64, writeback_10k);
+fn fdatasync_ring_vs_syscall(c: &mut Criterion) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let path = data_file("uring-fsync-64m", 64 << 20);
+    let f = OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(&path).expect("open");
+    let mut raw = vec![0x5Au8; 2 * PAGE_SIZE];
+    let a = raw.as_ptr().align_offset(PAGE_SIZE);
+    let page = &mut raw[a..a + PAGE_SIZE];
+    let mut ring = io_uring::IoUring::new(8).expect("io_uring");
+    let mut seed = 0x2545_F491_4F6C_DD1D;
+    let mut dirty = |f: &std::fs::File| {
+        for _ in 0..16 {
+            f.write_at(page, xorshift(&mut seed) % 16384 * PS).expect("write");
+        }
+    };
+    let mut g = c.benchmark_group("fdatasync_ring_vs_syscall");
+    g.sample_size(30).measurement_time(Duration::from_secs(10)).warm_up_time(Duration::from_secs(1));
+    g.bench_function("fdatasync_syscall", |b| {
+        b.iter_custom(|n| {
+            let mut total = Duration::ZERO;
+            for _ in 0..n {
+                dirty(&f);
+                let t = Instant::now();
+                f.sync_data().expect("fdatasync");
+                total += t.elapsed();
+            }
+            total
+        })
+    });
+    g.bench_function("ioring_op_fsync_datasync", |b| {
+        b.iter_custom(|n| {
+            let mut total = Duration::ZERO;
+            for _ in 0..n {
+                dirty(&f);
+                let t = Instant::now();
+                let e = io_uring::opcode::Fsync::new(io_uring::types::Fd(f.as_raw_fd()))
+                    .flags(io_uring::types::FsyncFlags::DATASYNC)
+                    .build();
+                // SAFETY: a sync names no memory; the file outlives the wait below.
+                unsafe { ring.submission().push(&e) }.expect("push");
+                ring.submit_and_wait(1).expect("enter");
+                let r = ring.completion().next().expect("completion").result();
+                assert!(r >= 0, "fsync on the ring failed: {r}");
+                total += t.elapsed();
+            }
+            total
+        })
+    });
+    g.bench_function("fdatasync_syscall_again", |b| {
+        b.iter_custom(|n| {
+            let mut total = Duration::ZERO;
+            for _ in 0..n {
+                dirty(&f);
+                let t = Instant::now();
+                f.sync_data().expect("fdatasync");
+                total += t.elapsed();
+            }
+            total
+        })
+    });
+    g.bench_function("ioring_op_fsync_datasync_again", |b| {
+        b.iter_custom(|n| {
+            let mut total = Duration::ZERO;
+            for _ in 0..n {
+                dirty(&f);
+                let t = Instant::now();
+                let e = io_uring::opcode::Fsync::new(io_uring::types::Fd(f.as_raw_fd()))
+                    .flags(io_uring::types::FsyncFlags::DATASYNC)
+                    .build();
+                // SAFETY: a sync names no memory; the file outlives the wait below.
+                unsafe { ring.submission().push(&e) }.expect("push");
+                ring.submit_and_wait(1).expect("enter");
+                let r = ring.completion().next().expect("completion").result();
+                assert!(r >= 0, "fsync on the ring failed: {r}");
+                total += t.elapsed();
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, cold_random_64, writeback_10k, fdatasync_ring_vs_syscall);
 criterion_main!(benches);
