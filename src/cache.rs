@@ -257,6 +257,13 @@ fn not_regular(path: &Path) -> io::Error {
     )
 }
 
+fn size_clash(path: &Path, open_with: usize, asked: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{}: already open with {open_with}-byte pages, not {asked}", path.display()),
+    )
+}
+
 /// The buddy order of a file page of `page_size` bytes.
 fn page_order(page_size: usize) -> io::Result<u32> {
     if !page_size.is_power_of_two() || !(PAGE_SIZE..=crate::MAX_PAGE_SIZE).contains(&page_size) {
@@ -340,6 +347,16 @@ impl PageCache {
             }
         }
         let prior = before.filter(|m| m.is_file()).map(|m| (m.dev(), m.ino(), m.len()));
+        // A file open with another page size is refused before open(2),
+        // which would truncate it for an `O_TRUNC` open (checked again
+        // below, against a race with another open).
+        if let Some((dev, ino, _)) = prior {
+            if let Some(e) = self.inner.files.lock().get(&(dev, ino)).filter(|e| e.opens > 0) {
+                if e.mapping.order() != order {
+                    return Err(size_clash(path, e.mapping.page_size(), page_size));
+                }
+            }
+        }
         let mut opts = options.clone();
         opts.read(true);
         let (file, direct) = if self.inner.direct_io {
@@ -380,14 +397,7 @@ impl PageCache {
             }
             match files.get_mut(&key) {
                 Some(e) if e.mapping.order() != order => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!(
-                            "{}: already open with {}-byte pages, not {page_size}",
-                            path.display(),
-                            e.mapping.page_size()
-                        ),
-                    ));
+                    return Err(size_clash(path, e.mapping.page_size(), page_size));
                 }
                 Some(e) => {
                     let alone = e.opens == 0;

@@ -159,9 +159,9 @@ pub struct Stats {
     /// Whether batched I/O goes through io_uring (false: it was turned off,
     /// or a ring could not be set up, and the positioned syscalls serve).
     pub io_uring: bool,
-    /// Dirty pages now.
+    /// Dirty memory now, in 4 KiB frames (a dirty 64 KiB page counts 16).
     pub dirty_pages: u64,
-    /// Pages under writeback now.
+    /// Memory under writeback now, in 4 KiB frames.
     pub writeback_now: u64,
     /// Free frames now.
     pub free_pages: u64,
@@ -169,9 +169,9 @@ pub struct Stats {
     pub cached_pages: u64,
     /// Bytes those pages hold (never above the capacity).
     pub cached_bytes: u64,
-    /// Pages on the active list.
+    /// Pages on the active list (of any size).
     pub active_pages: u64,
-    /// Pages on the inactive list.
+    /// Pages on the inactive list (of any size).
     pub inactive_pages: u64,
     /// Total frames.
     pub total_pages: u64,
@@ -218,8 +218,8 @@ impl fmt::Display for Stats {
         writeln!(f, "MemTotal:       {:>10} kB", kb(self.total_pages))?;
         writeln!(f, "MemFree:        {:>10} kB", kb(self.free_pages))?;
         writeln!(f, "Cached:         {:>10} kB", self.cached_bytes / 1024)?;
-        writeln!(f, "Active(file):   {:>10} kB", kb(self.active_pages))?;
-        writeln!(f, "Inactive(file): {:>10} kB", kb(self.inactive_pages))?;
+        writeln!(f, "Active(file):   {:>10} pages", self.active_pages)?;
+        writeln!(f, "Inactive(file): {:>10} pages", self.inactive_pages)?;
         writeln!(f, "Dirty:          {:>10} kB", kb(self.dirty_pages))?;
         writeln!(f, "Writeback:      {:>10} kB", kb(self.writeback_now))?;
         writeln!(f, "pgcache_hit {}", self.hits)?;

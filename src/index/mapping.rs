@@ -626,7 +626,9 @@ impl AddressSpace {
             }
         }
         // Relaxed: counters.
-        self.zone.nr_dirty.fetch_add(1, Ordering::Relaxed);
+        // The zone counts frames (its limits are fractions of the
+        // capacity); the mapping counts pages.
+        self.zone.nr_dirty.fetch_add(1 << self.order, Ordering::Relaxed);
         if self.nr_dirty.fetch_add(1, Ordering::Relaxed) == 0 {
             self.dirtied_when.lock().get_or_insert_with(Instant::now);
         }
@@ -635,7 +637,7 @@ impl AddressSpace {
     /// Accounts a page that stopped being dirty.
     pub(crate) fn account_cleaned(&self) {
         // Relaxed: counters.
-        self.zone.nr_dirty.fetch_sub(1, Ordering::Relaxed);
+        self.zone.nr_dirty.fetch_sub(1 << self.order, Ordering::Relaxed);
         if self.nr_dirty.fetch_sub(1, Ordering::Relaxed) == 1 {
             *self.dirtied_when.lock() = None;
         }
@@ -661,7 +663,7 @@ impl AddressSpace {
         }
         assert!(!wait::set_page_writeback(page), "writeback started twice");
         // Relaxed: counters.
-        self.zone.nr_writeback.fetch_add(1, Ordering::Relaxed);
+        self.zone.nr_writeback.fetch_add(1 << self.order, Ordering::Relaxed);
         self.account_cleaned();
         Some(blocks)
     }
@@ -721,13 +723,13 @@ impl AddressSpace {
         }
         if redirtied > 0 {
             // Relaxed: counters.
-            self.zone.nr_dirty.fetch_add(redirtied, Ordering::Relaxed);
+            self.zone.nr_dirty.fetch_add(redirtied << self.order, Ordering::Relaxed);
             if self.nr_dirty.fetch_add(redirtied, Ordering::Relaxed) == 0 {
                 self.dirtied_when.lock().get_or_insert_with(Instant::now);
             }
         }
         // Relaxed: a counter.
-        self.zone.nr_writeback.fetch_sub(pages.len(), Ordering::Relaxed);
+        self.zone.nr_writeback.fetch_sub(pages.len() << self.order, Ordering::Relaxed);
         for &(page, _) in pages {
             wait::end_page_writeback(page);
         }

@@ -180,7 +180,9 @@ pub(crate) struct Zone {
     /// Mapping ids to mappings (id 0 is "none"). Weak: the cache's file
     /// table owns the mappings.
     pub(crate) mappings: RwLock<Vec<Weak<AddressSpace>>>,
-    /// Dirty pages, and pages under writeback, over all mappings.
+    /// Dirty frames, and frames under writeback, over all mappings (a
+    /// large page counts all its frames: the dirty limits are fractions of
+    /// the capacity).
     pub(crate) nr_dirty: AtomicUsize,
     pub(crate) nr_writeback: AtomicUsize,
     pub(crate) kswapd: Wakeup,
