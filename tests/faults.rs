@@ -40,12 +40,8 @@ fn cache(capacity: usize) -> PageCache {
         .unwrap()
 }
 
-fn open_faulty(cache: &PageCache, path: &Path, plan: &Arc<FaultPlan>) -> CachedFile {
-    open_faulty_ps(cache, path, plan, PAGE_SIZE)
-}
-
-/// `open_faulty` with pages of `ps` bytes.
-fn open_faulty_ps(cache: &PageCache, path: &Path, plan: &Arc<FaultPlan>, ps: usize) -> CachedFile {
+/// A file opened through a faulty backing, with pages of `ps` bytes.
+fn open_faulty(cache: &PageCache, path: &Path, plan: &Arc<FaultPlan>, ps: usize) -> CachedFile {
     let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).unwrap();
     let file =
         cache.open_backing_with_page_size(Arc::new(FaultyBacking::from_file(f, plan.clone())), true, ps).unwrap();
@@ -65,7 +61,7 @@ fn setup_ps(capacity: usize, initial: &[u8], ps: usize) -> Setup {
     std::fs::write(&path, initial).unwrap();
     let plan = FaultPlan::new();
     let cache = cache(capacity);
-    let file = open_faulty_ps(&cache, &path, &plan, ps);
+    let file = open_faulty(&cache, &path, &plan, ps);
     Setup { _dir: dir, path, plan, cache, file }
 }
 
@@ -198,7 +194,7 @@ mod cases {
         // path are two caches of it; each reports its own failures.
         let s = setup_ps(scaled(1 << 20, ps), &[], ps);
         let plan2 = FaultPlan::new();
-        let second = open_faulty_ps(&s.cache, &s.path, &plan2, ps);
+        let second = open_faulty(&s.cache, &s.path, &plan2, ps);
         s.file.write_all_at(b"one", 0).unwrap();
         second.write_all_at(b"two", 8).unwrap();
         s.plan.set_fail_writes(true);
@@ -236,7 +232,7 @@ mod cases {
         let plan2 = FaultPlan::new();
         plan2.set_short_reads(true);
         let cache2 = cache(scaled(1 << 20, ps));
-        let g = open_faulty_ps(&cache2, &s.path, &plan2, ps);
+        let g = open_faulty(&cache2, &s.path, &plan2, ps);
         let mut back = vec![0; data.len()];
         g.read_exact_at(&mut back, 4000).unwrap();
         assert_eq!(back, data);
@@ -316,7 +312,7 @@ mod cases {
         // One-shot: the first read fails, the retry succeeds.
         let plan = FaultPlan::new();
         let cache2 = cache(scaled(1 << 20, ps));
-        let g = open_faulty_ps(&cache2, &s.path, &plan, ps);
+        let g = open_faulty(&cache2, &s.path, &plan, ps);
         plan.fail_nth_read(1);
         assert!(g.read_at(&mut buf, 9 * p).is_err());
         assert_no_bad_uptodate(&g, &initial);
