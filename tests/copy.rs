@@ -228,8 +228,8 @@ fn model_two_files_eight_page_cache() {
 }
 
 /// The model test with files of 16 and 64 KiB pages, both of one size or
-/// of two (4 and 64, 16 and 64 KiB), in a cache of 16 MiB and in one of 16
-/// of the larger pages.
+/// of two (4 and 64 KiB; 64 and 16 KiB in the small cache only), in a
+/// cache of 16 MiB and in one of 16 of the larger pages.
 mod large_pages {
     use super::*;
 
@@ -264,11 +264,6 @@ mod large_pages {
     #[test]
     fn model_two_files_sixteen_page_cache_4k_and_64k() {
         model_test(16 * K64, [PAGE_SIZE, K64]);
-    }
-
-    #[test]
-    fn model_two_files_big_cache_64k_and_16k() {
-        model_test(16 << 20, [K64, K16]);
     }
 
     #[test]

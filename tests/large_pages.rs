@@ -19,6 +19,7 @@ mod common;
 use common::settle;
 use page_cache::{Backing, CachedFile, FileBacking, PageCache, Tag, PAGE_SIZE};
 
+const PS: u64 = PAGE_SIZE as u64;
 const K16: usize = 16 << 10;
 const K64: usize = 64 << 10;
 
@@ -392,12 +393,30 @@ fn page_apis_count_pages_of_the_files_size() {
 
 // ---- 3. writeback by blocks -----------------------------------------------------------
 
-/// With pages of 16 and 64 KiB (and 4 KiB, where every write is a whole
-/// page) through a recording backing: a 4 KiB write
-/// at a block boundary of an uptodate page writes 4 KiB back; an unaligned
-/// one across two blocks writes at most 8 KiB; two small writes in blocks
-/// far apart write at most their two blocks; a 4 KiB aligned write into a
-/// page that is not cached writes 4 KiB. The file is right after each.
+/// The 4 KiB blocks that `writes` (offset, bytes) cover, each once, each
+/// written whole.
+#[track_caller]
+fn blocks_written(what: &str, writes: &[(u64, usize)]) -> Vec<u64> {
+    let mut blocks = Vec::new();
+    for &(off, len) in writes {
+        assert!(off % PS == 0 && len % PAGE_SIZE == 0, "{what}: a write of part of a block: {writes:?}");
+        blocks.extend(off / PS..(off + len as u64) / PS);
+    }
+    blocks.sort_unstable();
+    let n = blocks.len();
+    blocks.dedup();
+    assert_eq!(n, blocks.len(), "{what}: a block written twice: {writes:?}");
+    blocks
+}
+
+/// With pages of 16 and 64 KiB (and 4 KiB, where every block is a page)
+/// through a recording backing, `sync_data` writes exactly the 4 KiB
+/// blocks that were written to: an aligned 4 KiB write into an uptodate
+/// page writes its block (4 KiB); an unaligned one across two blocks, those
+/// two (8 KiB); two small writes in the first and last blocks of a page,
+/// those two and not the ones between; an aligned 4 KiB write and a 10-byte
+/// write into pages that are not cached, their one block each. The file is
+/// right after each.
 #[test]
 fn writeback_writes_only_the_dirty_blocks_of_a_large_page() {
     let dir = tempfile::tempdir().unwrap();
@@ -410,49 +429,59 @@ fn writeback_writes_only_the_dirty_blocks_of_a_large_page() {
         let f = cache.open_backing_with_page_size(rec.clone(), true, ps).unwrap();
         assert_eq!(f.mapping().page_size(), ps);
         let blocks = ps / PAGE_SIZE;
-        let write = |f: &CachedFile, model: &mut Vec<u8>, off: usize, len: usize, seed: u64| {
-            let data = pattern(seed, 0, len);
-            f.write_all_at(&data, off as u64).unwrap();
-            model[off..off + len].copy_from_slice(&data);
+        // Writes (offset, length) at once, then syncs: the blocks written back.
+        let write = |model: &mut Vec<u8>, ranges: &[(usize, usize)], seed: u64| {
+            rec.take();
+            for &(off, len) in ranges {
+                let data = pattern(seed ^ off as u64, 0, len);
+                f.write_all_at(&data, off as u64).unwrap();
+                model[off..off + len].copy_from_slice(&data);
+            }
             f.sync_data().unwrap();
-            assert_same(&format!("{ps}: file after the write at {off}+{len}"), &std::fs::read(&path).unwrap(), model);
-            rec.take()
+            assert_same(&format!("{ps}: file after the writes {ranges:?}"), &std::fs::read(&path).unwrap(), model);
+            let (writes, bytes) = rec.take();
+            let what = format!("{ps}: writes {ranges:?}");
+            let written = blocks_written(&what, &writes);
+            assert_eq!(bytes, written.len() as u64 * PS, "{what}");
+            (written, bytes)
         };
+        let block = |page: usize, b: usize| ((page * ps) / PAGE_SIZE + b) as u64;
 
         // Page 1, read whole first: it is uptodate.
         assert_same("page 1", &read_vec(&f, ps as u64, ps), &model[ps..2 * ps]);
         assert!(f.mapping().find_get_page(1).is_some_and(|p| p.is_uptodate()), "{ps}: page 1 not uptodate");
-        rec.take();
-        let off = ps + (blocks - 1) * PAGE_SIZE;
-        let (writes, bytes) = write(&f, &mut model, off, PAGE_SIZE, 6);
-        assert_eq!(bytes, PAGE_SIZE as u64, "{ps}: an aligned 4 KiB write wrote back {writes:?}");
-        assert_eq!(writes, [(off as u64, PAGE_SIZE)], "{ps}");
+        let last = blocks - 1;
+        let (written, bytes) = write(&mut model, &[(ps + last * PAGE_SIZE, PAGE_SIZE)], 6);
+        assert_eq!(bytes, PS, "{ps}: an aligned 4 KiB write into an uptodate page wrote back {written:?}");
+        assert_eq!(written, [block(1, last)], "{ps}");
 
-        let off = ps + PAGE_SIZE + 100;
-        let (writes, bytes) = write(&f, &mut model, off, PAGE_SIZE, 7);
-        assert!(
-            (PAGE_SIZE as u64..=2 * PAGE_SIZE as u64).contains(&bytes),
-            "{ps}: an unaligned 4 KiB write wrote back {bytes} bytes: {writes:?}"
-        );
+        let (written, bytes) = write(&mut model, &[(ps + PAGE_SIZE + 100, PAGE_SIZE)], 7);
+        assert!(bytes <= 2 * PS, "{ps}: an unaligned 4 KiB write wrote back blocks {written:?}");
+        assert_eq!(written, [block(1, 1), block(1, 2)], "{ps}: an unaligned 4 KiB write");
 
         // Page 2: two small writes, in its first and last blocks.
         assert_same("page 2", &read_vec(&f, 2 * ps as u64, ps), &model[2 * ps..3 * ps]);
-        rec.take();
-        let data = pattern(8, 0, 10);
-        let (a, b) = (2 * ps + 5, 2 * ps + (blocks - 1) * PAGE_SIZE + 7);
-        f.write_all_at(&data, a as u64).unwrap();
-        model[a..a + 10].copy_from_slice(&data);
-        let (writes, bytes) = write(&f, &mut model, b, 10, 9);
-        assert!(bytes <= 2 * PAGE_SIZE as u64, "{ps}: two blocks dirty, {bytes} bytes written back: {writes:?}");
+        let (written, bytes) = write(&mut model, &[(2 * ps + 5, 10), (2 * ps + last * PAGE_SIZE + 7, 10)], 8);
+        assert!(bytes <= 2 * PS, "{ps}: two blocks dirty, blocks {written:?} written back");
+        let mut want = vec![block(2, 0), block(2, last)];
+        want.dedup();
+        assert_eq!(written, want, "{ps}: two small writes");
 
-        // Page 3, not cached: a whole aligned block written into it.
+        // Pages 3 and 0, not cached: a whole aligned block into one, ten
+        // bytes into the other.
         cache.shrink(usize::MAX);
         assert!(f.mapping().find_get_page(3).is_none(), "{ps}: page 3 still cached");
-        rec.take();
-        let off = 3 * ps + (blocks - 1) * PAGE_SIZE;
-        let (writes, bytes) = write(&f, &mut model, off, PAGE_SIZE, 10);
-        assert_eq!(bytes, PAGE_SIZE as u64, "{ps}: an aligned 4 KiB write into an uncached page wrote back {writes:?}");
+        let (written, bytes) = write(&mut model, &[(3 * ps + last * PAGE_SIZE, PAGE_SIZE)], 9);
+        assert_eq!(bytes, PS, "{ps}: an aligned 4 KiB write into an uncached page wrote back {written:?}");
+        assert_eq!(written, [block(3, last)], "{ps}");
         assert_same(&format!("{ps}: page 3 read after"), &read_vec(&f, 3 * ps as u64, ps), &model[3 * ps..4 * ps]);
+        cache.shrink(usize::MAX);
+        assert!(f.mapping().find_get_page(0).is_none(), "{ps}: page 0 still cached");
+        let mid = blocks / 2;
+        let (written, _) = write(&mut model, &[(mid * PAGE_SIZE + 1000, 10)], 10);
+        assert_eq!(written, [block(0, mid)], "{ps}: ten bytes into an uncached page");
+        assert_same(&format!("{ps}: page 0 read after"), &read_vec(&f, 0, ps), &model[..ps]);
+
         assert_eq!(rec.set_lens.load(Ordering::SeqCst), 0, "{ps}: writes inside the file resized it");
         drop(f);
         settle(&cache);
@@ -544,7 +573,7 @@ fn partial_writes_into_uncached_pages_keep_the_old_bytes() {
 const REGION: usize = 256 << 10;
 const THREADS: usize = 4;
 const ROUNDS: usize = 4;
-const OPS_PER_ROUND: usize = 300;
+const OPS_PER_ROUND: usize = 500;
 
 struct Model {
     path: std::path::PathBuf,
@@ -603,10 +632,17 @@ fn check_capacity(cache: &PageCache, models: &[Model], when: &str) {
     assert!(s.free_pages <= s.total_pages, "{when}: {s}");
     assert!(s.cached_pages <= s.total_pages, "{when}: {s}");
     assert!(s.active_pages + s.inactive_pages <= s.total_pages, "{when}: {s}");
+    assert!(s.cached_bytes <= cache.capacity() as u64, "{when}: {s}");
     // Background work now only frees pages (no readahead workers), so the
     // sum over the files cannot count a frame twice.
     let free = cache.stats().free_pages as usize * PAGE_SIZE;
     let cached: usize = models.iter().map(|m| m.file.mapping().nr_pages() * m.ps).sum();
+    let s = cache.stats();
+    assert!(
+        s.cached_bytes as usize <= cached,
+        "{when}: stats count {} cached bytes, the files {cached}",
+        s.cached_bytes
+    );
     assert!(
         cached <= cache.capacity() && free + cached <= cache.capacity(),
         "{when}: {cached} bytes cached and {free} free in a cache of {} (pages: {:?})",
