@@ -285,8 +285,8 @@ fn a_file_open_with_one_page_size_refuses_another() {
 
 /// Page indices count pages of the file's size: `find_get_page`,
 /// `find_lock_page`, `find_or_create_page`, `read_page`, `read_pages`,
-/// `find_get_pages` and `find_get_pages_tag` at every page size, with a
-/// partial last page.
+/// `find_get_pages`, `find_get_pages_tag`, `readahead` and `prefetch` at
+/// every page size, with a partial last page.
 #[test]
 fn page_apis_count_pages_of_the_files_size() {
     let dir = tempfile::tempdir().unwrap();
@@ -299,14 +299,24 @@ fn page_apis_count_pages_of_the_files_size() {
         let f = cache.open_with_page_size(&path, &rw(), ps).unwrap();
         let m = f.mapping();
         assert_eq!(m.page_size(), ps);
-        let pages = len.div_ceil(ps) as u64; // 6
-                                             // The bytes of page i, padded with zeros past the end of the file.
+        // Six pages, the last one partial.
+        let pages = len.div_ceil(ps) as u64;
+        // The bytes of page i, padded with zeros past the end of the file.
         let page_bytes = |model: &[u8], i: u64| {
             let start = (i as usize * ps).min(model.len());
             let mut v = model[start..model.len().min(start + ps)].to_vec();
             v.resize(ps, 0);
             v
         };
+
+        // Explicit readahead and prefetch bring in the pages holding their
+        // bytes, counted in pages of the file's size.
+        f.readahead(ps as u64 + 1, ps as u64).unwrap(); // pages 1 and 2
+        assert!(m.find_get_page(1).is_some() && m.find_get_page(2).is_some(), "{ps}: readahead of pages 1-2");
+        assert!(m.find_get_page(4).is_none(), "{ps}: readahead brought in page 4");
+        f.prefetch(&[4 * ps as u64 + 17, (4 * ps + ps / 2) as u64, len as u64 + 5]).unwrap();
+        assert!(m.find_get_page(4).is_some_and(|p| p.is_uptodate()), "{ps}: prefetch of page 4");
+        assert_eq!(m.nr_pages(), 3, "{ps}: pages 1, 2 and 4 cached, and no other");
 
         for i in [0, 3, pages - 1] {
             let p = m.read_page(i).unwrap();
@@ -756,4 +766,88 @@ fn mixed_page_sizes_share_a_small_cache() {
     let s = cache.stats();
     eprintln!("{s}");
     assert!(s.evictions > 0, "the files did not go through the cache: {s}");
+}
+
+// ---- 6. O_DIRECT and revalidation --------------------------------------------------------
+
+/// Through O_DIRECT (where the file system takes it): partial writes into
+/// cached and uncached large pages, an extending write ending inside a
+/// page, a shrink to the middle of a block, and a sync, at 16 and 64 KiB;
+/// the file equals the model, and so does a fresh buffered read of it.
+#[test]
+fn direct_io_with_large_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    for ps in [K16, K64] {
+        let path = dir.path().join(format!("d{ps}"));
+        let mut model = pattern(30, 0, 3 * ps + 1000);
+        std::fs::write(&path, &model).unwrap();
+        let cache = PageCache::builder().capacity(4 << 20).direct_io(true).build().unwrap();
+        let f = cache.open_with_page_size(&path, &rw(), ps).unwrap();
+        assert_same(&format!("{ps}: first read"), &read_vec(&f, 0, 4 * ps), &model);
+        let put = |model: &mut Vec<u8>, off: usize, len: usize, seed: u64| {
+            let data = pattern(seed, 0, len);
+            f.write_all_at(&data, off as u64).unwrap();
+            if model.len() < off + len {
+                model.resize(off + len, 0);
+            }
+            model[off..off + len].copy_from_slice(&data);
+        };
+        put(&mut model, ps + 777, 5000, 31); // cached page, two blocks
+        f.sync_data().unwrap();
+        cache.shrink(usize::MAX);
+        put(&mut model, 2 * ps + ps / 2 + 3, 10, 32); // uncached page, one block
+        put(&mut model, 3 * ps + 500, ps, 33); // past the end, into page 4
+        f.sync_data().unwrap();
+        assert_same(&format!("{ps}: on disk after the writes"), &std::fs::read(&path).unwrap(), &model);
+        f.set_len((3 * ps + 2000) as u64).unwrap();
+        model.truncate(3 * ps + 2000);
+        put(&mut model, 3 * ps + 3000, 7, 34); // regrows: zeros between
+        f.sync_all().unwrap();
+        assert_same(&format!("{ps}: through the cache"), &read_all(&f), &model);
+        assert_same(&format!("{ps}: on disk at the end"), &std::fs::read(&path).unwrap(), &model);
+        drop(f);
+        settle(&cache);
+        cache.check_invariants();
+    }
+}
+
+/// A file closed and then changed behind the cache (another size, other
+/// bytes) reads the new bytes when opened again with the same large page
+/// size, and with another one; the cache's own writes before the close do
+/// not count as a change.
+#[test]
+fn a_closed_large_page_file_changed_behind_the_cache_reads_new_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    for ps in [K16, K64] {
+        let path = dir.path().join(format!("r{ps}"));
+        let cache = PageCache::new(4 << 20).unwrap();
+        let mut model = pattern(40, 0, 4 * ps + 99);
+        std::fs::write(&path, &model).unwrap();
+        let f = cache.open_with_page_size(&path, &rw(), ps).unwrap();
+        assert_same(&format!("{ps}: first read"), &read_all(&f), &model);
+        f.write_all_at(b"own write", (ps + 10) as u64).unwrap();
+        model[ps + 10..ps + 19].copy_from_slice(b"own write");
+        drop(f);
+        let stale_before = cache.stats().stale_opens;
+        let f = cache.open_with_page_size(&path, &rw(), ps).unwrap();
+        assert_eq!(cache.stats().stale_opens, stale_before, "{ps}: the cache's own write counted as a change");
+        assert!(f.mapping().nr_pages() > 0, "{ps}: clean pages kept across the close");
+        assert_same(&format!("{ps}: after the close"), &read_all(&f), &model);
+        drop(f);
+
+        let new = pattern(41, 0, 3 * ps + ps / 2);
+        std::fs::write(&path, &new).unwrap();
+        let f = cache.open_with_page_size(&path, &rw(), ps).unwrap();
+        assert_eq!(f.len(), new.len() as u64, "{ps}: the new size");
+        assert_same(&format!("{ps}: after the change"), &read_all(&f), &new);
+        drop(f);
+        let newer = pattern(42, 0, 5 * ps + 1);
+        std::fs::write(&path, &newer).unwrap();
+        let other = if ps == K16 { K64 } else { K16 };
+        let f = cache.open_with_page_size(&path, &rw(), other).unwrap();
+        assert_same(&format!("{ps}: after a change, at {other}"), &read_all(&f), &newer);
+        drop(f);
+        settle(&cache);
+        cache.check_invariants();
+    }
 }
