@@ -200,7 +200,9 @@ fn run_model(
 }
 
 /// The model test with files of `ps` bytes per page in a cache of
-/// `capacity` bytes. With one page size, some copy moves a page.
+/// `capacity` bytes. With 4 KiB pages, some copy moves a page (with large
+/// pages, aligned copies of whole cached pages are rarer: see
+/// `aligned_whole_large_pages_move_and_the_source_loses_nothing`).
 fn model_test(capacity: usize, ps: [usize; 2]) {
     let sz = Sizes { ps };
     let dir = tempfile::tempdir().unwrap();
@@ -212,7 +214,7 @@ fn model_test(capacity: usize, ps: [usize; 2]) {
         case.set(case.get() + 1);
         run_model(&cache, dir.path(), case.get(), sz, (a, b), &ops)
     });
-    if ps[0] == ps[1] {
+    if ps == [PAGE_SIZE; 2] {
         assert!(cache.stats().pages_moved > 0, "no copy moved a page: {}", cache.stats());
     }
 }
@@ -315,6 +317,54 @@ fn aligned_whole_pages_move_and_the_source_loses_nothing() {
     assert_eq!(std::fs::read(&b).unwrap(), want);
     settle(&cache);
     cache.check_invariants();
+}
+
+/// The same with 16 and 64 KiB pages: whole aligned pages move between
+/// files of one page size (the tail is copied), and between files of two
+/// page sizes every byte is copied; the source loses nothing.
+#[test]
+fn aligned_whole_large_pages_move_and_the_source_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let create = {
+        let mut o = OpenOptions::new();
+        o.read(true).write(true).create(true).truncate(true);
+        o
+    };
+    for ps in [16 << 10, 64 << 10] {
+        let cache = PageCache::new(16 << 20).unwrap();
+        let (a, b, c) =
+            (dir.path().join(format!("a{ps}")), dir.path().join(format!("b{ps}")), dir.path().join(format!("c{ps}")));
+        let data = pattern(ps as u64, (1 << 20) + 100);
+        std::fs::write(&a, &data).unwrap();
+        let src = cache.open_with_page_size(&a, &rw(), ps).unwrap();
+        let dst = cache.open_with_page_size(&b, &create, ps).unwrap();
+        assert_eq!(read_all(&src), data);
+        let whole = ((1 << 20) / ps) as u64;
+        let moved_before = cache.stats().pages_moved;
+        assert_eq!(dst.copy_from(&src, 0, 0, usize::MAX).unwrap(), data.len());
+        let s = cache.stats();
+        assert_eq!(s.pages_moved - moved_before, whole, "{ps}: {s}");
+        assert_eq!(src.mapping().nr_pages(), 1, "{ps}: only the source's tail page stays");
+        assert_eq!(dst.mapping().nr_dirty() as u64, whole + 1, "{ps}");
+        assert_eq!(read_all(&src), data, "{ps}: the source reads its bytes again");
+        assert_eq!(read_all(&dst), data, "{ps}");
+        dst.sync_all().unwrap();
+        assert_eq!(std::fs::read(&b).unwrap(), data, "{ps}");
+
+        // Into a file of another page size: copied, nothing moves.
+        let other = if ps == 16 << 10 { PAGE_SIZE } else { 16 << 10 };
+        let dst2 = cache.open_with_page_size(&c, &create, other).unwrap();
+        let moved_before = cache.stats().pages_moved;
+        assert_eq!(dst2.copy_from(&src, ps as u64, 0, 3 * ps).unwrap(), 3 * ps);
+        assert_eq!(cache.stats().pages_moved, moved_before, "{ps} to {other}: a page moved");
+        assert_eq!(read_all(&dst2), &data[ps..4 * ps], "{ps} to {other}");
+        assert_eq!(read_all(&src), data, "{ps}: the source after copying to {other}");
+        dst2.sync_all().unwrap();
+        assert_eq!(std::fs::read(&c).unwrap(), &data[ps..4 * ps]);
+        drop((src, dst, dst2));
+        settle(&cache);
+        cache.check_invariants();
+    }
 }
 
 #[test]

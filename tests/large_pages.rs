@@ -851,3 +851,38 @@ fn a_closed_large_page_file_changed_behind_the_cache_reads_new_bytes() {
         cache.check_invariants();
     }
 }
+
+// ---- 7. dirty limits ---------------------------------------------------------------------
+
+/// `dirty_ratios` are percents of the capacity: a writer of whole pages
+/// into a file of 4, 16 or 64 KiB pages is held near the dirty limit in
+/// bytes, whatever the page size (the limit is 20% of 8 MiB; a writer
+/// above it writes its own pages back before it goes on).
+#[test]
+fn the_dirty_limit_holds_in_bytes_whatever_the_page_size() {
+    const CAPACITY: usize = 8 << 20;
+    const LIMIT: usize = CAPACITY / 5;
+    let dir = tempfile::tempdir().unwrap();
+    for ps in [PAGE_SIZE, K16, K64] {
+        let cache = PageCache::builder()
+            .capacity(CAPACITY)
+            .dirty_ratios(10, 20)
+            .dirty_expire(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let f = cache.open_with_page_size(dir.path().join(format!("w{ps}")), &rw_create_truncate(), ps).unwrap();
+        let chunk = pattern(50, 0, K64);
+        let mut most = 0;
+        for i in 0..(2 * CAPACITY / K64) as u64 {
+            f.write_all_at(&chunk, i * K64 as u64).unwrap();
+            most = most.max(f.mapping().nr_dirty() * ps);
+        }
+        assert!(
+            most <= LIMIT + (512 << 10),
+            "{ps} B pages: {most} bytes dirty at once in a cache of {CAPACITY} with a dirty limit of 20% \
+             ({} throttles)",
+            cache.stats().throttles
+        );
+        f.sync_all().unwrap();
+    }
+}
