@@ -4,7 +4,8 @@
 //! successful `sync_data` is in the file, a failed writeback keeps the pages
 //! dirty and reports its error once per open, a failed read leaves no page
 //! uptodate with wrong bytes, and readahead failures beyond what the user
-//! asked for do not fail the user's read.
+//! asked for do not fail the user's read. The tests of `cases` run with
+//! pages of 4, 16 and 64 KiB; those of readahead windows at 4 KiB only.
 
 use std::fs::OpenOptions;
 use std::io;

@@ -1,5 +1,5 @@
 //! The file API against std's semantics: a model test over two handles of
-//! one file, write errors (ENOSPC) reported to every handle, readahead,
+//! one file (with pages of 4, 16 and 64 KiB), write errors (ENOSPC) reported to every handle, readahead,
 //! sharing between opens, end-of-file behaviour, durability on drop, the
 //! cursor, and error kinds.
 
