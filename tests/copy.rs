@@ -1,6 +1,7 @@
 //! `CachedFile::copy_from` (copy_file_range through the cache) against a
 //! model: random copies, reads and writes between two files compared with
-//! two `Vec<u8>`s, in a cache big enough for both and in one of eight pages;
+//! two `Vec<u8>`s, in a cache big enough for both and in one of eight pages
+//! (and the same with files of 16 and 64 KiB pages, of one size and of two);
 //! whole aligned pages move instead of being copied and the source loses
 //! nothing; copies across caches, within one file, and the errors.
 
@@ -14,8 +15,6 @@ use page_cache::{CachedFile, PageCache, PAGE_SIZE};
 use proptest::prelude::*;
 
 const PS: u64 = PAGE_SIZE as u64;
-const MAX_OFF: u64 = 48 << 10;
-const MAX_LEN: usize = 24 << 10;
 
 fn rw() -> OpenOptions {
     let mut o = OpenOptions::new();
@@ -42,30 +41,78 @@ enum Op {
     Sync { f: usize },
 }
 
-/// Offsets anywhere, on page boundaries (where pages move), or just off them.
-fn offset() -> impl Strategy<Value = u64> {
-    prop_oneof![
-        0..MAX_OFF,
-        (0..=MAX_OFF / PS).prop_map(|p| p * PS),
-        (0..=MAX_OFF / PS, -2i64..=2).prop_map(|(p, d)| (p * PS).saturating_add_signed(d).min(MAX_OFF)),
-    ]
+/// The page sizes of the model's two files, and the unit its ranges are
+/// made of: the larger page. Offsets go up to 12 units, lengths up to 6,
+/// files start with up to 10 (48, 24 and 40 KiB with 4 KiB pages).
+#[derive(Clone, Copy, Debug)]
+struct Sizes {
+    ps: [usize; 2],
 }
 
-fn length() -> impl Strategy<Value = usize> {
-    prop_oneof![
-        0..=MAX_LEN,
-        (0..=6usize).prop_map(|p| p * PAGE_SIZE),
-        (1..=6usize, -2isize..=2).prop_map(|(p, d)| (p * PAGE_SIZE).saturating_add_signed(d))
-    ]
+impl Sizes {
+    fn unit(self) -> usize {
+        self.ps[0].max(self.ps[1])
+    }
+    fn max_off(self) -> u64 {
+        12 * self.unit() as u64
+    }
+    fn max_len(self) -> usize {
+        6 * self.unit()
+    }
+    /// The boundaries that matter: 4 KiB blocks, and each file's pages.
+    fn units(self) -> Vec<usize> {
+        let mut u = vec![PAGE_SIZE, self.ps[0], self.ps[1]];
+        u.sort_unstable();
+        u.dedup();
+        u
+    }
 }
 
-fn op() -> impl Strategy<Value = Op> {
+/// Offsets anywhere, on page (or block) boundaries (where pages move), or
+/// just off them.
+fn offset(sz: Sizes) -> BoxedStrategy<u64> {
+    let max = sz.max_off();
+    let at = |unit: u64| (0..=max / unit).prop_map(move |p| p * unit).boxed();
+    let near = |unit: u64| {
+        (0..=max / unit, -2i64..=2).prop_map(move |(p, d)| (p * unit).saturating_add_signed(d).min(max)).boxed()
+    };
+    let units = sz.units();
+    if units == [PAGE_SIZE] {
+        return prop_oneof![0..max, at(PS), near(PS)].boxed();
+    }
+    let mut arms: Vec<(u32, BoxedStrategy<u64>)> = vec![(units.len() as u32, (0..max).boxed())];
+    for &u in &units {
+        arms.push((1, at(u as u64)));
+        arms.push((1, near(u as u64)));
+    }
+    proptest::strategy::Union::new_weighted(arms).boxed()
+}
+
+fn length(sz: Sizes) -> BoxedStrategy<usize> {
+    let max = sz.max_len();
+    let at = |unit: usize| (0..=max / unit).prop_map(move |p| p * unit).boxed();
+    let near =
+        |unit: usize| (1..=max / unit, -2isize..=2).prop_map(move |(p, d)| (p * unit).saturating_add_signed(d)).boxed();
+    let units = sz.units();
+    if units == [PAGE_SIZE] {
+        return prop_oneof![0..=max, at(PAGE_SIZE), near(PAGE_SIZE)].boxed();
+    }
+    let mut arms: Vec<(u32, BoxedStrategy<usize>)> = vec![(units.len() as u32, (0..=max).boxed())];
+    for &u in &units {
+        arms.push((1, at(u)));
+        arms.push((1, near(u)));
+    }
+    proptest::strategy::Union::new_weighted(arms).boxed()
+}
+
+fn op(sz: Sizes) -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0..2usize, 0..2usize, offset(), offset(), length())
+        6 => (0..2usize, 0..2usize, offset(sz), offset(sz), length(sz))
             .prop_map(|(from, to, soff, doff, len)| Op::Copy { from, to, soff, doff, len }),
-        3 => (0..2usize, offset(), length()).prop_map(|(f, off, len)| Op::Read { f, off, len }),
-        2 => (0..2usize, offset(), length(), any::<u64>()).prop_map(|(f, off, len, seed)| Op::Write { f, off, len, seed }),
-        1 => (0..2usize, offset()).prop_map(|(f, len)| Op::SetLen { f, len }),
+        3 => (0..2usize, offset(sz), length(sz)).prop_map(|(f, off, len)| Op::Read { f, off, len }),
+        2 => (0..2usize, offset(sz), length(sz), any::<u64>())
+            .prop_map(|(f, off, len, seed)| Op::Write { f, off, len, seed }),
+        1 => (0..2usize, offset(sz)).prop_map(|(f, len)| Op::SetLen { f, len }),
         1 => (0..2usize).prop_map(|f| Op::Sync { f }),
     ]
 }
@@ -85,6 +132,7 @@ fn run_model(
     cache: &PageCache,
     dir: &Path,
     case: usize,
+    sz: Sizes,
     lens: (usize, usize),
     ops: &[Op],
 ) -> Result<(), TestCaseError> {
@@ -93,7 +141,11 @@ fn run_model(
     for (p, m) in paths.iter().zip(&models) {
         std::fs::write(p, m).unwrap();
     }
-    let fs = [cache.open_with(&paths[0], &rw()).unwrap(), cache.open_with(&paths[1], &rw()).unwrap()];
+    let fs = [
+        cache.open_with_page_size(&paths[0], &rw(), sz.ps[0]).unwrap(),
+        cache.open_with_page_size(&paths[1], &rw(), sz.ps[1]).unwrap(),
+    ];
+    prop_assert_eq!([fs[0].mapping().page_size(), fs[1].mapping().page_size()], sz.ps);
     for (step, op) in ops.iter().enumerate() {
         match *op {
             Op::Copy { from, to, soff, doff, len } => {
@@ -147,26 +199,79 @@ fn run_model(
     Ok(())
 }
 
-fn model_test(capacity: usize) {
+/// The model test with files of `ps` bytes per page in a cache of
+/// `capacity` bytes. With 4 KiB pages, some copy moves a page (with large
+/// pages, aligned copies of whole cached pages are rarer: see
+/// `aligned_whole_large_pages_move_and_the_source_loses_nothing`).
+fn model_test(capacity: usize, ps: [usize; 2]) {
+    let sz = Sizes { ps };
     let dir = tempfile::tempdir().unwrap();
     let cache = PageCache::new(capacity).unwrap();
     let case = std::cell::Cell::new(0);
-    let strategy = (0..=(40usize << 10), 0..=(40usize << 10), prop::collection::vec(op(), 1..40));
+    let initial = 0..=10 * sz.unit();
+    let strategy = (initial.clone(), initial, prop::collection::vec(op(sz), 1..40));
     run_model_cases(&strategy, |(a, b, ops)| {
         case.set(case.get() + 1);
-        run_model(&cache, dir.path(), case.get(), (a, b), &ops)
+        run_model(&cache, dir.path(), case.get(), sz, (a, b), &ops)
     });
-    assert!(cache.stats().pages_moved > 0, "no copy moved a page: {}", cache.stats());
+    if ps == [PAGE_SIZE; 2] {
+        assert!(cache.stats().pages_moved > 0, "no copy moved a page: {}", cache.stats());
+    }
 }
 
 #[test]
 fn model_two_files_big_cache() {
-    model_test(4 << 20);
+    model_test(4 << 20, [PAGE_SIZE; 2]);
 }
 
 #[test]
 fn model_two_files_eight_page_cache() {
-    model_test(8 * PAGE_SIZE);
+    model_test(8 * PAGE_SIZE, [PAGE_SIZE; 2]);
+}
+
+/// The model test with files of 16 and 64 KiB pages, both of one size or
+/// of two (4 and 64 KiB; 64 and 16 KiB in the small cache only), in a
+/// cache of 16 MiB and in one of 16 of the larger pages.
+mod large_pages {
+    use super::*;
+
+    const K16: usize = 16 << 10;
+    const K64: usize = 64 << 10;
+
+    #[test]
+    fn model_two_files_big_cache_16k() {
+        model_test(16 << 20, [K16; 2]);
+    }
+
+    #[test]
+    fn model_two_files_sixteen_page_cache_16k() {
+        model_test(16 * K16, [K16; 2]);
+    }
+
+    #[test]
+    fn model_two_files_big_cache_64k() {
+        model_test(16 << 20, [K64; 2]);
+    }
+
+    #[test]
+    fn model_two_files_sixteen_page_cache_64k() {
+        model_test(16 * K64, [K64; 2]);
+    }
+
+    #[test]
+    fn model_two_files_big_cache_4k_and_64k() {
+        model_test(16 << 20, [PAGE_SIZE, K64]);
+    }
+
+    #[test]
+    fn model_two_files_sixteen_page_cache_4k_and_64k() {
+        model_test(16 * K64, [PAGE_SIZE, K64]);
+    }
+
+    #[test]
+    fn model_two_files_sixteen_page_cache_64k_and_16k() {
+        model_test(16 * K64, [K64, K16]);
+    }
 }
 
 #[test]
@@ -212,6 +317,54 @@ fn aligned_whole_pages_move_and_the_source_loses_nothing() {
     assert_eq!(std::fs::read(&b).unwrap(), want);
     settle(&cache);
     cache.check_invariants();
+}
+
+/// The same with 16 and 64 KiB pages: whole aligned pages move between
+/// files of one page size (the tail is copied), and between files of two
+/// page sizes every byte is copied; the source loses nothing.
+#[test]
+fn aligned_whole_large_pages_move_and_the_source_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let create = {
+        let mut o = OpenOptions::new();
+        o.read(true).write(true).create(true).truncate(true);
+        o
+    };
+    for ps in [16 << 10, 64 << 10] {
+        let cache = PageCache::new(16 << 20).unwrap();
+        let (a, b, c) =
+            (dir.path().join(format!("a{ps}")), dir.path().join(format!("b{ps}")), dir.path().join(format!("c{ps}")));
+        let data = pattern(ps as u64, (1 << 20) + 100);
+        std::fs::write(&a, &data).unwrap();
+        let src = cache.open_with_page_size(&a, &rw(), ps).unwrap();
+        let dst = cache.open_with_page_size(&b, &create, ps).unwrap();
+        assert_eq!(read_all(&src), data);
+        let whole = ((1 << 20) / ps) as u64;
+        let moved_before = cache.stats().pages_moved;
+        assert_eq!(dst.copy_from(&src, 0, 0, usize::MAX).unwrap(), data.len());
+        let s = cache.stats();
+        assert_eq!(s.pages_moved - moved_before, whole, "{ps}: {s}");
+        assert_eq!(src.mapping().nr_pages(), 1, "{ps}: only the source's tail page stays");
+        assert_eq!(dst.mapping().nr_dirty() as u64, whole + 1, "{ps}");
+        assert_eq!(read_all(&src), data, "{ps}: the source reads its bytes again");
+        assert_eq!(read_all(&dst), data, "{ps}");
+        dst.sync_all().unwrap();
+        assert_eq!(std::fs::read(&b).unwrap(), data, "{ps}");
+
+        // Into a file of another page size: copied, nothing moves.
+        let other = if ps == 16 << 10 { PAGE_SIZE } else { 16 << 10 };
+        let dst2 = cache.open_with_page_size(&c, &create, other).unwrap();
+        let moved_before = cache.stats().pages_moved;
+        assert_eq!(dst2.copy_from(&src, ps as u64, 0, 3 * ps).unwrap(), 3 * ps);
+        assert_eq!(cache.stats().pages_moved, moved_before, "{ps} to {other}: a page moved");
+        assert_eq!(read_all(&dst2), &data[ps..4 * ps], "{ps} to {other}");
+        assert_eq!(read_all(&src), data, "{ps}: the source after copying to {other}");
+        dst2.sync_all().unwrap();
+        assert_eq!(std::fs::read(&c).unwrap(), &data[ps..4 * ps]);
+        drop((src, dst, dst2));
+        settle(&cache);
+        cache.check_invariants();
+    }
 }
 
 #[test]

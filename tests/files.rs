@@ -1,5 +1,5 @@
 //! The file API against std's semantics: a model test over two handles of
-//! one file, write errors (ENOSPC) reported to every handle, readahead,
+//! one file (with pages of 4, 16 and 64 KiB), write errors (ENOSPC) reported to every handle, readahead,
 //! sharing between opens, end-of-file behaviour, durability on drop, the
 //! cursor, and error kinds.
 
@@ -59,8 +59,16 @@ fn assert_same(what: &str, got: &[u8], want: &[u8]) {
 
 // ---- 1. model test ----------------------------------------------------------------
 
-const MAX_OFF: u64 = 72 << 10;
-const MAX_LEN: usize = 12 << 10;
+/// The model test's ranges, in pages of the file's page size `ps`: offsets
+/// up to 18 pages, writes and reads up to 3 pages, files of up to 16 pages
+/// at the start (72, 12 and 64 KiB at 4 KiB).
+fn max_off(ps: usize) -> u64 {
+    18 * ps as u64
+}
+
+fn max_len(ps: usize) -> usize {
+    3 * ps
+}
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -70,34 +78,48 @@ enum Op {
     Sync { h: usize },
 }
 
-/// Offsets anywhere, or within a few bytes of a page boundary.
-fn offset() -> impl Strategy<Value = u64> {
-    prop_oneof![
-        0..MAX_OFF,
-        (0..=MAX_OFF / PS, -3i64..=3).prop_map(|(p, d)| (p * PS).saturating_add_signed(d).min(MAX_OFF)),
-    ]
+/// Offsets anywhere, or within a few bytes of a page boundary (in a file of
+/// large pages, also of a 4 KiB block boundary inside a page).
+fn offset(ps: usize) -> BoxedStrategy<u64> {
+    let (max, ps) = (max_off(ps), ps as u64);
+    let near = move |unit: u64| {
+        (0..=max / unit, -3i64..=3).prop_map(move |(p, d)| (p * unit).saturating_add_signed(d).min(max))
+    };
+    if ps == PS {
+        prop_oneof![0..max, near(PS)].boxed()
+    } else {
+        prop_oneof![2 => 0..max, 1 => near(ps), 1 => near(PS)].boxed()
+    }
 }
 
-fn length() -> impl Strategy<Value = usize> {
-    prop_oneof![
-        0..=MAX_LEN,
-        (0..=3usize, -2isize..=2).prop_map(|(p, d)| (p * PAGE_SIZE).saturating_add_signed(d).min(MAX_LEN)),
-    ]
+fn length(ps: usize) -> BoxedStrategy<usize> {
+    let max = max_len(ps);
+    let near = move |unit: usize| {
+        (0..=max / unit, -2isize..=2).prop_map(move |(p, d)| (p * unit).saturating_add_signed(d).min(max))
+    };
+    if ps == PAGE_SIZE {
+        prop_oneof![0..=max, near(PAGE_SIZE)].boxed()
+    } else {
+        // Short writes too: a few bytes or blocks into a large page.
+        prop_oneof![2 => 0..=max, 1 => 0..=2 * PAGE_SIZE, 1 => near(ps), 1 => near(PAGE_SIZE)].boxed()
+    }
 }
 
-fn op() -> impl Strategy<Value = Op> {
+fn op(ps: usize) -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0..2usize, offset(), length()).prop_map(|(h, off, len)| Op::Read { h, off, len }),
-        4 => (0..2usize, offset(), length(), any::<u64>()).prop_map(|(h, off, len, seed)| Op::Write { h, off, len, seed }),
-        1 => (0..2usize, offset()).prop_map(|(h, len)| Op::SetLen { h, len }),
+        4 => (0..2usize, offset(ps), length(ps)).prop_map(|(h, off, len)| Op::Read { h, off, len }),
+        4 => (0..2usize, offset(ps), length(ps), any::<u64>())
+            .prop_map(|(h, off, len, seed)| Op::Write { h, off, len, seed }),
+        1 => (0..2usize, offset(ps)).prop_map(|(h, len)| Op::SetLen { h, len }),
         1 => (0..2usize).prop_map(|h| Op::Sync { h }),
     ]
 }
 
-fn run_model(cache: &PageCache, path: &Path, initial_len: usize, ops: &[Op]) -> Result<(), TestCaseError> {
+fn run_model(cache: &PageCache, path: &Path, ps: usize, initial_len: usize, ops: &[Op]) -> Result<(), TestCaseError> {
     let mut model = pattern(1, 0, initial_len);
     std::fs::write(path, &model).unwrap();
-    let hs = [cache.open_with(path, &rw()).unwrap(), cache.open_with(path, &rw()).unwrap()];
+    let hs = [cache.open_with_page_size(path, &rw(), ps).unwrap(), cache.open_with_page_size(path, &rw(), ps).unwrap()];
+    prop_assert_eq!(hs[0].mapping().page_size(), ps);
     for (step, op) in ops.iter().enumerate() {
         match *op {
             Op::Read { h, off, len } => {
@@ -143,28 +165,55 @@ fn run_model(cache: &PageCache, path: &Path, initial_len: usize, ops: &[Op]) -> 
     Ok(())
 }
 
-/// Runs the model test in one cache of `capacity` bytes (a cache per case
-/// would cost more to start and stop than the case itself). Each case gets a
-/// new file, and later cases run against the pages earlier ones left behind.
-fn model_test(capacity: usize) {
+/// Runs the model test with pages of `ps` bytes in one cache of `capacity`
+/// bytes (a cache per case would cost more to start and stop than the case
+/// itself). Each case gets a new file, and later cases run against the
+/// pages earlier ones left behind.
+fn model_test(capacity: usize, ps: usize) {
     let dir = tempfile::tempdir().unwrap();
     let cache = PageCache::new(capacity).unwrap();
     let case = std::cell::Cell::new(0);
-    let strategy = (0..=(64usize << 10), prop::collection::vec(op(), 1..48));
+    let strategy = (0..=16 * ps, prop::collection::vec(op(ps), 1..48));
     run_model_cases(&strategy, |(initial, ops)| {
         case.set(case.get() + 1);
-        run_model(&cache, &dir.path().join(format!("f{}", case.get())), initial, &ops)
+        run_model(&cache, &dir.path().join(format!("f{}", case.get())), ps, initial, &ops)
     });
 }
 
 #[test]
 fn model_two_handles_big_cache() {
-    model_test(4 << 20);
+    model_test(4 << 20, PAGE_SIZE);
 }
 
 #[test]
 fn model_two_handles_eight_page_cache() {
-    model_test(8 * PAGE_SIZE);
+    model_test(8 * PAGE_SIZE, PAGE_SIZE);
+}
+
+/// The model test in files of 16 and 64 KiB pages: a cache of 16 MiB, and
+/// one of 16 pages (smaller than most of the files).
+mod large_pages {
+    use super::*;
+
+    #[test]
+    fn model_two_handles_big_cache_16k() {
+        model_test(16 << 20, 16 << 10);
+    }
+
+    #[test]
+    fn model_two_handles_sixteen_page_cache_16k() {
+        model_test(16 * (16 << 10), 16 << 10);
+    }
+
+    #[test]
+    fn model_two_handles_big_cache_64k() {
+        model_test(16 << 20, 64 << 10);
+    }
+
+    #[test]
+    fn model_two_handles_sixteen_page_cache_64k() {
+        model_test(16 * (64 << 10), 64 << 10);
+    }
 }
 
 /// The model test's data loss, made likely: extending multi-page writes while
