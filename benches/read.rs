@@ -528,75 +528,27 @@ fn cold_direct(c: &mut Criterion) {
         PageCache::builder().capacity(320 << 20).direct_io(true).readahead_max(8 << 20).build().expect("cache");
     let file8 = cache8.open(&path).expect("open through cache");
     g.bench_function("page_cache_direct_io_ra_8m", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                cache8.shrink(usize::MAX);
-                let t0 = Instant::now();
-                let mut off = 0;
-                while off < SIZE {
-                    off += file8.read_at(&mut buf, off).expect("read") as u64;
-                }
-                total += t0.elapsed();
-            }
-            total
-        })
+        b.iter_custom(|iters| cold_passes(&cache8, &file8, &mut buf, SIZE, iters))
     });
     // The same with io_uring off: the asynchronous window goes to the
     // worker's blocking preadv instead of the shared ring.
     let cache_nr = PageCache::builder().capacity(320 << 20).direct_io(true).io_uring(false).build().expect("cache");
     let file_nr = cache_nr.open(&path).expect("open through cache");
     g.bench_function("page_cache_direct_io_no_uring", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                cache_nr.shrink(usize::MAX);
-                let t0 = Instant::now();
-                let mut off = 0;
-                while off < SIZE {
-                    off += file_nr.read_at(&mut buf, off).expect("read") as u64;
-                }
-                total += t0.elapsed();
-            }
-            total
-        })
+        b.iter_custom(|iters| cold_passes(&cache_nr, &file_nr, &mut buf, SIZE, iters))
     });
     // The same with 64 KiB pages: a 2 MiB window is 32 iovecs, not 512.
     let cache64 = PageCache::builder().capacity(320 << 20).direct_io(true).build().expect("cache");
     let file64 = cache64.open_with_page_size(&path, OpenOptions::new().read(true), 65536).expect("open through cache");
     g.bench_function("page_cache_direct_io_64k_pages", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                cache64.shrink(usize::MAX);
-                let t0 = Instant::now();
-                let mut off = 0;
-                while off < SIZE {
-                    off += file64.read_at(&mut buf, off).expect("read") as u64;
-                }
-                total += t0.elapsed();
-            }
-            total
-        })
+        b.iter_custom(|iters| cold_passes(&cache64, &file64, &mut buf, SIZE, iters))
     });
     let cache64_8 =
         PageCache::builder().capacity(320 << 20).direct_io(true).readahead_max(8 << 20).build().expect("cache");
     let file64_8 =
         cache64_8.open_with_page_size(&path, OpenOptions::new().read(true), 65536).expect("open through cache");
     g.bench_function("page_cache_direct_io_64k_pages_ra_8m", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                cache64_8.shrink(usize::MAX);
-                let t0 = Instant::now();
-                let mut off = 0;
-                while off < SIZE {
-                    off += file64_8.read_at(&mut buf, off).expect("read") as u64;
-                }
-                total += t0.elapsed();
-            }
-            total
-        })
+        b.iter_custom(|iters| cold_passes(&cache64_8, &file64_8, &mut buf, SIZE, iters))
     });
     g.bench_function("pread_o_direct", |b| {
         let f = OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(&path).expect("open O_DIRECT");
@@ -643,6 +595,22 @@ fn cold_direct(c: &mut Criterion) {
         (s.readahead_pages - before.readahead_pages) as f64 / passes.max(1) as f64,
         (s.misses - before.misses) as f64 / passes.max(1) as f64,
     );
+}
+
+/// `iters` reads of the first `size` bytes of `file` in `buf`-sized
+/// reads, each from an emptied cache; the time of the reads alone.
+fn cold_passes(cache: &PageCache, file: &CachedFile, buf: &mut [u8], size: u64, iters: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        cache.shrink(usize::MAX);
+        let t0 = Instant::now();
+        let mut off = 0;
+        while off < size {
+            off += file.read_at(buf, off).expect("read") as u64;
+        }
+        total += t0.elapsed();
+    }
+    total
 }
 
 /// What the optimistic read's byte-wise atomic copy costs against a plain

@@ -131,76 +131,48 @@ fn fdatasync_ring_vs_syscall(c: &mut Criterion) {
     let a = raw.as_ptr().align_offset(PAGE_SIZE);
     let page = &mut raw[a..a + PAGE_SIZE];
     let mut ring = io_uring::IoUring::new(8).expect("io_uring");
-    let mut seed = 0x2545_F491_4F6C_DD1D;
-    let mut dirty = |f: &std::fs::File| {
+    let seed = std::cell::Cell::new(0x2545_F491_4F6C_DD1D_u64);
+    let dirty = |f: &std::fs::File| {
+        let mut s = seed.get();
         for _ in 0..16 {
-            f.write_at(page, xorshift(&mut seed) % 16384 * PS).expect("write");
+            f.write_at(page, xorshift(&mut s) % 16384 * PS).expect("write");
         }
+        seed.set(s);
+    };
+    let syscall = |n: u64| {
+        let mut total = Duration::ZERO;
+        for _ in 0..n {
+            dirty(&f);
+            let t = Instant::now();
+            f.sync_data().expect("fdatasync");
+            total += t.elapsed();
+        }
+        total
+    };
+    let mut on_ring = |n: u64| {
+        let mut total = Duration::ZERO;
+        for _ in 0..n {
+            dirty(&f);
+            let t = Instant::now();
+            let e = io_uring::opcode::Fsync::new(io_uring::types::Fd(f.as_raw_fd()))
+                .flags(io_uring::types::FsyncFlags::DATASYNC)
+                .build();
+            // SAFETY: a sync names no memory; the file outlives the wait below.
+            unsafe { ring.submission().push(&e) }.expect("push");
+            ring.submit_and_wait(1).expect("enter");
+            let r = ring.completion().next().expect("completion").result();
+            assert!(r >= 0, "fsync on the ring failed: {r}");
+            total += t.elapsed();
+        }
+        total
     };
     let mut g = c.benchmark_group("fdatasync_ring_vs_syscall");
     g.sample_size(30).measurement_time(Duration::from_secs(10)).warm_up_time(Duration::from_secs(1));
-    g.bench_function("fdatasync_syscall", |b| {
-        b.iter_custom(|n| {
-            let mut total = Duration::ZERO;
-            for _ in 0..n {
-                dirty(&f);
-                let t = Instant::now();
-                f.sync_data().expect("fdatasync");
-                total += t.elapsed();
-            }
-            total
-        })
-    });
-    g.bench_function("ioring_op_fsync_datasync", |b| {
-        b.iter_custom(|n| {
-            let mut total = Duration::ZERO;
-            for _ in 0..n {
-                dirty(&f);
-                let t = Instant::now();
-                let e = io_uring::opcode::Fsync::new(io_uring::types::Fd(f.as_raw_fd()))
-                    .flags(io_uring::types::FsyncFlags::DATASYNC)
-                    .build();
-                // SAFETY: a sync names no memory; the file outlives the wait below.
-                unsafe { ring.submission().push(&e) }.expect("push");
-                ring.submit_and_wait(1).expect("enter");
-                let r = ring.completion().next().expect("completion").result();
-                assert!(r >= 0, "fsync on the ring failed: {r}");
-                total += t.elapsed();
-            }
-            total
-        })
-    });
-    g.bench_function("fdatasync_syscall_again", |b| {
-        b.iter_custom(|n| {
-            let mut total = Duration::ZERO;
-            for _ in 0..n {
-                dirty(&f);
-                let t = Instant::now();
-                f.sync_data().expect("fdatasync");
-                total += t.elapsed();
-            }
-            total
-        })
-    });
-    g.bench_function("ioring_op_fsync_datasync_again", |b| {
-        b.iter_custom(|n| {
-            let mut total = Duration::ZERO;
-            for _ in 0..n {
-                dirty(&f);
-                let t = Instant::now();
-                let e = io_uring::opcode::Fsync::new(io_uring::types::Fd(f.as_raw_fd()))
-                    .flags(io_uring::types::FsyncFlags::DATASYNC)
-                    .build();
-                // SAFETY: a sync names no memory; the file outlives the wait below.
-                unsafe { ring.submission().push(&e) }.expect("push");
-                ring.submit_and_wait(1).expect("enter");
-                let r = ring.completion().next().expect("completion").result();
-                assert!(r >= 0, "fsync on the ring failed: {r}");
-                total += t.elapsed();
-            }
-            total
-        })
-    });
+    // Alternated, twice, so the disk's swings hit both alike.
+    g.bench_function("fdatasync_syscall", |b| b.iter_custom(syscall));
+    g.bench_function("ioring_op_fsync_datasync", |b| b.iter_custom(&mut on_ring));
+    g.bench_function("fdatasync_syscall_again", |b| b.iter_custom(syscall));
+    g.bench_function("ioring_op_fsync_datasync_again", |b| b.iter_custom(&mut on_ring));
     g.finish();
 }
 

@@ -500,16 +500,7 @@ pub(crate) fn read_blocks(m: &AddressSpace, page: &mut LockedPage<'_>, blocks: u
     let backing = m.backing();
     let nr = 1u32 << m.order();
     let data = page.data_mut();
-    let mut b = 0u32;
-    while b < nr {
-        if blocks >> b & 1 == 0 {
-            b += 1;
-            continue;
-        }
-        let mut e = b;
-        while e < nr && blocks >> e & 1 != 0 {
-            e += 1;
-        }
+    for (b, e) in crate::mem::zone::block_runs(blocks, nr) {
         let (from, to) = (b as usize * PAGE_SIZE, e as usize * PAGE_SIZE);
         let mut done = 0usize;
         while from + done < to {
@@ -526,7 +517,6 @@ pub(crate) fn read_blocks(m: &AddressSpace, page: &mut LockedPage<'_>, blocks: u
             }
         }
         data[from + done..to].fill(0);
-        b = e;
     }
     Ok(())
 }

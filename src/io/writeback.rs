@@ -269,16 +269,7 @@ fn segments_of<'a>(m: &'a AddressSpace, run: &[(&'a Page, u32)], size: u64, dire
         // are stable while this borrow lives; the frame lives as long as
         // the zone.
         let bytes = unsafe { &*m.zone.frame(p) };
-        let mut b = 0u32;
-        while b < nr_blocks {
-            if blocks >> b & 1 == 0 {
-                b += 1;
-                continue;
-            }
-            let mut e = b;
-            while e < nr_blocks && blocks >> e & 1 != 0 {
-                e += 1;
-            }
+        for (b, e) in crate::mem::zone::block_runs(blocks, nr_blocks) {
             let from = b as usize * BLOCK;
             let start = base + from as u64;
             if start >= size {
@@ -294,7 +285,6 @@ fn segments_of<'a>(m: &'a AddressSpace, run: &[(&'a Page, u32)], size: u64, dire
                 }
                 _ => segs.push(Segment { offset: start, len, bufs: vec![slice] }),
             }
-            b = e;
         }
     }
     segs

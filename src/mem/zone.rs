@@ -95,6 +95,25 @@ pub(crate) fn all_blocks(order: u32) -> u32 {
     }
 }
 
+/// The runs of consecutive set bits of a block mask among its first `nr`
+/// bits, as `(first, end)` block numbers (end exclusive), in order.
+pub(crate) fn block_runs(mask: u32, nr: u32) -> impl Iterator<Item = (u32, u32)> {
+    let mut b = 0u32;
+    std::iter::from_fn(move || {
+        while b < nr && mask >> b & 1 == 0 {
+            b += 1;
+        }
+        if b >= nr {
+            return None;
+        }
+        let first = b;
+        while b < nr && mask >> b & 1 != 0 {
+            b += 1;
+        }
+        Some((first, b))
+    })
+}
+
 /// Free-frame watermarks, in frames.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Watermarks {
@@ -503,5 +522,24 @@ impl Zone {
         let slot = thread_slot();
         self.counters.add(slot, Event::Hit, 1);
         self.counters.add(slot, also, 1);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_runs_are_the_runs_of_set_bits() {
+        let runs = |m, n| block_runs(m, n).collect::<Vec<_>>();
+        assert_eq!(runs(0, 16), vec![]);
+        assert_eq!(runs(1, 1), vec![(0, 1)]);
+        assert_eq!(runs(0xffff, 16), vec![(0, 16)]);
+        assert_eq!(runs(0b1011_0110, 8), vec![(1, 3), (4, 6), (7, 8)]);
+        assert_eq!(runs(0xffff_ffff, 4), vec![(0, 4)], "bits past nr are ignored");
+        assert_eq!(all_blocks(0), 1);
+        assert_eq!(all_blocks(2), 0xf);
+        assert_eq!(all_blocks(4), 0xffff);
+        assert_eq!(all_blocks(10), 0xffff, "orders past the largest page keep 16 blocks");
     }
 }
