@@ -1,7 +1,9 @@
 //! Batched I/O on io_uring: scattered prefetch (cached pages, pages past
 //! the end, duplicates, nothing at all, injected read errors), writeback of
 //! many runs at once into a file system that fills up, and a model test run
-//! with io_uring on and with it refused (the positioned syscalls serve).
+//! with io_uring on and with it refused (the positioned syscalls serve),
+//! and O_DIRECT readahead windows on the shared ring (right bytes, drained
+//! at drop).
 
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
@@ -216,5 +218,47 @@ proptest! {
     #[test]
     fn model_with_io_uring_refused(ops in prop::collection::vec(op(), 1..60)) {
         run_model(false, &ops)?;
+    }
+}
+
+/// Sequential O_DIRECT readers whose asynchronous windows go on the shared
+/// ring (a reaper thread completes them): every byte right at 4 and 64 KiB
+/// pages, in a cache smaller than the file and in one larger; windows go on
+/// the ring when io_uring works; and a cache dropped while windows are in
+/// flight waits for them (the reaper returns only when none is left).
+#[test]
+fn readahead_windows_on_the_ring_read_right_and_drain_at_drop() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("f");
+    let data = pattern(24 << 20, 9);
+    std::fs::write(&path, &data).unwrap();
+    // Whether this file system takes O_DIRECT (tmpfs does not: the cache
+    // then reads through the kernel's cache, off the ring).
+    let direct = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(&path).is_ok()
+    };
+    for ps in [4096usize, 65536] {
+        for cap in [4usize << 20, 64 << 20] {
+            let cache = PageCache::builder().capacity(cap).direct_io(true).build().unwrap();
+            let f = cache.open_with_page_size(&path, std::fs::OpenOptions::new().read(true), ps).unwrap();
+            let mut buf = vec![0u8; 100_000];
+            let mut off = 0usize;
+            while off < data.len() {
+                let n = f.read_at(&mut buf, off as u64).unwrap();
+                assert!(n > 0, "short read at {off}");
+                assert!(buf[..n] == data[off..off + n], "{ps}-byte pages, {cap}-byte cache: wrong bytes at {off}");
+                off += n;
+            }
+            let s = cache.stats();
+            if s.io_uring && direct {
+                assert!(s.uring_ops > 0, "no window went on the ring: {s}");
+            }
+            // Start a window, then drop everything while it may be in flight.
+            f.read_at(&mut buf, 0).unwrap();
+            drop(f);
+            cache.check_invariants();
+            drop(cache);
+        }
     }
 }
