@@ -137,9 +137,11 @@ fn no_page_reaches_the_file_ahead_of_the_log_whoever_writes_it() {
     let pages = 2048u64;
     let log = Arc::new(TestLog::default());
     let file = Recording::new(pages as usize * PAGE_SIZE, log.clone());
-    // 64 frames over 2048 pages; background writeback from 8 dirty pages,
-    // throttling from 16.
-    let cache = PageCache::builder().capacity(64 * PAGE_SIZE).dirty_ratios(12, 25).build().unwrap();
+    // 64 frames over 2048 pages; background writeback from 25 dirty pages,
+    // throttling from 48: enough dirty pages stay cached that reclaim meets
+    // them at the inactive tail (a throttled writer writes until it is
+    // back under the limit).
+    let cache = PageCache::builder().capacity(64 * PAGE_SIZE).dirty_ratios(40, 75).build().unwrap();
     let f = cache.open_backing(file.clone(), true).unwrap();
     f.set_write_ahead_log(log.clone());
     let next_lsn = Arc::new(AtomicU64::new(1));

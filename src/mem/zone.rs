@@ -126,11 +126,14 @@ pub(crate) struct Watermarks {
 }
 
 impl Watermarks {
-    /// min 1/256 of the frames (at least 4 where the cache allows), low
-    /// 2x min and high 3x min: wider gaps than the kernel's 5/4 and 3/2, so
-    /// kswapd works in batches instead of waking for every allocation.
+    /// min 1/256 of the frames (at least 4 where the cache allows, and
+    /// from 1024 frames on at least one largest page, 16 frames, so kswapd
+    /// keeps a 64 KiB block's worth free), low 2x min and high 3x min:
+    /// wider gaps than the kernel's 5/4 and 3/2, so kswapd works in batches
+    /// instead of waking for every allocation.
     pub(crate) fn for_frames(n: usize) -> Watermarks {
-        let min = (n / 256).clamp(4.min(n / 4).max(1), 16384);
+        let floor = if n >= 1024 { crate::MAX_PAGE_BLOCKS } else { 4.min(n / 4).max(1) };
+        let min = (n / 256).clamp(floor, 16384);
         Watermarks { min, low: (2 * min).min(n / 2), high: (3 * min).min(n * 3 / 4) }
     }
 }

@@ -74,7 +74,10 @@ impl Zone {
                     self.lru.age_active(&mut lists, &self.pages, deficit.clamp(1, SWAP_CLUSTER_MAX));
                 }
             }
-            let batch = self.isolate_inactive(SWAP_CLUSTER_MAX);
+            // A batch of at most what is still wanted, in frames (one
+            // large page at least): 32 pages of 64 KiB would free 16x the
+            // frames asked for and evict read-ahead pages before their use.
+            let batch = self.isolate_inactive(SWAP_CLUSTER_MAX, (nr - freed).clamp(1, SWAP_CLUSTER_MAX));
             if batch.is_empty() {
                 let moved = self.lru.age_active(&mut self.lru.lock(), &self.pages, SWAP_CLUSTER_MAX);
                 if moved == 0 {
@@ -107,20 +110,23 @@ impl Zone {
         freed
     }
 
-    /// Takes up to `nr` pages off the inactive tail, each with a reference
-    /// and with its LRU stamp.
-    fn isolate_inactive(&self, nr: usize) -> Vec<(u32, u64)> {
+    /// Takes up to `nr` pages holding up to `frames` frames (at least one
+    /// page) off the inactive tail, each with a reference and with its LRU
+    /// stamp.
+    fn isolate_inactive(&self, nr: usize, frames: usize) -> Vec<(u32, u64)> {
         let mut out = Vec::with_capacity(nr);
         let mut lists = self.lru.lock();
         let mut pfn = lists.inactive_tail();
         let mut scanned = 0;
-        while pfn != crate::mem::page::NO_PFN && out.len() < nr && scanned < 4 * nr {
+        let mut taken = 0usize;
+        while pfn != crate::mem::page::NO_PFN && out.len() < nr && taken < frames && scanned < 4 * nr {
             scanned += 1;
             let prev = crate::reclaim::lru::LruLists::prev(&self.pages, pfn);
             let page = self.pfn_to_page(pfn);
             if page.get_page_unless_zero() {
                 lists.del(&self.pages, pfn);
                 out.push((pfn, lists.stamp(pfn)));
+                taken += 1 << self.compound_order(page);
             }
             pfn = prev;
         }
