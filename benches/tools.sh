@@ -19,7 +19,7 @@ in="$dir/in-${size_mib}M"
 if [ ! -f "$in" ] || [ "$(stat -c %s "$in")" -ne $((size_mib << 20)) ]; then
   head -c $((size_mib << 20)) /dev/urandom > "$in"
 fi
-# cat streams through its default 4 MiB cache; dd's output file gets room
+# cat streams through its default 8 MiB cache (32 KiB pages); dd's output file gets room
 # in the cache, as coreutils has the kernel's.
 dd_cache=$(( (size_mib + 64) << 20 ))
 warm="cat $in > /dev/null"

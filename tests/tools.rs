@@ -582,6 +582,59 @@ fn dd_large_file() {
     let mut case = DdCase::new(&["bs=256K"]);
     case.env = &[("PAGE_CACHE_BYTES", "1M")];
     check_dd(&tmp.path().join("bigholes"), case);
+    // Large pages on both sides (dd writes with 4 KiB pages unless told).
+    let forced: &[(&[&str], &str)] = &[
+        (&["bs=1M"], "65536"),
+        (&["bs=1000", "skip=7", "seek=3"], "65536"),
+        (&["ibs=64K", "obs=3000", "seek=5"], "16384"),
+        (&["bs=64K", "conv=sparse"], "65536"),
+    ];
+    for &(args, page_size) in forced {
+        let env = [("PAGE_CACHE_PAGE_SIZE", page_size)];
+        let mut case = DdCase::new(args);
+        case.env = &env;
+        check_dd(&big, case);
+    }
+    let mut case = DdCase::new(&["bs=64K", "conv=sparse"]);
+    case.env = &[("PAGE_CACHE_PAGE_SIZE", "65536")];
+    check_dd(&tmp.path().join("bigholes"), case);
+}
+
+/// dd with its input as its output (`if=f of=f`): one file, so one page
+/// size in the cache (a second open with another size is refused). The
+/// file's bytes, the status and the messages are compared with coreutils.
+#[test]
+fn dd_input_is_output() {
+    if !have(REAL_DD) {
+        return;
+    }
+    let tmp = TempDir::new().expect("tempdir");
+    let data = xorshift_bytes(300_000, 7);
+    let cases: &[&[&str]] = &[
+        &["conv=notrunc"],
+        &["conv=notrunc", "bs=64K", "skip=1", "seek=2", "count=2"],
+        &["conv=notrunc", "bs=1000", "skip=3"],
+        &["conv=notrunc", "bs=4096", "seek=1", "count=3"],
+        &["bs=4K", "seek=1", "count=3"],
+        &[],
+    ];
+    par_each(cases, |&args| {
+        let run = |real: bool| {
+            let dir = tmp.path().join(format!("{}{}", if real { "real" } else { "mine" }, args.join(" ")));
+            fs::create_dir(&dir).expect("mkdir");
+            fs::write(dir.join("f"), &data).expect("write f");
+            let mut cmd = if real { Command::new(REAL_DD) } else { Command::new(&examples().dd) };
+            cmd.arg0("dd").current_dir(&dir).env("LC_ALL", "C").env_remove("PAGE_CACHE_BYTES");
+            let out = cmd.args(["if=f", "of=f"]).args(args).stdin(Stdio::null()).output().expect("run dd");
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            (out.status.code(), strip_timing(&stderr), fs::read(dir.join("f")).expect("read f"))
+        };
+        let (real, mine) = (run(true), run(false));
+        assert!(!mine.1.contains("panicked"), "dd if=f of=f {args:?} panicked: {}", mine.1);
+        assert_eq!(real.0, mine.0, "dd if=f of=f {args:?}: exit status; stderr {}", mine.1);
+        assert_eq!(real.1, mine.1, "dd if=f of=f {args:?}: stderr");
+        assert!(real.2 == mine.2, "dd if=f of=f {args:?}: file differs ({} vs {} bytes)", real.2.len(), mine.2.len());
+    });
 }
 
 #[test]

@@ -392,7 +392,8 @@ fn print_help() {
          MB=1000*1000, M=1024*1024, xM=M, GB, G, T, P, E, Z, Y, R, Q;\n\
          binary prefixes can be used too: KiB=K, MiB=M, and so on.\n\
          If N ends in 'B', it counts bytes not blocks.\n\n\
-         The page cache capacity is $PAGE_CACHE_BYTES (default 64 MiB).\n\n\
+         The page cache capacity is $PAGE_CACHE_BYTES (default 64 MiB);\n\
+         $PAGE_CACHE_PAGE_SIZE (4096 to 65536) sets the page size of its files.\n\n\
          Options are:\n\n\
          \x20     --help        display this help and exit\n\
          \x20     --version     output version information and exit"
