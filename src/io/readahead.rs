@@ -283,6 +283,7 @@ fn read_window_into<'a>(
         // then one insertion under the tree lock.
         let gap_end = cached.peek().map_or(end, |&c| c.min(end));
         let mut out_of_frames = None;
+        let mut contiguous = true;
         while index + (fresh.len() as u64) < gap_end {
             // Never wait for a frame while holding pages locked: in a cache
             // smaller than the window that waits on ourselves. A deferred
@@ -296,7 +297,10 @@ fn read_window_into<'a>(
             // segments (2 MiB windows of scattered 4 KiB frames read at
             // 0.6x the speed of contiguous ones here).
             let left = (gap_end - index - fresh.len() as u64) as usize;
-            let mut got = m.zone.alloc_contiguous(order, left);
+            // Once the pool had no block, the window goes frame by frame
+            // (a try per frame cost a lock round per order).
+            let mut got = if contiguous { m.zone.alloc_contiguous(order, left) } else { Vec::new() };
+            contiguous = !got.is_empty();
             if got.is_empty() {
                 match if wait { m.zone.alloc_pages(order) } else { m.zone.try_alloc_pages(order) } {
                     Ok(p) => got.push(p),

@@ -169,6 +169,20 @@ impl Buddy {
     /// Allocates a block of 2^order frames; its head is returned with a
     /// reference count of 0 and clean flags (HEAD/TAIL set for order > 0).
     pub(crate) fn alloc(&self, pages: &[Page], order: usize) -> io::Result<u32> {
+        self.alloc_inner(pages, order, true)
+    }
+
+    /// `alloc` of a block above order 0 from the free lists as they are,
+    /// without draining the per-thread lists when none is free: for an
+    /// opportunistic caller (readahead's contiguous buffers), which falls
+    /// back to single frames; a drain per failed try emptied every
+    /// per-thread list on every window of a stream through a small cache
+    /// (2.4x the time of `cat` to /dev/null).
+    pub(crate) fn try_alloc_free(&self, pages: &[Page], order: usize) -> Option<u32> {
+        self.alloc_inner(pages, order, false).ok()
+    }
+
+    fn alloc_inner(&self, pages: &[Page], order: usize, drain: bool) -> io::Result<u32> {
         if order > MAX_ORDER {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("order {order} > {MAX_ORDER}")));
         }
@@ -178,6 +192,9 @@ impl Buddy {
             let pfn = self.alloc_area(pages, order);
             // Frames parked in per-thread lists may complete a block.
             pfn.or_else(|| {
+                if !drain {
+                    return None;
+                }
                 self.drain_pcp(pages);
                 self.alloc_area(pages, order)
             })

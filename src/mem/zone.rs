@@ -437,7 +437,7 @@ impl Zone {
                 block -= 1;
                 continue;
             }
-            if let Ok(pfn) = self.buddy.alloc(&self.pages, block) {
+            if let Some(pfn) = self.buddy.try_alloc_free(&self.pages, block) {
                 return self.split_block(pfn, block, order);
             }
             block -= 1;
