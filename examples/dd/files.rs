@@ -5,7 +5,6 @@ use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use page_cache::{CachedFile, PageCache, PAGE_SIZE};
@@ -294,60 +293,40 @@ fn stream_page_size(capacity: usize) -> usize {
 }
 
 /// The page sizes of the input and of the output, for a cache of
-/// `capacity` bytes.
-///
-/// The output keeps 4 KiB pages: the cache counts dirty pages against
-/// dirty limits reckoned in 4 KiB frames, so a file of 64 KiB pages may
-/// fill the whole cache with dirty pages before writeback starts, and
-/// `dd bs=1M` into a new file took 617 ms with 64 KiB pages on both sides
-/// against 343 ms with 4 KiB pages (1 GiB hot in the kernel's cache,
-/// medians of 11 interleaved runs). A write of a whole 4 KiB page also needs neither a read nor a
-/// fill, where a 4 KiB write into a new 64 KiB page zeroes the rest first.
-///
-/// The input is read with [`stream_page_size`] pages (one lookup, one
-/// reference and one LRU entry per 64 KiB: `of=/dev/null bs=1M` 280 ms
-/// against 367 ms, `ibs=1M obs=1M` into a new file 553 against 632 ms,
-/// medians of 15 and 9), except with 4 KiB pages:
-/// - when it is the output (a file has one page size at a time in a cache);
+/// `capacity` bytes: [`stream_page_size`] pages on both sides (one lookup,
+/// one reference and one LRU entry per 64 KiB; 1 GiB hot in the kernel's
+/// cache, medians of interleaved runs: `of=/dev/null bs=1M` 280 ms against
+/// 367 ms with 4 KiB pages; into a new file, against 4 KiB output pages:
+/// `bs=1M` 329 against 359 ms, `ibs=1M obs=1M` 498 against 574 ms,
+/// 512-byte records 0.94 against 2.1 s), except with 4 KiB pages:
 /// - when records go page to page into a cached output (`copy_from`, see
-///   `splice_record`) at offsets that agree modulo 4 KiB, with records of
-///   a page or more: only pages of one size move between files, and moving
-///   4 KiB pages beat copying out of 64 KiB ones (`bs=1M` into a new file,
-///   the best of 9 and of 11 runs: 0.37 and 0.34 s against 0.73 and 0.57 s);
+///   `splice_record`) at offsets that agree modulo 4 KiB but not modulo
+///   the large page: only pages of one size, at offsets aligned to it,
+///   move between files;
 /// - with `oflag=append`, whose output offset is the output's length.
+///
+/// When the input is the output, both are one file: one page size.
 pub(crate) fn page_sizes(opts: &Opts, capacity: usize) -> (usize, usize) {
-    let output = PAGE_SIZE;
     let stream = stream_page_size(capacity);
-    let (Some(input_path), Some(output_path)) = (&opts.input, &opts.output) else {
-        return (stream, output);
+    let (Some(_), Some(_)) = (&opts.input, &opts.output) else {
+        return (stream, stream);
     };
-    let (in_meta, out_meta) = (std::fs::metadata(input_path), std::fs::metadata(output_path));
-    // The output goes through the cache when it is a regular file or new
-    // (as in `open_output`).
-    let out_cached = match &out_meta {
-        Ok(m) => m.file_type().is_file(),
-        Err(e) => e.kind() == io::ErrorKind::NotFound,
-    };
-    if !out_cached {
-        return (stream, output);
-    }
-    if let (Ok(i), Ok(o)) = (&in_meta, &out_meta) {
-        if (i.dev(), i.ino()) == (o.dev(), o.ino()) {
-            return (output, output);
-        }
+    if opts.oflag.append {
+        return (PAGE_SIZE, PAGE_SIZE);
     }
     let splices = capacity >= SPLICE_MIN_CACHE && !opts.two_buffers() && !opts.conv.sync && !opts.conv.sparse;
     if !splices || opts.ibs < PAGE_SIZE {
-        return (stream, output);
-    }
-    if opts.oflag.append {
-        return (output, output);
+        return (stream, stream);
     }
     let skip = opts.skip_records.checked_mul(opts.ibs as u64).and_then(|s| s.checked_add(opts.skip_bytes));
     let seek = opts.seek_records.checked_mul(opts.obs as u64).and_then(|s| s.checked_add(opts.seek_bytes));
     match (skip, seek) {
-        (Some(skip), Some(seek)) if skip % PAGE_SIZE as u64 == seek % PAGE_SIZE as u64 => (output, output),
-        _ => (stream, output),
+        (Some(skip), Some(seek))
+            if skip % stream as u64 != seek % stream as u64 && skip % PAGE_SIZE as u64 == seek % PAGE_SIZE as u64 =>
+        {
+            (PAGE_SIZE, PAGE_SIZE)
+        }
+        _ => (stream, stream),
     }
 }
 

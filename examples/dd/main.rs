@@ -20,9 +20,9 @@
 //! and writes. Record counting, padding, truncation,
 //! seeking and messages follow coreutils 9.1. The page cache capacity comes
 //! from the `PAGE_CACHE_BYTES` environment variable (default 64 MiB). A
-//! regular input is read with 64 KiB pages (smaller in a cache of under
-//! 16 MiB, 4 KiB under 8 MiB) unless 4 KiB pages serve it better, and the
-//! output is written with 4 KiB pages (`files::page_sizes` says why);
+//! regular input is read, and a regular output written, with 64 KiB pages
+//! (smaller in a cache of under 16 MiB, 4 KiB under 8 MiB) unless 4 KiB
+//! pages serve them better (`files::page_sizes` says when);
 //! `PAGE_CACHE_PAGE_SIZE` (4096 to 65536, a power of two) sets both.
 //!
 //! The code is split by what it does: `operands` parses the command line
