@@ -586,6 +586,63 @@ fn cold_direct(c: &mut Criterion) {
         eprintln!("cold_direct: dd not found, its variant skipped");
     }
     g.finish();
+    // The disk swings between groups run one after another: the main rows
+    // again, interleaved (one pass of each per round), medians.
+    if dd_ok {
+        let dd = || {
+            let t0 = Instant::now();
+            let status = Command::new("dd")
+                .arg(format!("if={}", path.display()))
+                .args(["of=/dev/null", "iflag=direct", "bs=1M"])
+                .stderr(Stdio::null())
+                .status()
+                .expect("run dd");
+            assert!(status.success(), "dd failed");
+            t0.elapsed()
+        };
+        const ROUNDS: usize = 12;
+        let mut times: [Vec<f64>; 4] = Default::default();
+        // The order rotates every round: a reader right after another one
+        // of the same file can find it in the host's cache.
+        for round in 0..ROUNDS {
+            for k in 0..4 {
+                let which = (round + k) % 4;
+                let t = match which {
+                    0 => cold_passes(&cache64, &file64, &mut buf, SIZE, 1),
+                    1 => cold_passes(&cache_nr, &file_nr, &mut buf, SIZE, 1),
+                    2 => dd(),
+                    _ => {
+                        empty_cache();
+                        let t0 = Instant::now();
+                        let mut off = 0;
+                        while off < SIZE {
+                            off += file.read_at(&mut buf, off).expect("read") as u64;
+                        }
+                        t0.elapsed()
+                    }
+                };
+                times[which].push(t.as_secs_f64() * 1e3);
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        };
+        let [mut t64, mut tnr, mut tdd, mut t4] = times;
+        let dd_ms = median(&mut tdd);
+        for (name, v) in [
+            ("page_cache_direct_io", &mut t4),
+            ("page_cache_direct_io_64k_pages", &mut t64),
+            ("page_cache_direct_io_no_uring", &mut tnr),
+        ] {
+            let m = median(v);
+            eprintln!(
+                "cold_direct interleaved {name}: median {m:.1} ms, dd iflag=direct bs=1M {dd_ms:.1} ms \
+                 ({:.2}x dd's speed; {ROUNDS} rounds)",
+                dd_ms / m
+            );
+        }
+    }
     let s = cache.stats();
     let calls = (s.read_calls - before.read_calls) as f64 / passes.max(1) as f64;
     eprintln!(
