@@ -51,7 +51,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{permutation, print_working_set, xorshift, MIB};
+use common::{fill_cache, permutation, print_working_set, warm_kernel, xorshift};
 use criterion::{criterion_group, Criterion, SamplingMode, Throughput};
 use page_cache::{CachedFile, PageCache, PAGE_SIZE};
 
@@ -91,41 +91,11 @@ fn files() -> &'static Files {
     })
 }
 
-/// A file of `size` bytes on disk, each 4 KiB block filled with a non-zero
-/// byte that depends on its index (as `common::data_file` makes them),
-/// synced.
+/// A data file in `dir` with `common::data_file`'s contents, synced.
 fn make_file(dir: &Path, name: &str, size: u64) -> PathBuf {
     let path = dir.join(name);
-    let mut f = File::create(&path).expect("create data file");
-    let mut chunk = vec![0u8; MIB];
-    for (i, off) in (0..size).step_by(MIB).enumerate() {
-        for (p, page) in chunk.chunks_mut(PAGE_SIZE).enumerate() {
-            page.fill(((i * MIB / PAGE_SIZE + p) % 255 + 1) as u8);
-        }
-        let n = (size - off).min(MIB as u64) as usize;
-        f.write_all(&chunk[..n]).expect("write data file");
-    }
-    f.sync_all().expect("sync data file");
+    common::write_data(&path, size);
     path
-}
-
-/// Reads the whole file with buffered reads, so the kernel caches it.
-fn warm_kernel(path: &Path) {
-    let f = File::open(path).expect("open");
-    let mut buf = vec![0u8; MIB];
-    let mut off = 0;
-    while let Ok(n @ 1..) = f.read_at(&mut buf, off) {
-        off += n as u64;
-    }
-}
-
-/// Reads the whole file through the cache.
-fn fill_cache(file: &CachedFile) {
-    let mut buf = vec![0u8; MIB];
-    let mut off = 0;
-    while off < file.len() {
-        off += file.read_at(&mut buf, off).expect("read through cache") as u64;
-    }
 }
 
 fn read_only() -> OpenOptions {

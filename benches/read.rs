@@ -50,7 +50,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{data_file, permutation, print_working_set, wall_time_on_threads, xorshift, DIR, MIB};
+use common::{
+    data_file, fill_cache, permutation, print_working_set, wall_time_on_threads, warm_kernel, xorshift, DIR, MIB,
+};
 use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode, Throughput};
 use page_cache::{CachedFile, PageCache, PAGE_SIZE};
 use parking_lot::RwLock;
@@ -61,26 +63,6 @@ const PAGES: u64 = GIB / PAGE_SIZE as u64;
 const PS: u64 = PAGE_SIZE as u64;
 /// The small reads' size: one cache line.
 const LINE: usize = 64;
-
-/// Reads the whole file with buffered reads, so the kernel caches it (this
-/// VM drops idle file cache after about a minute).
-fn warm_kernel(path: &Path) {
-    let f = File::open(path).expect("open");
-    let mut buf = vec![0u8; MIB];
-    let mut off = 0;
-    while let Ok(n @ 1..) = f.read_at(&mut buf, off) {
-        off += n as u64;
-    }
-}
-
-/// Reads the whole file through the cache; every page ends up cached.
-fn fill_cache(file: &CachedFile) {
-    let mut buf = vec![0u8; MIB];
-    let mut off = 0;
-    while off < file.len() {
-        off += file.read_at(&mut buf, off).expect("read through cache") as u64;
-    }
-}
 
 /// The 1 GiB file, hot in the kernel's cache and in a 1.25 GiB page cache,
 /// plus a std handle and a prefaulted mapping of it.

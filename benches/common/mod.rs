@@ -33,7 +33,15 @@ pub fn data_file(name: &str, size: u64) -> PathBuf {
     }
     std::fs::create_dir_all(DIR).expect("bench dir");
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).expect("create data file");
+    write_data(&tmp, size);
+    std::fs::rename(&tmp, &path).expect("rename data file");
+    path
+}
+
+/// Writes and syncs a file of `size` bytes whose every 4 KiB page holds one
+/// byte that depends on its index (the contents of `data_file`).
+pub fn write_data(path: &Path, size: u64) {
+    let mut f = File::create(path).expect("create data file");
     let mut chunk = vec![0u8; MIB];
     for (i, off) in (0..size).step_by(MIB).enumerate() {
         for (p, page) in chunk.chunks_mut(PAGE_SIZE).enumerate() {
@@ -43,8 +51,27 @@ pub fn data_file(name: &str, size: u64) -> PathBuf {
         f.write_all(&chunk[..n]).expect("write data file");
     }
     f.sync_all().expect("sync data file");
-    std::fs::rename(&tmp, &path).expect("rename data file");
-    path
+}
+
+/// Reads the whole file with buffered reads, so the kernel caches it (this
+/// VM drops idle file cache after about a minute).
+pub fn warm_kernel(path: &Path) {
+    use std::os::unix::fs::FileExt;
+    let f = File::open(path).expect("open");
+    let mut buf = vec![0u8; MIB];
+    let mut off = 0;
+    while let Ok(n @ 1..) = f.read_at(&mut buf, off) {
+        off += n as u64;
+    }
+}
+
+/// Reads the whole file through the cache; every page ends up cached.
+pub fn fill_cache(file: &page_cache::CachedFile) {
+    let mut buf = vec![0u8; MIB];
+    let mut off = 0;
+    while off < file.len() {
+        off += file.read_at(&mut buf, off).expect("read through cache") as u64;
+    }
 }
 
 /// A random permutation of `0..n` (Fisher-Yates over xorshift): walked in
