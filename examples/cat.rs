@@ -33,7 +33,10 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use page_cache::{CachedFile, PageCache, PAGE_SIZE};
+use page_cache::{CachedFile, PageCache};
+
+#[path = "shared/stream.rs"]
+mod stream;
 
 /// `eprintln!` that never panics (a closed or broken standard error is
 /// ignored).
@@ -139,16 +142,13 @@ fn run() -> u8 {
             }
         }
     }
-    let mut page_size: Option<usize> = None;
-    if let Some(v) = std::env::var_os("PAGE_CACHE_PAGE_SIZE") {
-        match v.to_str().and_then(|s| s.parse::<usize>().ok()) {
-            Some(n) if n.is_power_of_two() && (PAGE_SIZE..=STREAM_PAGE_MAX).contains(&n) => page_size = Some(n),
-            _ => {
-                errln!("cat: invalid PAGE_CACHE_PAGE_SIZE: {}", quote(&v));
-                return 1;
-            }
+    let page_size = match stream::page_size_from_env() {
+        Ok(p) => p,
+        Err(v) => {
+            errln!("cat: invalid PAGE_CACHE_PAGE_SIZE: {}", quote(&v));
+            return 1;
         }
-    }
+    };
     if operands.is_empty() {
         operands.push(OsString::from("-"));
     }
@@ -220,7 +220,7 @@ fn run() -> u8 {
                 let Some(c) = cache.as_ref() else {
                     return 1;
                 };
-                let page_size = page_size.unwrap_or_else(|| stream_page_size(c.capacity()));
+                let page_size = page_size.unwrap_or_else(|| stream::stream_page_size(c.capacity()));
                 match c.open_with_page_size(name, &read_only(), page_size) {
                     Ok(cached) => copy_cached(&cached, &mut out, c.capacity() / page_size),
                     Err(e) => Err(CopyError::Read(e)),
@@ -267,40 +267,6 @@ fn grow_pipe(out: &File) {
 
 /// Pages written per `writev` call.
 const BATCH: usize = 64;
-
-/// The largest page size cat streams with.
-const STREAM_PAGE_MAX: usize = 64 << 10;
-
-/// Large pages need at least this many in the cache, and a cache of at
-/// least `STREAM_MIN_CACHE`, see `stream_page_size`.
-const STREAM_MIN_PAGES: usize = 256;
-const STREAM_MIN_CACHE: usize = 8 << 20;
-
-/// The page size to stream files with through a cache of `capacity`
-/// bytes: the largest power of two from 4 KiB to 64 KiB that leaves at
-/// least `STREAM_MIN_PAGES` pages in a cache of at least
-/// `STREAM_MIN_CACHE` (32 KiB with the default 8 MiB, 64 KiB from
-/// 16 MiB), else 4 KiB. A large page is one lookup, one reference, one LRU
-/// entry and one `IoSlice` for eight or sixteen 4 KiB ones. Medians of 11
-/// to 21 interleaved runs, a 1 GiB file hot in the kernel's cache: to
-/// /dev/null 101 ms with 32 KiB pages in 8 MiB against 147 ms with 4 KiB
-/// pages in 4 MiB; into a pipe 188 against 225 ms; into a new file 233
-/// against 272 ms. In fewer pages large ones lose: with 64 KiB pages in
-/// 4 MiB (64 pages) readahead windows come apart into short reads when an
-/// allocation of a block finds none free (8,477 `preadv` per GiB instead
-/// of 4,096; 143, 367 and 430 ms), and in 8 MiB (128 pages) reclaim evicts
-/// pages read ahead before they are read (1.6 times the reads; 167 and
-/// 348 ms).
-fn stream_page_size(capacity: usize) -> usize {
-    if capacity < STREAM_MIN_CACHE {
-        return PAGE_SIZE;
-    }
-    let mut ps = STREAM_PAGE_MAX;
-    while ps > PAGE_SIZE && capacity / ps < STREAM_MIN_PAGES {
-        ps /= 2;
-    }
-    ps
-}
 
 fn read_only() -> std::fs::OpenOptions {
     let mut o = std::fs::OpenOptions::new();

@@ -17,16 +17,6 @@ use crate::{EINVAL, ENOSPC, INTMAX};
 
 const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
-/// The largest page size an input is read with.
-const STREAM_PAGE_MAX: usize = 64 << 10;
-
-/// Large pages need at least this many in the cache, and a cache of at
-/// least `STREAM_MIN_CACHE` (as cat's, `examples/cat.rs`): in fewer,
-/// readahead windows come apart into short reads when an allocation of a
-/// block finds none free.
-const STREAM_MIN_PAGES: usize = 256;
-const STREAM_MIN_CACHE: usize = 8 << 20;
-
 pub(crate) enum Input {
     Cached { file: CachedFile, pos: u64 },
     Plain(File),
@@ -268,32 +258,12 @@ pub(crate) fn cache_capacity() -> Result<usize, Exit> {
 /// through the cache (a power of two from 4096 to 65536), instead of the
 /// choice of [`page_sizes`]; for timing one against the other.
 pub(crate) fn page_size_override() -> Result<Option<usize>, Exit> {
-    let Some(v) = std::env::var_os("PAGE_CACHE_PAGE_SIZE") else {
-        return Ok(None);
-    };
-    match v.to_str().and_then(|s| s.parse::<usize>().ok()) {
-        Some(n) if n.is_power_of_two() && (PAGE_SIZE..=STREAM_PAGE_MAX).contains(&n) => Ok(Some(n)),
-        _ => Err(fatal(&format!("invalid PAGE_CACHE_PAGE_SIZE: {}", quote_bytes(v.as_bytes())))),
-    }
-}
-
-/// The page size for streaming through a cache of `capacity` bytes: the
-/// largest power of two from 4 KiB to 64 KiB that leaves at least
-/// `STREAM_MIN_PAGES` pages in a cache of at least `STREAM_MIN_CACHE`
-/// (64 KiB from 16 MiB, so with the default 64 MiB), else 4 KiB.
-fn stream_page_size(capacity: usize) -> usize {
-    if capacity < STREAM_MIN_CACHE {
-        return PAGE_SIZE;
-    }
-    let mut ps = STREAM_PAGE_MAX;
-    while ps > PAGE_SIZE && capacity / ps < STREAM_MIN_PAGES {
-        ps /= 2;
-    }
-    ps
+    crate::stream::page_size_from_env()
+        .map_err(|v| fatal(&format!("invalid PAGE_CACHE_PAGE_SIZE: {}", quote_bytes(v.as_bytes()))))
 }
 
 /// The page sizes of the input and of the output, for a cache of
-/// `capacity` bytes: [`stream_page_size`] pages on both sides (one lookup,
+/// `capacity` bytes: [`crate::stream::stream_page_size`] pages on both sides (one lookup,
 /// one reference and one LRU entry per 64 KiB; 1 GiB hot in the kernel's
 /// cache, medians of interleaved runs: `of=/dev/null bs=1M` 280 ms against
 /// 367 ms with 4 KiB pages; into a new file, against 4 KiB output pages:
@@ -307,7 +277,7 @@ fn stream_page_size(capacity: usize) -> usize {
 ///
 /// When the input is the output, both are one file: one page size.
 pub(crate) fn page_sizes(opts: &Opts, capacity: usize) -> (usize, usize) {
-    let stream = stream_page_size(capacity);
+    let stream = crate::stream::stream_page_size(capacity);
     let (Some(_), Some(_)) = (&opts.input, &opts.output) else {
         return (stream, stream);
     };

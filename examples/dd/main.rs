@@ -61,6 +61,8 @@ mod messages;
 mod numbers;
 mod operands;
 mod report;
+#[path = "../shared/stream.rs"]
+mod stream;
 
 use copy::{Copier, SPLICE_MIN_CACHE};
 use files::{

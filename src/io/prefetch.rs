@@ -60,9 +60,9 @@ fn read_batch(m: &AddressSpace, pages: &mut Vec<LockedPage<'_>>) -> io::Result<(
     let ps = m.page_size();
     // A large page a partial write filled in part reads only its other
     // blocks (`read_one`): not on the ring.
-    let partial: Vec<bool> = pages.iter().map(|p| m.zone.blocks_uptodate(p.page()) != 0).collect();
+    let partial = pages.iter().any(|p| m.zone.blocks_uptodate(p.page()) != 0);
     let results = match backing.raw_fd() {
-        Some(fd) if m.zone.uring.enabled() && !partial.iter().any(|&p| p) => {
+        Some(fd) if m.zone.uring.enabled() && !partial => {
             let ops: Vec<Op> = pages
                 .iter_mut()
                 .map(|p| Op::Read { buf: p.data_mut().as_mut_ptr(), len: ps, offset: p.index() << m.shift })

@@ -176,7 +176,7 @@ pub(crate) trait Completion: Send {
 /// An operation in flight: its iovec array (the kernel reads it until the
 /// operation completes) and what to run then.
 struct Pending {
-    _iov: Vec<libc::iovec>,
+    iov: Vec<libc::iovec>,
     done: Box<dyn Completion>,
 }
 
@@ -254,16 +254,11 @@ impl AsyncRing {
                 return Err(done);
             }
         }
-        st.ops.insert(id, Pending { _iov: iov, done });
-        match self.ring.submitter().submit() {
-            Ok(_) => Ok(()),
-            Err(_) => {
-                // The kernel did not take it (the entry stays queued and
-                // goes with the next submission that works, or never if the
-                // ring is dropped): the reaper's next entry submits it.
-                Ok(())
-            }
-        }
+        st.ops.insert(id, Pending { iov, done });
+        // If the kernel does not take it now, the entry stays queued and the
+        // reaper's next `io_uring_enter` submits it.
+        let _ = self.ring.submitter().submit();
+        Ok(())
     }
 
     /// The reaper: waits for completions and runs them, until `stop` was
@@ -294,7 +289,8 @@ impl AsyncRing {
             };
             for (p, r) in jobs {
                 let res = if r < 0 { Err(io::Error::from_raw_os_error(-r)) } else { Ok(r as usize) };
-                drop(p._iov);
+                // The kernel is done with the iovec array.
+                drop(p.iov);
                 p.done.complete(res);
             }
             if finished {
