@@ -4,7 +4,8 @@
 //! the optimistic read against a writer and against removal plus reuse of
 //! the frame, and the read guard (counted in the flags word) against a
 //! lock holder, and the eviction of a large page by reclaim aimed at one
-//! block against a writer dirtying one of its blocks.
+//! block against a writer dirtying one of its blocks, and the leaf
+//! table's reader against the unlink and reuse of a leaf.
 //! Run with `RUSTFLAGS='--cfg loom' cargo test --release --lib loom_models`.
 
 use loom::sync::Arc;
@@ -323,5 +324,64 @@ fn block_eviction_vs_block_writer() {
         if wrote {
             assert!(head.test(PageFlags::DIRTY) && tail.index.load(Ordering::Relaxed) & (1 << 33) != 0);
         }
+    });
+}
+
+/// A leaf for the leaf-table model: one slot, as a node's slots are loom
+/// atomics read by unpinned readers.
+struct Leaf {
+    slot: loom::sync::atomic::AtomicUsize,
+}
+
+/// The leaf table (`XArray::load_from_table` against `table_unlink`, node
+/// recycling and `table_link`), in miniature and with the same orderings:
+/// an unpinned reader of index 0 (leaf number 0) races a writer that
+/// erases index 0, unlinks the emptied leaf while the tree sequence is odd,
+/// recycles the same node as the leaf for index 64 (leaf number 1), enters
+/// it in the table and stores that index's value. A result the reader's
+/// sequence check accepts is index 0's value or absent, never index 64's.
+#[test]
+fn leaf_table_read_vs_unlink_and_reuse() {
+    use crate::sync::{fence, AtomicUsize};
+    const V0: usize = (10 << 2) | 1;
+    const V64: usize = (20 << 2) | 1;
+    loom::model(|| {
+        let seq = Arc::new(AtomicU32::new(0));
+        let table = Arc::new([AtomicUsize::new(1), AtomicUsize::new(0)]);
+        let leaf = Arc::new(Leaf { slot: AtomicUsize::new(V0) });
+        let writer = {
+            let (seq, table, leaf) = (seq.clone(), table.clone(), leaf.clone());
+            thread::spawn(move || {
+                // erase(0): the value goes, the leaf is empty.
+                leaf.slot.store(0, Ordering::Release);
+                // delete_empty: begin_unlink, table_unlink, end_unlink.
+                let s = seq.load(Ordering::Relaxed);
+                seq.store(s + 1, Ordering::Relaxed);
+                fence(Ordering::Release);
+                table[0].store(0, Ordering::Relaxed);
+                seq.store(s + 2, Ordering::Release);
+                // The node comes back from the pool (alloc_node's Release
+                // fence, then reinit) as the leaf for 64, enters the table
+                // before any value (table_link), then insert stores 64's.
+                fence(Ordering::Release);
+                leaf.slot.store(0, Ordering::Relaxed);
+                table[1].store(1, Ordering::Release);
+                leaf.slot.store(V64, Ordering::Release);
+            })
+        };
+        // load_from_table(0).
+        let s = seq.load(Ordering::Acquire);
+        if s & 1 == 0 {
+            let found = match table[0].load(Ordering::Acquire) {
+                0 => 0,
+                _ => leaf.slot.load(Ordering::Acquire),
+            };
+            fence(Ordering::Acquire);
+            if seq.load(Ordering::Relaxed) == s {
+                assert!(found == V0 || found == 0, "index 0 read as {found:#x}");
+            }
+        }
+        writer.join().unwrap();
+        assert_eq!(table[0].load(Ordering::Relaxed), 0);
     });
 }

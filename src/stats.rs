@@ -181,7 +181,10 @@ pub struct Stats {
 
 impl Stats {
     pub(crate) fn fill_events(&mut self, c: &Counters) {
-        self.hits = c.get(Event::Hit);
+        // `Event::Hit` counts the hits that took a reference; the
+        // optimistic ones count only under their own event (one counter on
+        // the hot path instead of two).
+        self.hits = c.get(Event::Hit) + c.get(Event::OptimisticHits);
         self.misses = c.get(Event::Miss);
         self.readahead_pages = c.get(Event::ReadaheadPages);
         self.readahead_hits = c.get(Event::ReadaheadHits);

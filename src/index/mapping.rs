@@ -288,45 +288,67 @@ impl AddressSpace {
     /// caller then takes a reference and a read guard as before.
     #[inline]
     pub(crate) fn read_optimistic(&self, index: u64, off: usize, dst: &mut [u8]) -> bool {
-        debug_assert!(off + dst.len() <= self.page_size());
-        const WANT: u32 = PageFlags::UPTODATE.0 | PageFlags::REFERENCED.0 | PageFlags::ACTIVE.0;
-        const AVOID: u32 = PageFlags::LOCKED.0 | PageFlags::READAHEAD.0 | crate::mem::page::RA_FRESH.0;
-        for _ in 0..3 {
-            let Some(pfn) = self.tree.load_unpinned(index) else { return false };
-            let src = self.zone.arena.page_address(pfn).wrapping_add(off);
-            // The line's address depends on the frame number only: start
-            // its miss now, beside the descriptor's.
-            crate::mem::arena::prefetch(src);
-            let page = self.zone.pfn_to_page(pfn);
-            let seq = page.read_seq();
-            // Relaxed: ordered after `read_seq`'s Acquire; validated by the
-            // version check after the copy.
-            let flags = page.flags.load(Ordering::Relaxed);
-            if flags & (WANT | AVOID) != WANT {
-                return false;
-            }
-            if seq & 1 != 0 {
-                std::hint::spin_loop();
-                continue;
-            }
-            // Relaxed: identity is covered by the version (`set_mapping`
-            // changes it), checked below.
-            if page.mapping.load(Ordering::Relaxed) != self.id || page.index() != index {
-                continue;
-            }
-            // SAFETY: the page is `page_size()` bytes of the arena from its
-            // frame on (a page of this file is a block of this order), never
-            // unmapped while the zone lives (borrowed through `self`), and
-            // `off + dst.len() <= page_size()`; every writer of its bytes holds
-            // the page lock and makes the version odd first (`data_mut`,
-            // `set_mapping`), which the check below catches.
-            unsafe { crate::mem::arena::copy_racy(src, dst) };
-            if page.seq_unchanged(seq) {
-                self.zone.count_hit_and(crate::stats::Event::OptimisticHits);
-                return true;
+        match self.read_optimistic_once(index, off, dst) {
+            Some(done) => done,
+            None => self.read_optimistic_retry(index, off, dst),
+        }
+    }
+
+    /// Two more tries after one that met a change (an odd or moved version,
+    /// another page in the frame), out of line.
+    #[cold]
+    #[inline(never)]
+    fn read_optimistic_retry(&self, index: u64, off: usize, dst: &mut [u8]) -> bool {
+        for _ in 0..2 {
+            std::hint::spin_loop();
+            if let Some(done) = self.read_optimistic_once(index, off, dst) {
+                return done;
             }
         }
         false
+    }
+
+    /// One optimistic try: `Some(true)` copied, `Some(false)` this page
+    /// needs the pessimistic path (absent, not uptodate, locked, a
+    /// readahead marker, not yet active and referenced), `None` the page
+    /// changed under the copy (try again).
+    #[inline(always)]
+    fn read_optimistic_once(&self, index: u64, off: usize, dst: &mut [u8]) -> Option<bool> {
+        debug_assert!(off + dst.len() <= self.page_size());
+        const WANT: u32 = PageFlags::UPTODATE.0 | PageFlags::REFERENCED.0 | PageFlags::ACTIVE.0;
+        const AVOID: u32 = PageFlags::LOCKED.0 | PageFlags::READAHEAD.0 | crate::mem::page::RA_FRESH.0;
+        let Some(pfn) = self.tree.load_unpinned(index) else { return Some(false) };
+        let src = self.zone.arena.page_address(pfn).wrapping_add(off);
+        // The line's address depends on the frame number only: start its
+        // miss now, beside the descriptor's.
+        crate::mem::arena::prefetch(src);
+        let page = self.zone.pfn_to_page(pfn);
+        let seq = page.read_seq();
+        // Relaxed: ordered after `read_seq`'s Acquire; validated by the
+        // version check after the copy.
+        let flags = page.flags.load(Ordering::Relaxed);
+        if flags & (WANT | AVOID) != WANT {
+            return Some(false);
+        }
+        // Relaxed: identity is covered by the version (`set_mapping` changes
+        // it), checked below.
+        if seq & 1 != 0 || page.mapping.load(Ordering::Relaxed) != self.id || page.index() != index {
+            return None;
+        }
+        // SAFETY: the page is `page_size()` bytes of the arena from its frame
+        // on (a page of this file is a block of this order), never unmapped
+        // while the zone lives (borrowed through `self`), and
+        // `off + dst.len() <= page_size()`; every writer of its bytes holds
+        // the page lock and makes the version odd first (`data_mut`,
+        // `set_mapping`), which the check below catches.
+        unsafe { crate::mem::arena::copy_racy(src, dst) };
+        if !page.seq_unchanged(seq) {
+            return None;
+        }
+        // One counter, not two: `Stats::hits` adds the optimistic hits to
+        // the others when it is read.
+        self.zone.count(crate::stats::Event::OptimisticHits, 1);
+        Some(true)
     }
 
     /// The page at `index`, locked, if cached. Re-checks after taking the

@@ -77,6 +77,23 @@
 //! between) and walks again if it moved, so what it returns came from
 //! linked nodes only. The pinned readers (marks, gang lookups) use the
 //! epoch as before.
+//!
+//! # The leaf table
+//!
+//! Beside the tree, a flat array maps leaf number `index >> 6` to the leaf
+//! that covers it (0 where there is none), as a page table's last level
+//! does: a lookup covered by it loads the leaf's address and then the slot,
+//! two dependent loads instead of one per level, without the walk's shift
+//! checks. Writers keep it with the tree under the mutex: a new leaf is in
+//! the table before any value is stored in it, and an unlinked one leaves
+//! it while the tree sequence is odd, so the unpinned reader's sequence
+//! check covers the table exactly as it covers the walk. The table grows
+//! by doubling (filled from the tree, then published length last); old
+//! tables are kept until the tree drops, so a reader holding one reads
+//! live memory whose entries are stale only across an unlink, which the
+//! sequence catches. It grows only while it stays within the tree's own
+//! size (32 entries, 256 bytes, per linked node), so a sparse file keeps
+//! the walk and no big table.
 
 use std::fmt;
 
@@ -354,12 +371,22 @@ pub struct XArray {
     len: AtomicUsize,
     /// Number of linked nodes.
     nodes: AtomicUsize,
+    /// Every leaf table this tree had, the current one last; freed with the
+    /// tree (readers may hold any of them). Writers only.
+    tables: Mutex<Vec<Box<[AtomicUsize]>>>,
 }
 
-/// The head and the tree sequence.
+/// The head, the tree sequence and the leaf table.
 struct ReadSide {
     /// Empty, or the address of the root node.
     head: AtomicUsize,
+    /// Number of entries of `table` (0: no table). Stored after `table`
+    /// (Release) and loaded before it (Acquire), and it only grows, so a
+    /// reader's length never exceeds the table it then loads.
+    table_len: AtomicUsize,
+    /// Address of the current leaf table's first entry (an `AtomicUsize`
+    /// per leaf number: the leaf's address, or 0).
+    table: AtomicUsize,
     /// Odd while a writer unlinks nodes (`delete_empty`, `shrink`), bumped by
     /// two across each such change: an unpinned reader that saw the same
     /// even value before and after its walk walked only linked nodes.
@@ -390,11 +417,17 @@ impl XArray {
     /// An empty tree.
     pub fn new() -> Self {
         XArray {
-            read: CachePadded::new(ReadSide { head: AtomicUsize::new(EMPTY), seq: AtomicU32::new(0) }),
+            read: CachePadded::new(ReadSide {
+                head: AtomicUsize::new(EMPTY),
+                table_len: AtomicUsize::new(0),
+                table: AtomicUsize::new(0),
+                seq: AtomicU32::new(0),
+            }),
             pool: Arc::new(NodePool::default()),
             lock: Mutex::new(()),
             len: AtomicUsize::new(0),
             nodes: AtomicUsize::new(0),
+            tables: Mutex::new(Vec::new()),
         }
     }
 
@@ -418,10 +451,17 @@ impl XArray {
     }
 
     /// Bytes of nodes currently linked into the tree (nodes waiting for the
-    /// epoch collector are not counted).
+    /// epoch collector are not counted; nor are the leaf tables, see
+    /// [`XArray::table_bytes`]).
     pub fn memory_bytes(&self) -> usize {
         // Relaxed: a statistic; writers update it under the mutex.
         self.nodes.load(Ordering::Relaxed) * std::mem::size_of::<Node>()
+    }
+
+    /// Bytes of leaf tables, the current one and the smaller ones it
+    /// replaced (kept until the tree drops).
+    pub fn table_bytes(&self) -> usize {
+        self.tables.lock().iter().map(|t| t.len() * std::mem::size_of::<AtomicUsize>()).sum()
     }
 
     #[inline]
@@ -469,10 +509,65 @@ impl XArray {
     /// The entry at `index`, without locking and without pinning the epoch:
     /// no fence and no write to shared memory, so consecutive lookups
     /// overlap their cache misses (see "Fence-free lookups"). Reads the tree
-    /// sequence before and after the walk and walks again if a writer
-    /// unlinked nodes meanwhile (rare: a leaf empties once per 64 removals).
+    /// sequence before and after and looks again if a writer unlinked nodes
+    /// meanwhile (rare: a leaf empties once per 64 removals). An index the
+    /// leaf table covers takes two loads (table, leaf); others walk.
     #[inline]
     pub fn load_unpinned(&self, index: u64) -> Option<u32> {
+        match self.load_from_table(index) {
+            Some(found) => found,
+            None => self.load_unpinned_walk(index),
+        }
+    }
+
+    /// One try through the leaf table: `Some(entry)` if the table covers
+    /// `index` and no unlink overlapped the loads, `None` otherwise (the
+    /// caller then walks, which retries). Kept to the fewest instructions:
+    /// on a memory-bound hit path they are the room the core's reorder
+    /// window has left for the next lookup's misses.
+    #[inline(always)]
+    fn load_from_table(&self, index: u64) -> Option<Option<u32>> {
+        // Acquire: the loads below are not hoisted above it.
+        let seq = self.read.seq.load(Ordering::Acquire);
+        let leaf_nr = index >> CHUNK_SHIFT;
+        // Acquire: pairs with the Release store of the length, which follows
+        // the table's filling and the store of its address.
+        let len = self.read.table_len.load(Ordering::Acquire);
+        if leaf_nr >= len as u64 || seq & 1 != 0 {
+            return None;
+        }
+        // Acquire: as for the length (a newer, longer table may be seen; its
+        // contents were written before its address).
+        let table = self.read.table.load(Ordering::Acquire) as *const AtomicUsize;
+        // SAFETY: `table` is the first of at least `len` entries (the length
+        // was stored after the address of a table that long, and tables
+        // only grow), kept alive until the tree drops.
+        let slot = unsafe { &*table.add(leaf_nr as usize) };
+        // Acquire: a leaf address here was stored (Release) after the leaf
+        // was initialised and linked.
+        let leaf = slot.load(Ordering::Acquire);
+        let found = if leaf == EMPTY {
+            None
+        } else {
+            // SAFETY: a node address from the leaf table of a live tree:
+            // type-stable node memory (see `NodePool`); what it holds is
+            // validated by the sequence check below.
+            let leaf = unsafe { &*(leaf as *const Node) };
+            // Acquire: pairs with the Release store of the value.
+            let entry = leaf.slots[digit(index, 0)].load(Ordering::Acquire);
+            is_value(entry).then(|| decode_value(entry))
+        };
+        // Acquire fence: the loads above come before the reload.
+        fence(Ordering::Acquire);
+        // Relaxed: ordered by the fence.
+        (self.read.seq.load(Ordering::Relaxed) == seq).then_some(found)
+    }
+
+    /// `load_unpinned` by the walk from the head, for indices the leaf table
+    /// does not cover and for retries.
+    #[cold]
+    #[inline(never)]
+    fn load_unpinned_walk(&self, index: u64) -> Option<u32> {
         'restart: loop {
             // Acquire: the walk's loads are not hoisted above it.
             let seq = self.read.seq.load(Ordering::Acquire);
@@ -500,16 +595,26 @@ impl XArray {
                     // Release after the node was initialised.
                     let entry = node.slots[digit(index, shift)].load(Ordering::Acquire);
                     if is_node(entry) {
+                        if shift == 0 {
+                            // A node below a leaf: a recycled node met
+                            // mid-walk, only possible when the sequence moves.
+                            continue 'restart;
+                        }
                         // SAFETY: as for the head: a node address loaded from
                         // a slot of a (type-stable) node of this tree.
                         node = unsafe { &*(entry as *const Node) };
-                        let child = node.shift();
-                        if child >= shift {
-                            // A recycled node met mid-walk: only possible when
-                            // the sequence moves; start over.
+                        // The child's shift is known: its parent's less one
+                        // chunk. Walking by it rather than by the child's own
+                        // `shift` field (on the node's last line) lets the
+                        // slot's load start with the field's instead of after
+                        // it: one cache miss per level, not two. The field
+                        // only validates: a child whose shift differs is a
+                        // recycled node, only possible when the sequence
+                        // moves; start over.
+                        shift -= CHUNK_SHIFT;
+                        if node.shift() != shift {
                             continue 'restart;
                         }
-                        shift = child;
                         continue;
                     }
                     if entry == RETRY {
@@ -741,6 +846,29 @@ impl XArray {
         assert_eq!(entries, self.len(), "len disagrees with entries");
         // Relaxed: mutex held.
         assert_eq!(nodes, self.nodes.load(Ordering::Relaxed), "node count");
+        self.check_table(guard);
+    }
+
+    /// The leaf table holds exactly the linked leaves it covers.
+    fn check_table(&self, guard: &Guard) {
+        // Relaxed: mutex held.
+        let len = self.read.table_len.load(Ordering::Relaxed);
+        let tables = self.tables.lock();
+        let Some(current) = tables.last() else {
+            assert_eq!(len, 0, "a table length without a table");
+            return;
+        };
+        assert_eq!(current.len(), len, "table length");
+        // Relaxed: mutex held.
+        assert_eq!(self.read.table.load(Ordering::Relaxed), current.as_ptr() as usize, "table address");
+        assert!(tables.windows(2).all(|w| w[0].len() < w[1].len()), "tables only grow");
+        for (nr, slot) in current.iter().enumerate() {
+            let want = self
+                .leaf_for((nr as u64) << CHUNK_SHIFT, guard)
+                .map_or(EMPTY, |(leaf, _)| leaf as *const Node as usize);
+            // Relaxed: mutex held.
+            assert_eq!(slot.load(Ordering::Relaxed), want, "leaf table entry {nr}");
+        }
     }
 
     fn check_node(node: &Node, base: u64, guard: &Guard, entries: &mut usize, nodes: &mut usize) {
@@ -824,6 +952,9 @@ impl XArray {
             self.add_nodes(1);
             // Release: publishes the initialised node to readers.
             self.read.head.store(head, Ordering::Release);
+            if shift_for(index) == 0 {
+                self.table_link(index, head, guard);
+            }
         }
         // SAFETY: node entry from the head, mutex held.
         let mut node = unsafe { node_ref(head, guard) };
@@ -857,11 +988,103 @@ impl XArray {
                 // Release: publishes the initialised child to readers.
                 node.slots[off].store(entry, Ordering::Release);
                 node.set_count(node.count() + 1);
+                if node.shift() == CHUNK_SHIFT {
+                    self.table_link(index, entry, guard);
+                }
             }
             // SAFETY: node entry from a linked node, mutex held.
             node = unsafe { node_ref(entry, guard) };
         }
         (node, digit(index, 0))
+    }
+
+    /// Enters a new leaf (linked, still empty) for `index` in the leaf
+    /// table, growing the table first if the policy allows.
+    fn table_link(&self, index: u64, leaf: usize, guard: &Guard) {
+        let nr = index >> CHUNK_SHIFT;
+        // Relaxed: mutex held (writers store both fields under it).
+        let len = self.read.table_len.load(Ordering::Relaxed);
+        if nr >= len as u64 && !self.grow_table(nr, guard) {
+            return;
+        }
+        // Relaxed: mutex held.
+        let table = self.read.table.load(Ordering::Relaxed) as *const AtomicUsize;
+        // SAFETY: nr < the table's length (checked or just grown); the table
+        // lives as long as the tree.
+        let slot = unsafe { &*table.add(nr as usize) };
+        // Release: the leaf was initialised (and linked) before; a reader
+        // that loads its address sees it.
+        slot.store(leaf, Ordering::Release);
+    }
+
+    /// Takes leaf `index >> 6` out of the leaf table (an unlink, tree
+    /// sequence odd).
+    fn table_unlink(&self, index: u64) {
+        let nr = index >> CHUNK_SHIFT;
+        // Relaxed: mutex held.
+        if nr < self.read.table_len.load(Ordering::Relaxed) as u64 {
+            // Relaxed: mutex held.
+            let table = self.read.table.load(Ordering::Relaxed) as *const AtomicUsize;
+            // SAFETY: nr < the current table's length; it lives as long as
+            // the tree.
+            // Relaxed: inside the unlink's odd sequence; readers that saw
+            // the old leaf retry.
+            unsafe { &*table.add(nr as usize) }.store(EMPTY, Ordering::Relaxed);
+        }
+    }
+
+    /// Replaces the leaf table by one covering leaf number `nr`, filled from
+    /// the tree, if it stays within 32 entries per linked node; false if
+    /// not (the leaf is then found by the walk).
+    #[cold]
+    fn grow_table(&self, nr: u64, guard: &Guard) -> bool {
+        // Relaxed: statistic kept under the mutex, which we hold.
+        let nodes = self.nodes.load(Ordering::Relaxed) as u64;
+        let want = (nr + 1).max(64).next_power_of_two();
+        if want > 32 * (nodes + 1) || want > (isize::MAX as u64) / 8 {
+            return false;
+        }
+        let table: Box<[AtomicUsize]> = (0..want).map(|_| AtomicUsize::new(EMPTY)).collect();
+        // Relaxed: mutex held; the table is published below with Release.
+        let head = self.read.head.load(Ordering::Relaxed);
+        if head != EMPTY {
+            // SAFETY: node entry from the head, mutex held.
+            Self::fill_table(unsafe { node_ref(head, guard) }, 0, &table, guard);
+        }
+        let addr = table.as_ptr() as usize;
+        let mut tables = self.tables.lock();
+        tables.push(table);
+        // Release: the table's entries are written before its address.
+        self.read.table.store(addr, Ordering::Release);
+        // Release: a reader that sees the length sees the address and the
+        // entries (the length is loaded first).
+        self.read.table_len.store(want as usize, Ordering::Release);
+        true
+    }
+
+    /// Enters every leaf under `node` (whose first index is `base`) that the
+    /// table covers.
+    fn fill_table(node: &Node, base: u64, table: &[AtomicUsize], guard: &Guard) {
+        let shift = node.shift();
+        if shift == 0 {
+            if let Some(slot) = table.get((base >> CHUNK_SHIFT) as usize) {
+                // Relaxed: the table is not published yet.
+                slot.store(node as *const Node as usize, Ordering::Relaxed);
+            }
+            return;
+        }
+        for (i, slot) in node.slots.iter().enumerate() {
+            let index = base | ((i as u64) << shift);
+            if (index >> CHUNK_SHIFT) >= table.len() as u64 {
+                break;
+            }
+            // Relaxed: mutex held.
+            let entry = slot.load(Ordering::Relaxed);
+            if is_node(entry) {
+                // SAFETY: node entry in a linked node, mutex held.
+                Self::fill_table(unsafe { node_ref(entry, guard) }, index, table, guard);
+            }
+        }
     }
 
     fn add_nodes(&self, delta: isize) {
@@ -958,12 +1181,16 @@ impl XArray {
         }
     }
 
-    /// Unlinks empty nodes from `node` upwards, then shrinks the root.
-    fn delete_empty<'g>(&self, node: &'g Node, guard: &'g Guard) {
+    /// Unlinks empty nodes from the leaf `node` (holding `index`) upwards,
+    /// then shrinks the root.
+    fn delete_empty<'g>(&self, node: &'g Node, index: u64, guard: &'g Guard) {
         if node.count() != 0 && !self.can_shrink(guard) {
             return;
         }
         self.begin_unlink();
+        if node.count() == 0 {
+            self.table_unlink(index);
+        }
         self.delete_empty_locked(node, guard);
         self.end_unlink();
     }
@@ -1078,7 +1305,7 @@ impl XArray {
         leaf.slots[off].store(EMPTY, Ordering::Release);
         leaf.set_count(leaf.count() - 1);
         self.add_len(-1);
-        self.delete_empty(leaf, guard);
+        self.delete_empty(leaf, index, guard);
         Some(decode_value(entry))
     }
 
@@ -1389,6 +1616,54 @@ mod tests {
     }
 
     #[test]
+    fn leaf_table_covers_dense_trees_and_not_sparse_ones() {
+        let xa = XArray::new();
+        {
+            let mut w = xa.lock();
+            for i in 0..10_000u64 {
+                w.insert(i, i as u32 ^ 0xabc).unwrap();
+            }
+        }
+        xa.check_invariants();
+        // Relaxed: no writer runs.
+        let len = xa.read.table_len.load(Ordering::Relaxed);
+        assert!(len >= 10_000 / 64, "dense tree's table covers {len} leaves");
+        assert!(xa.table_bytes() <= xa.memory_bytes(), "table no bigger than the tree");
+        for i in (0..10_000u64).step_by(7) {
+            assert_eq!(xa.load_unpinned(i), Some(i as u32 ^ 0xabc));
+        }
+        assert_eq!(xa.load_unpinned(10_000), None);
+        assert_eq!(xa.load_unpinned(len as u64 * 64 + 5), None, "past the table: the walk");
+        {
+            let mut w = xa.lock();
+            for i in 64..128u64 {
+                w.erase(i);
+            }
+        }
+        xa.check_invariants();
+        assert_eq!(xa.load_unpinned(100), None, "an unlinked leaf leaves the table");
+        {
+            let mut w = xa.lock();
+            w.insert(100, 1).unwrap();
+        }
+        xa.check_invariants();
+        assert_eq!(xa.load_unpinned(100), Some(1));
+
+        let sparse = XArray::new();
+        {
+            let mut w = sparse.lock();
+            for k in 1..200u64 {
+                w.insert(k << 24, k as u32).unwrap();
+            }
+        }
+        sparse.check_invariants();
+        assert!(sparse.table_bytes() <= 64 * 8, "a sparse tree keeps a small table: {}", sparse.table_bytes());
+        for k in 1..200u64 {
+            assert_eq!(sparse.load_unpinned(k << 24), Some(k as u32));
+        }
+    }
+
+    #[test]
     fn dense_memory_and_marked_scan() {
         let xa = XArray::new();
         let n = 1u64 << 20;
@@ -1596,7 +1871,8 @@ mod tests {
                         let mut w = xa.lock();
                         for k in 0..64 {
                             w.insert(far + k * 64, 7).unwrap();
-                            w.insert(STABLE * 3 + 1 + k * 65, 9).unwrap();
+                            let i = STABLE * 3 + 1 + k * 65;
+                            w.insert(i, i as u32).unwrap();
                         }
                     }
                     {
@@ -1623,6 +1899,12 @@ mod tests {
                         x ^= x << 17;
                         let i = x % STABLE * 3;
                         assert_eq!(xa.load_unpinned(i), Some(i as u32), "stable entry {i} missed");
+                        // An entry that comes and goes, in leaves that are
+                        // unlinked, recycled and entered in the leaf table
+                        // again: absent, or its own value, never another's.
+                        let j = STABLE * 3 + 1 + (x >> 32) % 64 * 65;
+                        let got = xa.load_unpinned(j);
+                        assert!(got.is_none() || got == Some(j as u32), "entry {j} read as {got:?}");
                         n += 1;
                     }
                     n

@@ -233,31 +233,89 @@ pub(crate) unsafe fn copy_racy(src: *const u8, dst: &mut [u8]) {
     #[cfg(all(target_arch = "x86_64", not(loom)))]
     if len >= 16 {
         // Short copies: 16-byte SSE loads and stores in inline assembly (no
-        // x86 load tears a byte, so each byte is read atomically), a
-        // quarter of the instructions of the word loop below.
-        let chunks = len / 16;
-        // SAFETY: the loop copies `chunks * 16 <= len` bytes from `src`
-        // (readable for `len` bytes: the caller's contract) into `dst` (a
-        // unique borrow of `len` bytes), upward; unaligned loads and stores
-        // are allowed for `movdqu`; it touches no stack. SSE2 is part of
-        // the x86_64 baseline.
-        unsafe {
-            std::arch::asm!(
-                "2:",
-                "movdqu {x}, [{s}]",
-                "movdqu [{d}], {x}",
-                "add {s}, 16",
-                "add {d}, 16",
-                "dec {n}",
-                "jnz 2b",
-                s = inout(reg) src => _,
-                d = inout(reg) dst.as_mut_ptr() => _,
-                n = inout(reg) chunks => _,
-                x = out(xmm_reg) _,
-                options(nostack),
-            );
+        // x86 load tears a byte, so each byte is read atomically), straight
+        // line for up to 64 bytes: the first and last 16 bytes, and for more
+        // than 32 the two 16 bytes after the first and before the last.
+        // Chunks may overlap; an overlapped byte is stored twice, from two
+        // loads of the same source byte, and if a writer changed it between
+        // them the caller's version check throws the copy away anyway. Past
+        // 64 bytes a loop of 16 ends with one more overlapping chunk. A loop
+        // for every length took 4x the instructions at 64 bytes, and on a
+        // memory-bound hit path every instruction is room the core's
+        // reorder window no longer has for the next read's misses.
+        let d = dst.as_mut_ptr();
+        if len <= 32 {
+            // SAFETY: loads [src, src + 16) and [src + len - 16, src + len),
+            // inside the readable `len >= 16` bytes (the caller's contract);
+            // stores the same ranges of `dst`, a unique borrow of `len`
+            // bytes; unaligned accesses are allowed for `movdqu`; no stack.
+            // SSE2 is part of the x86_64 baseline.
+            unsafe {
+                std::arch::asm!(
+                    "movdqu {a}, [{s}]",
+                    "movdqu {b}, [{s} + {n} - 16]",
+                    "movdqu [{d}], {a}",
+                    "movdqu [{d} + {n} - 16], {b}",
+                    s = in(reg) src,
+                    d = in(reg) d,
+                    n = in(reg) len,
+                    a = out(xmm_reg) _,
+                    b = out(xmm_reg) _,
+                    options(nostack, preserves_flags),
+                );
+            }
+        } else if len <= 64 {
+            // SAFETY: as above, for the four chunks at 0, 16, len - 32 and
+            // len - 16, all inside `len > 32` bytes of both buffers.
+            unsafe {
+                std::arch::asm!(
+                    "movdqu {a}, [{s}]",
+                    "movdqu {b}, [{s} + 16]",
+                    "movdqu {c}, [{s} + {n} - 32]",
+                    "movdqu {e}, [{s} + {n} - 16]",
+                    "movdqu [{d}], {a}",
+                    "movdqu [{d} + 16], {b}",
+                    "movdqu [{d} + {n} - 32], {c}",
+                    "movdqu [{d} + {n} - 16], {e}",
+                    s = in(reg) src,
+                    d = in(reg) d,
+                    n = in(reg) len,
+                    a = out(xmm_reg) _,
+                    b = out(xmm_reg) _,
+                    c = out(xmm_reg) _,
+                    e = out(xmm_reg) _,
+                    options(nostack, preserves_flags),
+                );
+            }
+        } else {
+            let chunks = len / 16;
+            // SAFETY: the loop copies `chunks * 16 <= len` bytes from `src`
+            // (readable for `len` bytes: the caller's contract) into `dst` (a
+            // unique borrow of `len` bytes), upward, then the last 16 bytes
+            // (`len >= 16`); unaligned loads and stores are allowed for
+            // `movdqu`; it touches no stack. SSE2 is part of the x86_64
+            // baseline.
+            unsafe {
+                std::arch::asm!(
+                    "movdqu {x}, [{s} + {n} - 16]",
+                    "movdqu [{d} + {n} - 16], {x}",
+                    "2:",
+                    "movdqu {x}, [{s}]",
+                    "movdqu [{d}], {x}",
+                    "add {s}, 16",
+                    "add {d}, 16",
+                    "dec {c}",
+                    "jnz 2b",
+                    s = inout(reg) src => _,
+                    d = inout(reg) d => _,
+                    c = inout(reg) chunks => _,
+                    n = in(reg) len,
+                    x = out(xmm_reg) _,
+                    options(nostack),
+                );
+            }
         }
-        i = chunks * 16;
+        return;
     }
     // Bytes up to 8-byte alignment of the source, then words, then bytes.
     // Relaxed loads throughout: torn or stale bytes are thrown away by the
@@ -297,7 +355,9 @@ mod tests {
     fn racy_copy_copies_every_length_and_alignment() {
         let src: Vec<u8> = (0..PAGE_SIZE + 64).map(|i| (i * 13 % 251) as u8).collect();
         for start in [0usize, 1, 3, 7, 8, 63] {
-            for len in [0usize, 1, 7, 8, 9, 64, 255, 256, 257, 4000, PAGE_SIZE] {
+            for len in
+                [0usize, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65, 79, 80, 255, 256, 257, 4000, PAGE_SIZE]
+            {
                 let mut dst = vec![0u8; len];
                 // SAFETY: `src` holds start + len bytes (len <= PAGE_SIZE,
                 // start < 64) and nobody writes it.

@@ -518,14 +518,6 @@ impl Zone {
     pub(crate) fn count(&self, e: Event, n: u64) {
         self.counters.add(thread_slot(), e, n);
     }
-
-    /// Counts one hit and one more event with it (one slot lookup).
-    #[inline]
-    pub(crate) fn count_hit_and(&self, also: Event) {
-        let slot = thread_slot();
-        self.counters.add(slot, Event::Hit, 1);
-        self.counters.add(slot, also, 1);
-    }
 }
 
 #[cfg(all(test, not(loom)))]
