@@ -10,6 +10,10 @@
 //! - `random_4k_hits`: 4 KiB `read_at` of random pages, keys a random
 //!   permutation of all 262,144 resident pages (each page once per pass).
 //!   A pass copies the whole 1 GiB, far more than any L3: memory-bound.
+//!   Rows: `page_cache_read_at`, `pread`, `mmap_copy`,
+//!   `thp_buffer_copy_floor` (no index), and the index floors
+//!   `slot_descriptor_page_floor` and `leaf_table_descriptor_page_floor`
+//!   (as in `read_64b_random_1g`, with the page copied).
 //! - `read_64b_random_1g`: 64-byte `read_at` at a random page and a random
 //!   64-byte line in it; the same permutation of all pages, and the line in
 //!   each page moves on every pass, so no line is read twice within 64
@@ -22,7 +26,11 @@
 //!   `quick_cache_arc_copy` (`quick_cache::sync::Cache<u64, Arc<[u8]>>`
 //!   holding the 262,144 pages); `pread` (the file hot in the kernel's
 //!   cache); `mmap_copy`; `thp_buffer_copy_floor` (the copy out of the
-//!   huge-page buffer at the same offsets, no lookup).
+//!   huge-page buffer at the same offsets, no lookup); and two floors with
+//!   an index's memory traffic and no bookkeeping, the frame then its
+//!   32-byte descriptor and the line: `slot_descriptor_line_floor` (a
+//!   one-level slot array) and `leaf_table_descriptor_line_floor` (our
+//!   index's shape: leaf table, 64-slot leaf, frame).
 //! - `hot_pages_threads`: 64-byte reads of 1 hot page and of 64 hot pages by
 //!   1 and by 2 threads (throughput: reads by all threads per second, so
 //!   2-thread over 1-thread is the scaling). Everything fits in L2; what
@@ -173,6 +181,27 @@ fn random_4k_hits(c: &mut Criterion) {
             black_box(&buf);
         })
     });
+    // What an indexed cache pays at least: the page's frame through an
+    // index (a slot array; our leaf table's shape), its descriptor, then
+    // the copy (see `read_64b_random_1g`'s floors).
+    let ix = index_floor();
+    g.bench_function("slot_descriptor_page_floor", |b| {
+        b.iter(|| {
+            let p = next() / PS;
+            let pfn = ix.slots[p as usize] as usize;
+            let d = ix.descs[pfn][3];
+            buf.copy_from_slice(&floor[pfn * PAGE_SIZE..(pfn + 1) * PAGE_SIZE]);
+            black_box((d, &buf));
+        })
+    });
+    g.bench_function("leaf_table_descriptor_page_floor", |b| {
+        b.iter(|| {
+            let pfn = ix.via_leaf_table(next() / PS);
+            let d = ix.descs[pfn][3];
+            buf.copy_from_slice(&floor[pfn * PAGE_SIZE..(pfn + 1) * PAGE_SIZE]);
+            black_box((d, &buf));
+        })
+    });
     g.finish();
     report_misses(h, "random_4k_hits", &before);
 }
@@ -291,16 +320,27 @@ fn read_64b_random_1g(c: &mut Criterion) {
             black_box(&buf);
         })
     });
-    // Our structure's shape with no bookkeeping: a slot array (u32 frame
-    // numbers, the tree's leaves), a 32-byte descriptor per frame, and the
-    // line itself, the descriptor and the line both found from the slot.
-    let slots: Vec<u32> = permutation(PAGES, 0x51A7_5EED).into_iter().map(|p| p as u32).collect();
-    let descs: Vec<[u64; 4]> = (0..PAGES).map(|p| [p, 0, 0, 1]).collect();
+    // Two floors with the memory traffic of an index -> descriptor -> line
+    // read and no bookkeeping: a one-level index (a slot array of u32 frame
+    // numbers), and our structure's shape (leaf table -> 64-slot leaf ->
+    // frame number, as `load_unpinned` walks it), each then a 32-byte
+    // descriptor and the line, both found from the frame number.
+    let ix = index_floor();
     g.bench_function("slot_descriptor_line_floor", |b| {
         b.iter(|| {
             let off = walk.next();
-            let pfn = slots[(off / PS) as usize] as usize;
-            let d = descs[pfn][3];
+            let pfn = ix.slots[(off / PS) as usize] as usize;
+            let d = ix.descs[pfn][3];
+            let at = pfn * PAGE_SIZE + (off % PS) as usize;
+            buf.copy_from_slice(&floor[at..at + LINE]);
+            black_box((d, &buf));
+        })
+    });
+    g.bench_function("leaf_table_descriptor_line_floor", |b| {
+        b.iter(|| {
+            let off = walk.next();
+            let pfn = ix.via_leaf_table(off / PS);
+            let d = ix.descs[pfn][3];
             let at = pfn * PAGE_SIZE + (off % PS) as usize;
             buf.copy_from_slice(&floor[at..at + LINE]);
             black_box((d, &buf));
@@ -308,6 +348,48 @@ fn read_64b_random_1g(c: &mut Criterion) {
     });
     g.finish();
     report_misses(h, "read_64b_random_1g", &before);
+}
+
+/// The floors' indices over the huge-page buffer's frames (page `p` in
+/// frame `slots[p]`, a random permutation): a slot array, and the same map
+/// as our leaf table holds it (a table of leaf references, each leaf 64
+/// tagged `u64` slots in a node of our nodes' size), and a 32-byte
+/// descriptor per frame.
+struct IndexFloor {
+    slots: Vec<u32>,
+    table: Vec<&'static [u64; 72]>,
+    descs: Vec<[u64; 4]>,
+}
+
+impl IndexFloor {
+    /// The frame of page `p` through the leaf table: two dependent loads.
+    #[inline(always)]
+    fn via_leaf_table(&self, p: u64) -> usize {
+        (self.table[(p >> 6) as usize][(p & 63) as usize] >> 2) as usize
+    }
+}
+
+fn index_floor() -> &'static IndexFloor {
+    static IX: OnceLock<IndexFloor> = OnceLock::new();
+    IX.get_or_init(|| {
+        let slots: Vec<u32> = permutation(PAGES, 0x51A7_5EED).into_iter().map(|p| p as u32).collect();
+        // Leaked: built once per process, read by every floor row.
+        let leaves: &'static [Box<[u64; 72]>] = Vec::leak(
+            slots
+                .chunks(64)
+                .map(|c| {
+                    let mut leaf = Box::new([0u64; 72]);
+                    for (slot, &pfn) in leaf.iter_mut().zip(c) {
+                        *slot = (u64::from(pfn) << 2) | 1;
+                    }
+                    leaf
+                })
+                .collect(),
+        );
+        let table = leaves.iter().map(|l| &**l).collect();
+        let descs = (0..PAGES).map(|p| [p, 0, 0, 1]).collect();
+        IndexFloor { slots, table, descs }
+    })
 }
 
 /// Reads per thread in one timed batch of `hot_pages_threads`.

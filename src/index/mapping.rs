@@ -318,11 +318,11 @@ impl AddressSpace {
         const WANT: u32 = PageFlags::UPTODATE.0 | PageFlags::REFERENCED.0 | PageFlags::ACTIVE.0;
         const AVOID: u32 = PageFlags::LOCKED.0 | PageFlags::READAHEAD.0 | crate::mem::page::RA_FRESH.0;
         let Some(pfn) = self.tree.load_unpinned(index) else { return Some(false) };
-        let src = self.zone.arena.page_address(pfn).wrapping_add(off);
+        let (page, frame) = self.zone.page_and_address(pfn);
+        let src = frame.wrapping_add(off);
         // The line's address depends on the frame number only: start its
         // miss now, beside the descriptor's.
         crate::mem::arena::prefetch(src);
-        let page = self.zone.pfn_to_page(pfn);
         let seq = page.read_seq();
         // Relaxed: ordered after `read_seq`'s Acquire; validated by the
         // version check after the copy.

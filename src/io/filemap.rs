@@ -76,22 +76,33 @@ impl CachedFile {
     #[inline]
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let m = &*self.file.mapping;
+        // The common hit: inside one page and inside the file, served
+        // optimistically. Kept to a few instructions that inline into the
+        // caller (everything else is out of line), so that consecutive
+        // reads overlap their cache misses.
+        let off = (offset & (m.ps() - 1)) as usize;
+        let len = buf.len();
         let size = m.size();
+        if len != 0
+            && off + len <= m.ps() as usize
+            && offset < size
+            && len as u64 <= size - offset
+            && m.read_optimistic(m.index_of(offset), off, buf)
+        {
+            self.file.ra.note_hit(m.index_of(offset), m.index_of(offset));
+            return Ok(len);
+        }
+        self.read_at_slow(buf, offset)
+    }
+
+    /// `read_at` past the optimistic hit: bounds, then page by page.
+    #[inline(never)]
+    fn read_at_slow(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let size = self.file.mapping.size();
         if offset >= size || buf.is_empty() {
             return Ok(0);
         }
         let end = size.min(offset.saturating_add(buf.len() as u64));
-        // The common hit: inside one page, served optimistically. Kept
-        // small (the general loop is out of line) so that consecutive
-        // reads overlap their cache misses.
-        let index = m.index_of(offset);
-        if m.index_of(end - 1) == index {
-            let n = (end - offset) as usize;
-            if m.read_optimistic(index, (offset & (m.ps() - 1)) as usize, &mut buf[..n]) {
-                self.file.ra.note_hit(index, index);
-                return Ok(n);
-            }
-        }
         self.read_at_pages(buf, offset, end)
     }
 

@@ -64,6 +64,20 @@ impl Arena {
         unsafe { self.base.add(pfn as usize * PAGE_SIZE) }
     }
 
+    /// Address of frame `pfn` without the bounds check, for a caller that
+    /// has checked `pfn` against a table of the arena's length.
+    ///
+    /// # Safety
+    ///
+    /// `pfn` is below the arena's number of frames.
+    #[inline]
+    pub(crate) unsafe fn page_address_unchecked(&self, pfn: u32) -> *mut u8 {
+        debug_assert!(pfn < self.nr_frames);
+        // SAFETY: pfn < nr_frames (the caller's contract), so the offset is
+        // inside the mapping of nr_frames * PAGE_SIZE bytes that `base` starts.
+        unsafe { self.base.add(pfn as usize * PAGE_SIZE) }
+    }
+
     /// Frame number of an address inside the arena (the kernel's `virt_to_page`).
     #[inline]
     pub(crate) fn virt_to_pfn(&self, addr: *const u8) -> Option<u32> {

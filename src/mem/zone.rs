@@ -289,6 +289,16 @@ impl Zone {
         &self.pages[pfn as usize]
     }
 
+    /// Descriptor and address of frame `pfn`, with one bounds check for
+    /// both (the hit path's, where every instruction counts).
+    #[inline]
+    pub(crate) fn page_and_address(&self, pfn: u32) -> (&Page, *mut u8) {
+        let page = &self.pages[pfn as usize];
+        // SAFETY: the index above checked pfn < mem_map's length, which is the
+        // arena's number of frames (`Zone::new` makes both of `nr_frames`).
+        (page, unsafe { self.arena.page_address_unchecked(pfn) })
+    }
+
     /// Descriptor of an address inside the arena (`virt_to_page`).
     pub(crate) fn virt_to_page(&self, addr: *const u8) -> Option<&Page> {
         self.arena.virt_to_pfn(addr).map(|pfn| self.pfn_to_page(pfn))
