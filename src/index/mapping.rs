@@ -317,7 +317,10 @@ impl AddressSpace {
         debug_assert!(off + dst.len() <= self.page_size());
         const WANT: u32 = PageFlags::UPTODATE.0 | PageFlags::REFERENCED.0 | PageFlags::ACTIVE.0;
         const AVOID: u32 = PageFlags::LOCKED.0 | PageFlags::READAHEAD.0 | crate::mem::page::RA_FRESH.0;
-        let Some(pfn) = self.tree.load_unpinned(index) else { return Some(false) };
+        // A hint suffices: the identity and version checks below reject a
+        // frame that is not this page, and a stale "absent" only sends the
+        // read the pessimistic way, which looks again exactly.
+        let Some(pfn) = self.tree.load_hint(index) else { return Some(false) };
         let (page, frame) = self.zone.page_and_address(pfn);
         let src = frame.wrapping_add(off);
         // The line's address depends on the frame number only: start its

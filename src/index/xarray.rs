@@ -520,6 +520,43 @@ impl XArray {
         }
     }
 
+    /// The entry at `index` as a hint, for a caller that validates what it
+    /// gets (the optimistic read checks the page's identity and version):
+    /// a frame number that was stored at `index` at some time, or `None`,
+    /// which may be stale (the caller then asks again the exact way). An
+    /// index the leaf table covers costs the two loads and nothing else: no
+    /// tree sequence, so a leaf unlinked and reused meanwhile can be read
+    /// (its memory is type-stable node memory; a value in it is a frame
+    /// number of this tree's cache, which the caller's identity check
+    /// rejects if it is another page's). Others walk as `load_unpinned`.
+    #[inline(always)]
+    pub fn load_hint(&self, index: u64) -> Option<u32> {
+        let leaf_nr = index >> CHUNK_SHIFT;
+        // Acquire: pairs with the Release store of the length, which follows
+        // the table's filling and the store of its address.
+        let len = self.read.table_len.load(Ordering::Acquire);
+        if leaf_nr >= len as u64 {
+            return self.load_unpinned_walk(index);
+        }
+        // Acquire: as in `load_from_table`.
+        let table = self.read.table.load(Ordering::Acquire) as *const AtomicUsize;
+        // SAFETY: as in `load_from_table`: at least `len` entries, alive
+        // until the tree drops.
+        let slot = unsafe { &*table.add(leaf_nr as usize) };
+        // Acquire: a leaf address here was stored (Release) after the leaf
+        // was initialised and linked.
+        let leaf = slot.load(Ordering::Acquire);
+        if leaf == EMPTY {
+            return None;
+        }
+        // SAFETY: a node address from a leaf table of a live tree: type-stable
+        // node memory (see `NodePool`), whatever it holds now.
+        let leaf = unsafe { &*(leaf as *const Node) };
+        // Acquire: pairs with the Release store of the value.
+        let entry = leaf.slots[digit(index, 0)].load(Ordering::Acquire);
+        is_value(entry).then(|| decode_value(entry))
+    }
+
     /// One try through the leaf table: `Some(entry)` if the table covers
     /// `index` and no unlink overlapped the loads, `None` otherwise (the
     /// caller then walks, which retries). Kept to the fewest instructions:

@@ -83,13 +83,13 @@ impl CachedFile {
         let off = (offset & (m.ps() - 1)) as usize;
         let len = buf.len();
         let size = m.size();
-        if len != 0
-            && off + len <= m.ps() as usize
+        // `len - 1 < ps - off`: not empty and not past the page (one test).
+        if len.wrapping_sub(1) < m.ps() as usize - off
             && offset < size
             && len as u64 <= size - offset
             && m.read_optimistic(m.index_of(offset), off, buf)
         {
-            self.file.ra.note_hit(m.index_of(offset), m.index_of(offset));
+            self.file.ra.note_hit_one(m.index_of(offset));
             return Ok(len);
         }
         self.read_at_slow(buf, offset)

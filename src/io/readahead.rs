@@ -546,6 +546,17 @@ impl RaContext {
         }
     }
 
+    /// A read of page `index` alone served optimistically: `note_hit` of
+    /// one page (which moves the hint only if it was `index`), in one load
+    /// and a compare on the hit path.
+    #[inline]
+    pub(crate) fn note_hit_one(&self, index: u64) {
+        // Relaxed: a hint (see `note_read`).
+        if self.prev.load(Ordering::Relaxed) == index {
+            self.prev.store(index + 1, Ordering::Relaxed);
+        }
+    }
+
     /// A read served from the cache without the slow path (optimistic
     /// hits), from page `first` to `last`: the hint moves only if the read
     /// continues the last one, so random hits by threads sharing a handle

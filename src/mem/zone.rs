@@ -36,6 +36,10 @@ struct Slot(std::cell::Cell<usize>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        // From here on the thread counts through the slow path, which finds
+        // `SLOT` destroyed: its number goes back to the pool, and another
+        // thread may get it.
+        FAST_SLOT.with(|f| f.set(usize::MAX));
         let slot = self.0.get();
         if slot != usize::MAX {
             FREE_SLOTS.lock().unwrap_or_else(|e| e.into_inner()).push(slot);
@@ -45,6 +49,12 @@ impl Drop for Slot {
 
 thread_local! {
     static SLOT: Slot = const { Slot(std::cell::Cell::new(usize::MAX)) };
+    /// The thread's number again, in a thread-local without a destructor,
+    /// so that reading it is one load (`SLOT`, which gives the number back
+    /// at exit, must first test whether it is registered or destroyed);
+    /// `usize::MAX` before the first `thread_slot` and after `SLOT`'s
+    /// destructor.
+    static FAST_SLOT: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
 }
 
 /// A number that differs between live threads, for picking per-thread
@@ -58,6 +68,18 @@ thread_local! {
 /// of its shard.
 #[inline]
 pub(crate) fn thread_slot() -> usize {
+    let fast = FAST_SLOT.with(|f| f.get());
+    if fast != usize::MAX {
+        return fast;
+    }
+    thread_slot_slow()
+}
+
+/// `thread_slot` before the thread's first number, and after its slot's
+/// destructor.
+#[cold]
+#[inline(never)]
+fn thread_slot_slow() -> usize {
     // A thread past its slot's destructor (another thread-local's destructor
     // calling in) gets a number no live thread owns a shard by.
     SLOT.try_with(|s| {
@@ -71,6 +93,7 @@ pub(crate) fn thread_slot() -> usize {
             NEXT_SLOT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         });
         s.0.set(slot);
+        FAST_SLOT.with(|f| f.set(slot));
         slot
     })
     .unwrap_or(usize::MAX / 2)
