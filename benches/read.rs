@@ -30,7 +30,9 @@
 //!   an index's memory traffic and no bookkeeping, the frame then its
 //!   32-byte descriptor and the line: `slot_descriptor_line_floor` (a
 //!   one-level slot array) and `leaf_table_descriptor_line_floor` (our
-//!   index's shape: leaf table, 64-slot leaf, frame).
+//!   index's shape: leaf table, 64-slot leaf, frame). After the group, the
+//!   three caches again in an interleaved series (rotating order, medians),
+//!   since the maps' rows swing from run to run.
 //! - `hot_pages_threads`: 64-byte reads of 1 hot page and of 64 hot pages by
 //!   1 and by 2 threads (throughput: reads by all threads per second, so
 //!   2-thread over 1-thread is the scaling). Everything fits in L2; what
@@ -347,6 +349,53 @@ fn read_64b_random_1g(c: &mut Criterion) {
         })
     });
     g.finish();
+    // The maps' rows swing from run to run (quick_cache from 155 to 258 ns
+    // in one sitting): the three caches again, interleaved in rotating
+    // order, 1M reads each per round, medians.
+    const ROUNDS: usize = 15;
+    const READS: usize = 1 << 20;
+    let mut times: [Vec<f64>; 3] = Default::default();
+    for round in 0..ROUNDS {
+        for k in 0..3 {
+            let which = (round + k) % 3;
+            let t0 = Instant::now();
+            for _ in 0..READS {
+                let off = walk.next();
+                match which {
+                    0 => {
+                        let n = h.file.read_at(&mut buf, off).expect("read");
+                        black_box((n, &buf));
+                    }
+                    1 => {
+                        let page = quick.get(&(off / PS)).expect("resident");
+                        let at = (off % PS) as usize;
+                        buf.copy_from_slice(&page[at..at + LINE]);
+                        black_box(&buf);
+                    }
+                    _ => {
+                        let map = hash.read();
+                        let at = *map.get(&(off / PS)).expect("resident") as usize * PAGE_SIZE + (off % PS) as usize;
+                        buf.copy_from_slice(&floor[at..at + LINE]);
+                        drop(map);
+                        black_box(&buf);
+                    }
+                }
+            }
+            times[which].push(t0.elapsed().as_secs_f64() * 1e9 / READS as f64);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let [mut ours, mut quick_t, mut hash_t] = times;
+    let (ours, quick_t, hash_t) = (median(&mut ours), median(&mut quick_t), median(&mut hash_t));
+    eprintln!(
+        "read_64b_random_1g interleaved ({ROUNDS} rounds of {READS} reads, medians): page_cache_read_at \
+         {ours:.1} ns, quick_cache_arc_copy {quick_t:.1} ns ({:.2}x), hashmap_rwlock_copy {hash_t:.1} ns ({:.2}x)",
+        quick_t / ours,
+        hash_t / ours
+    );
     report_misses(h, "read_64b_random_1g", &before);
 }
 
