@@ -90,7 +90,12 @@
 //! copy without a reference or a guard, with per-byte atomic loads, and
 //! use the bytes only if the version did not move; lookups walk the tree
 //! without an epoch pin (its nodes are type-stable) and recheck a tree
-//! sequence that writers make odd while they unlink nodes.
+//! sequence that writers make odd while they unlink nodes. A leaf table
+//! beside each tree maps `index >> 6` to its leaf, so a lookup in a
+//! dense file is two loads; writers keep it under the tree mutex, taking
+//! a leaf out inside the odd sequence. The optimistic read uses it as a
+//! hint without the sequence: the page's identity and version validate
+//! whatever frame it names.
 //!
 //! # Large pages
 //!

@@ -56,13 +56,15 @@ const OWNED_SHARDS: usize = 64;
 /// a full barrier). Threads past `OWNED_SHARDS` share one shard and add
 /// with an atomic RMW.
 pub(crate) struct Counters {
-    shards: Box<[CachePadded<[AtomicU64; NR_EVENTS]>]>,
+    /// A fixed-size array (not a slice): the hot path's index needs no
+    /// length load and no bounds check past the `slot < OWNED_SHARDS` test.
+    shards: Box<[CachePadded<[AtomicU64; NR_EVENTS]>; OWNED_SHARDS + 1]>,
 }
 
 impl Counters {
     pub(crate) fn new() -> Counters {
         Counters {
-            shards: (0..=OWNED_SHARDS).map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0)))).collect(),
+            shards: Box::new(std::array::from_fn(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))))),
         }
     }
 
