@@ -248,56 +248,45 @@ pub(crate) unsafe fn copy_racy(src: *const u8, dst: &mut [u8]) {
     if len >= 16 {
         // Short copies: 16-byte SSE loads and stores in inline assembly (no
         // x86 load tears a byte, so each byte is read atomically), straight
-        // line for up to 64 bytes: the first and last 16 bytes, and for more
-        // than 32 the two 16 bytes after the first and before the last.
-        // Chunks may overlap; an overlapped byte is stored twice, from two
-        // loads of the same source byte, and if a writer changed it between
-        // them the caller's version check throws the copy away anyway. Past
-        // 64 bytes a loop of 16 ends with one more overlapping chunk. A loop
-        // for every length took 4x the instructions at 64 bytes, and on a
-        // memory-bound hit path every instruction is room the core's
-        // reorder window no longer has for the next read's misses.
+        // line for up to 64 bytes: four chunks, at 0, at `a = min(16,
+        // len - 16)`, at `b = len - 32` (0 below 32) and at `len - 16`, which
+        // cover every length from 16 to 64. Chunks may overlap; an
+        // overlapped byte is stored twice, from two loads of the same source
+        // byte, and if a writer changed it between them the caller's version
+        // check throws the copy away anyway. Past 64 bytes a loop of 16 ends
+        // with one more overlapping chunk. A loop for every length took 4x
+        // the instructions at 64 bytes, and on a memory-bound hit path every
+        // instruction is room the core's reorder window no longer has for
+        // the next read's misses.
         let d = dst.as_mut_ptr();
-        if len <= 32 {
-            // SAFETY: loads [src, src + 16) and [src + len - 16, src + len),
-            // inside the readable `len >= 16` bytes (the caller's contract);
-            // stores the same ranges of `dst`, a unique borrow of `len`
+        if len <= 64 {
+            let a = (len - 16).min(16);
+            let b = len.saturating_sub(32);
+            // SAFETY: the four chunks [0, 16), [a, a + 16), [b, b + 16) and
+            // [len - 16, len) lie inside `len` bytes (16 <= len <= 64, so
+            // a + 16 <= len and b + 16 <= len) of the readable source (the
+            // caller's contract) and of `dst`, a unique borrow of `len`
             // bytes; unaligned accesses are allowed for `movdqu`; no stack.
             // SSE2 is part of the x86_64 baseline.
             unsafe {
                 std::arch::asm!(
-                    "movdqu {a}, [{s}]",
-                    "movdqu {b}, [{s} + {n} - 16]",
-                    "movdqu [{d}], {a}",
-                    "movdqu [{d} + {n} - 16], {b}",
+                    "movdqu {w}, [{s}]",
+                    "movdqu {x}, [{s} + {a}]",
+                    "movdqu {y}, [{s} + {b}]",
+                    "movdqu {z}, [{s} + {n} - 16]",
+                    "movdqu [{d}], {w}",
+                    "movdqu [{d} + {a}], {x}",
+                    "movdqu [{d} + {b}], {y}",
+                    "movdqu [{d} + {n} - 16], {z}",
                     s = in(reg) src,
                     d = in(reg) d,
                     n = in(reg) len,
-                    a = out(xmm_reg) _,
-                    b = out(xmm_reg) _,
-                    options(nostack, preserves_flags),
-                );
-            }
-        } else if len <= 64 {
-            // SAFETY: as above, for the four chunks at 0, 16, len - 32 and
-            // len - 16, all inside `len > 32` bytes of both buffers.
-            unsafe {
-                std::arch::asm!(
-                    "movdqu {a}, [{s}]",
-                    "movdqu {b}, [{s} + 16]",
-                    "movdqu {c}, [{s} + {n} - 32]",
-                    "movdqu {e}, [{s} + {n} - 16]",
-                    "movdqu [{d}], {a}",
-                    "movdqu [{d} + 16], {b}",
-                    "movdqu [{d} + {n} - 32], {c}",
-                    "movdqu [{d} + {n} - 16], {e}",
-                    s = in(reg) src,
-                    d = in(reg) d,
-                    n = in(reg) len,
-                    a = out(xmm_reg) _,
-                    b = out(xmm_reg) _,
-                    c = out(xmm_reg) _,
-                    e = out(xmm_reg) _,
+                    a = in(reg) a,
+                    b = in(reg) b,
+                    w = out(xmm_reg) _,
+                    x = out(xmm_reg) _,
+                    y = out(xmm_reg) _,
+                    z = out(xmm_reg) _,
                     options(nostack, preserves_flags),
                 );
             }
