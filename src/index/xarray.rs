@@ -374,6 +374,8 @@ pub struct XArray {
     /// Every leaf table this tree had, the current one last; freed with the
     /// tree (readers may hold any of them). Writers only.
     tables: Mutex<Vec<Box<[AtomicUsize]>>>,
+    /// Every hint table, the current one last, as `tables`.
+    hint_tables: Mutex<Vec<Box<[AtomicU32]>>>,
 }
 
 /// The head, the tree sequence and the leaf table.
@@ -387,6 +389,11 @@ struct ReadSide {
     /// Address of the current leaf table's first entry (an `AtomicUsize`
     /// per leaf number: the leaf's address, or 0).
     table: AtomicUsize,
+    /// Number of entries of `hints` (0: none); as `table_len`.
+    hints_len: AtomicUsize,
+    /// Address of the current hint table's first entry (an `AtomicU32` per
+    /// index: frame number + 1, or 0).
+    hints: AtomicUsize,
     /// Odd while a writer unlinks nodes (`delete_empty`, `shrink`), bumped by
     /// two across each such change: an unpinned reader that saw the same
     /// even value before and after its walk walked only linked nodes.
@@ -421,6 +428,8 @@ impl XArray {
                 head: AtomicUsize::new(EMPTY),
                 table_len: AtomicUsize::new(0),
                 table: AtomicUsize::new(0),
+                hints_len: AtomicUsize::new(0),
+                hints: AtomicUsize::new(0),
                 seq: AtomicU32::new(0),
             }),
             pool: Arc::new(NodePool::default()),
@@ -428,6 +437,7 @@ impl XArray {
             len: AtomicUsize::new(0),
             nodes: AtomicUsize::new(0),
             tables: Mutex::new(Vec::new()),
+            hint_tables: Mutex::new(Vec::new()),
         }
     }
 
@@ -458,10 +468,12 @@ impl XArray {
         self.nodes.load(Ordering::Relaxed) * std::mem::size_of::<Node>()
     }
 
-    /// Bytes of leaf tables, the current one and the smaller ones it
-    /// replaced (kept until the tree drops).
+    /// Bytes of leaf and hint tables, the current ones and the smaller ones
+    /// they replaced (kept until the tree drops).
     pub fn table_bytes(&self) -> usize {
-        self.tables.lock().iter().map(|t| t.len() * std::mem::size_of::<AtomicUsize>()).sum()
+        let leaves: usize = self.tables.lock().iter().map(|t| t.len() * std::mem::size_of::<AtomicUsize>()).sum();
+        let hints: usize = self.hint_tables.lock().iter().map(|t| t.len() * std::mem::size_of::<AtomicU32>()).sum();
+        leaves + hints
     }
 
     #[inline]
@@ -529,8 +541,24 @@ impl XArray {
     /// (its memory is type-stable node memory; a value in it is a frame
     /// number of this tree's cache, which the caller's identity check
     /// rejects if it is another page's). Others walk as `load_unpinned`.
+    /// An index the hint table covers costs one load: its frame number.
     #[inline(always)]
     pub fn load_hint(&self, index: u64) -> Option<u32> {
+        // Acquire: pairs with the Release store of the length, which follows
+        // the hint table's filling and the store of its address.
+        let hints_len = self.read.hints_len.load(Ordering::Acquire);
+        if index < hints_len as u64 {
+            // Acquire: as for the leaf table's address.
+            let hints = self.read.hints.load(Ordering::Acquire) as *const AtomicU32;
+            // SAFETY: `hints` is the first of at least `hints_len` entries
+            // (stored after the address of a table that long; tables only
+            // grow), kept alive until the tree drops.
+            let hint = unsafe { &*hints.add(index as usize) };
+            // Relaxed: a hint; the caller validates the frame it names, and
+            // the frame's descriptor (not this load) orders what it reads.
+            let e = hint.load(Ordering::Relaxed);
+            return e.checked_sub(1);
+        }
         let leaf_nr = index >> CHUNK_SHIFT;
         // Acquire: pairs with the Release store of the length, which follows
         // the table's filling and the store of its address.
@@ -884,6 +912,34 @@ impl XArray {
         // Relaxed: mutex held.
         assert_eq!(nodes, self.nodes.load(Ordering::Relaxed), "node count");
         self.check_table(guard);
+        self.check_hints(guard);
+    }
+
+    /// The hint table holds exactly the entries it covers.
+    fn check_hints(&self, guard: &Guard) {
+        // Relaxed: mutex held.
+        let len = self.read.hints_len.load(Ordering::Relaxed);
+        let tables = self.hint_tables.lock();
+        let Some(current) = tables.last() else {
+            assert_eq!(len, 0, "a hint table length without a table");
+            return;
+        };
+        assert_eq!(current.len(), len, "hint table length");
+        // Relaxed: mutex held.
+        assert_eq!(self.read.hints.load(Ordering::Relaxed), current.as_ptr() as usize, "hint table address");
+        for (i, hint) in current.iter().enumerate() {
+            let want = self.leaf_for(i as u64, guard).map_or(0, |(leaf, off)| {
+                // Relaxed: mutex held.
+                let e = leaf.slots[off].load(Ordering::Relaxed);
+                if is_value(e) {
+                    decode_value(e).wrapping_add(1)
+                } else {
+                    0
+                }
+            });
+            // Relaxed: mutex held.
+            assert_eq!(hint.load(Ordering::Relaxed), want, "hint for index {i}");
+        }
     }
 
     /// The leaf table holds exactly the linked leaves it covers.
@@ -1124,6 +1180,57 @@ impl XArray {
         }
     }
 
+    /// Records the entry at `index` in the hint table (mutex held), growing
+    /// the table first for an insert past it if the policy allows.
+    fn hint_set(&self, index: u64, pfn: Option<u32>, guard: &Guard) {
+        // Relaxed: mutex held (writers store both fields under it).
+        let len = self.read.hints_len.load(Ordering::Relaxed);
+        if index >= len as u64 && (pfn.is_none() || !self.grow_hints(index, guard)) {
+            return;
+        }
+        // Relaxed: mutex held.
+        let hints = self.read.hints.load(Ordering::Relaxed) as *const AtomicU32;
+        // SAFETY: index < the table's length (checked or just grown); the
+        // table lives as long as the tree.
+        let hint = unsafe { &*hints.add(index as usize) };
+        // Relaxed: a hint; readers validate the frame it names. (Frame
+        // number u32::MAX, which no cache has, would wrap to "no hint".)
+        hint.store(pfn.map_or(0, |p| p.wrapping_add(1)), Ordering::Relaxed);
+    }
+
+    /// Replaces the hint table by one covering `index`, filled from the
+    /// tree, if the tree fills at least half of it (so it costs at most 8
+    /// bytes per entry, 4 in a dense file; with the smaller tables it
+    /// replaced, twice that); false if not.
+    #[cold]
+    fn grow_hints(&self, index: u64, guard: &Guard) -> bool {
+        if index >= 1 << 31 {
+            return false;
+        }
+        let entries = self.len() as u64;
+        let want = (index + 1).max(64).next_power_of_two();
+        if want > 2 * (entries + 32) {
+            return false;
+        }
+        let table: Box<[AtomicU32]> = (0..want).map(|_| AtomicU32::new(0)).collect();
+        self.walk(0, None, guard, |i, pfn| {
+            if i >= want {
+                return false;
+            }
+            // Relaxed: the table is not published yet.
+            table[i as usize].store(pfn.wrapping_add(1), Ordering::Relaxed);
+            true
+        });
+        let addr = table.as_ptr() as usize;
+        self.hint_tables.lock().push(table);
+        // Release: the entries are written before the address.
+        self.read.hints.store(addr, Ordering::Release);
+        // Release: a reader that sees the length sees the address and the
+        // entries (the length is loaded first).
+        self.read.hints_len.store(want as usize, Ordering::Release);
+        true
+    }
+
     fn add_nodes(&self, delta: isize) {
         // Relaxed: statistic, updated under the mutex.
         let n = self.nodes.load(Ordering::Relaxed);
@@ -1310,6 +1417,7 @@ impl XArray {
         leaf.slots[off].store(encode_value(pfn), Ordering::Release);
         leaf.set_count(leaf.count() + 1);
         self.add_len(1);
+        self.hint_set(index, Some(pfn), guard);
         Ok(())
     }
 
@@ -1320,6 +1428,7 @@ impl XArray {
             if entry != EMPTY {
                 // Release: see `insert_locked`.
                 leaf.slots[off].store(encode_value(pfn), Ordering::Release);
+                self.hint_set(index, Some(pfn), guard);
                 return Some(decode_value(entry));
             }
         }
@@ -1342,6 +1451,7 @@ impl XArray {
         leaf.slots[off].store(EMPTY, Ordering::Release);
         leaf.set_count(leaf.count() - 1);
         self.add_len(-1);
+        self.hint_set(index, None, guard);
         self.delete_empty(leaf, index, guard);
         Some(decode_value(entry))
     }
@@ -1665,7 +1775,9 @@ mod tests {
         // Relaxed: no writer runs.
         let len = xa.read.table_len.load(Ordering::Relaxed);
         assert!(len >= 10_000 / 64, "dense tree's table covers {len} leaves");
-        assert!(xa.table_bytes() <= xa.memory_bytes(), "table no bigger than the tree");
+        assert!(xa.table_bytes() <= 16 * 10_000, "tables within 16 bytes per entry: {}", xa.table_bytes());
+        assert_eq!(xa.load_hint(5000), Some(5000 ^ 0xabc), "the hint table covers a dense tree");
+        assert_eq!(xa.load_hint(10_001), None);
         for i in (0..10_000u64).step_by(7) {
             assert_eq!(xa.load_unpinned(i), Some(i as u32 ^ 0xabc));
         }
