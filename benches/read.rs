@@ -13,7 +13,8 @@
 //!   Rows: `page_cache_read_at`, `pread`, `mmap_copy`,
 //!   `thp_buffer_copy_floor` (no index), and the index floors
 //!   `slot_descriptor_page_floor` and `leaf_table_descriptor_page_floor`
-//!   (as in `read_64b_random_1g`, with the page copied).
+//!   (as in `read_64b_random_1g`, with the page copied); then ours and two
+//!   floors again in an interleaved series (rotating order, medians).
 //! - `read_64b_random_1g`: 64-byte `read_at` at a random page and a random
 //!   64-byte line in it; the same permutation of all pages, and the line in
 //!   each page moves on every pass, so no line is read twice within 64
@@ -61,7 +62,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::{
-    data_file, fill_cache, permutation, print_working_set, wall_time_on_threads, warm_kernel, xorshift, DIR, MIB,
+    data_file, fill_cache, group_wanted, permutation, print_working_set, wall_time_on_threads, warm_kernel, xorshift,
+    DIR, MIB,
 };
 use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode, Throughput};
 use page_cache::{CachedFile, PageCache, PAGE_SIZE};
@@ -205,6 +207,54 @@ fn random_4k_hits(c: &mut Criterion) {
         })
     });
     g.finish();
+    // The same rows swing by 10% from run to run: ours and the two floors
+    // again, interleaved in rotating order, a pass over all pages each per
+    // round, medians.
+    const ROUNDS: usize = 15;
+    let mut times: [Vec<f64>; 3] = Default::default();
+    for round in 0..if group_wanted("random_4k_hits") { ROUNDS } else { 0 } {
+        for k in 0..3 {
+            let which = (round + k) % 3;
+            let t0 = Instant::now();
+            for _ in 0..offsets.len() {
+                let off = next();
+                match which {
+                    0 => {
+                        let n = h.file.read_at(&mut buf, off).expect("read");
+                        black_box((n, &buf));
+                    }
+                    1 => {
+                        let o = off as usize;
+                        buf.copy_from_slice(&floor[o..o + PAGE_SIZE]);
+                        black_box(&buf);
+                    }
+                    _ => {
+                        let pfn = ix.slots[(off / PS) as usize] as usize;
+                        let d = ix.descs[pfn][3];
+                        buf.copy_from_slice(&floor[pfn * PAGE_SIZE..(pfn + 1) * PAGE_SIZE]);
+                        black_box((d, &buf));
+                    }
+                }
+            }
+            times[which].push(t0.elapsed().as_secs_f64() * 1e9 / offsets.len() as f64);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    if times[0].is_empty() {
+        report_misses(h, "random_4k_hits", &before);
+        return;
+    }
+    let [mut ours, mut none, mut slot] = times;
+    let (ours, none, slot) = (median(&mut ours), median(&mut none), median(&mut slot));
+    eprintln!(
+        "random_4k_hits interleaved ({ROUNDS} rounds of a pass, medians): page_cache_read_at {ours:.1} ns, \
+         thp_buffer_copy_floor {none:.1} ns (ours {:.2}x), slot_descriptor_page_floor {slot:.1} ns ({:.2}x)",
+        ours / none,
+        slot / none
+    );
     report_misses(h, "random_4k_hits", &before);
 }
 
@@ -355,7 +405,7 @@ fn read_64b_random_1g(c: &mut Criterion) {
     const ROUNDS: usize = 15;
     const READS: usize = 1 << 20;
     let mut times: [Vec<f64>; 3] = Default::default();
-    for round in 0..ROUNDS {
+    for round in 0..if group_wanted("read_64b_random_1g") { ROUNDS } else { 0 } {
         for k in 0..3 {
             let which = (round + k) % 3;
             let t0 = Instant::now();
@@ -388,6 +438,10 @@ fn read_64b_random_1g(c: &mut Criterion) {
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     };
+    if times[0].is_empty() {
+        report_misses(h, "read_64b_random_1g", &before);
+        return;
+    }
     let [mut ours, mut quick_t, mut hash_t] = times;
     let (ours, quick_t, hash_t) = (median(&mut ours), median(&mut quick_t), median(&mut hash_t));
     eprintln!(
@@ -713,7 +767,7 @@ fn cold_direct(c: &mut Criterion) {
     g.finish();
     // The disk swings between groups run one after another: the main rows
     // again, interleaved (one pass of each per round), medians.
-    if dd_ok {
+    if dd_ok && group_wanted("cold_direct") {
         let dd = || {
             let t0 = Instant::now();
             let status = Command::new("dd")

@@ -168,3 +168,20 @@ pub fn print_working_set(group: &str, bytes: u64) {
     };
     eprintln!("{group}: working set about {:.1} MiB, {vs}", bytes as f64 / MIB as f64);
 }
+
+/// Whether the command line's criterion filter (the arguments that are not
+/// flags) selects something in `group`: no filter, or an alternative of
+/// one (split at `|`) whose part before the first `/` is a prefix of the
+/// group's name or has it as a prefix. For the work a group does outside
+/// criterion's rows (interleaved series), which a filter does not skip.
+#[allow(dead_code)]
+pub fn group_wanted(group: &str) -> bool {
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    filters.is_empty()
+        || filters.iter().any(|f| {
+            f.split('|').any(|alt| {
+                let head = alt.trim_start_matches('^').split('/').next().unwrap_or("");
+                group.starts_with(head) || head.starts_with(group)
+            })
+        })
+}
