@@ -62,8 +62,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::{
-    data_file, fill_cache, group_wanted, permutation, print_working_set, wall_time_on_threads, warm_kernel, xorshift,
-    DIR, MIB,
+    data_file, fill_cache, group_wanted, interleaved_medians, permutation, print_working_set, wall_time_on_threads,
+    warm_kernel, xorshift, DIR, MIB,
 };
 use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode, Throughput};
 use page_cache::{CachedFile, PageCache, PAGE_SIZE};
@@ -210,45 +210,37 @@ fn random_4k_hits(c: &mut Criterion) {
     // The same rows swing by 10% from run to run: ours and the two floors
     // again, interleaved in rotating order, a pass over all pages each per
     // round, medians.
-    const ROUNDS: usize = 15;
-    let mut times: [Vec<f64>; 3] = Default::default();
-    for round in 0..if group_wanted("random_4k_hits") { ROUNDS } else { 0 } {
-        for k in 0..3 {
-            let which = (round + k) % 3;
-            let t0 = Instant::now();
-            for _ in 0..offsets.len() {
-                let off = next();
-                match which {
-                    0 => {
-                        let n = h.file.read_at(&mut buf, off).expect("read");
-                        black_box((n, &buf));
-                    }
-                    1 => {
-                        let o = off as usize;
-                        buf.copy_from_slice(&floor[o..o + PAGE_SIZE]);
-                        black_box(&buf);
-                    }
-                    _ => {
-                        let pfn = ix.slots[(off / PS) as usize] as usize;
-                        let d = ix.descs[pfn][3];
-                        buf.copy_from_slice(&floor[pfn * PAGE_SIZE..(pfn + 1) * PAGE_SIZE]);
-                        black_box((d, &buf));
-                    }
-                }
-            }
-            times[which].push(t0.elapsed().as_secs_f64() * 1e9 / offsets.len() as f64);
-        }
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
-    if times[0].is_empty() {
+    if !group_wanted("random_4k_hits") {
         report_misses(h, "random_4k_hits", &before);
         return;
     }
-    let [mut ours, mut none, mut slot] = times;
-    let (ours, none, slot) = (median(&mut ours), median(&mut none), median(&mut slot));
+    const ROUNDS: usize = 15;
+    let pass = offsets.len();
+    let [ours, none, slot] = interleaved_medians::<3>(ROUNDS, |which| {
+        let t0 = Instant::now();
+        for _ in 0..pass {
+            let off = next();
+            match which {
+                0 => {
+                    let n = h.file.read_at(&mut buf, off).expect("read");
+                    black_box((n, &buf));
+                }
+                1 => {
+                    let o = off as usize;
+                    buf.copy_from_slice(&floor[o..o + PAGE_SIZE]);
+                    black_box(&buf);
+                }
+                _ => {
+                    let pfn = ix.slots[(off / PS) as usize] as usize;
+                    let d = ix.descs[pfn][3];
+                    buf.copy_from_slice(&floor[pfn * PAGE_SIZE..(pfn + 1) * PAGE_SIZE]);
+                    black_box((d, &buf));
+                }
+            }
+        }
+        t0.elapsed()
+    })
+    .map(|t| t.as_secs_f64() * 1e9 / pass as f64);
     eprintln!(
         "random_4k_hits interleaved ({ROUNDS} rounds of a pass, medians): page_cache_read_at {ours:.1} ns, \
          thp_buffer_copy_floor {none:.1} ns (ours {:.2}x), slot_descriptor_page_floor {slot:.1} ns ({:.2}x)",
@@ -402,48 +394,39 @@ fn read_64b_random_1g(c: &mut Criterion) {
     // The maps' rows swing from run to run (quick_cache from 155 to 258 ns
     // in one sitting): the three caches again, interleaved in rotating
     // order, 1M reads each per round, medians.
-    const ROUNDS: usize = 15;
-    const READS: usize = 1 << 20;
-    let mut times: [Vec<f64>; 3] = Default::default();
-    for round in 0..if group_wanted("read_64b_random_1g") { ROUNDS } else { 0 } {
-        for k in 0..3 {
-            let which = (round + k) % 3;
-            let t0 = Instant::now();
-            for _ in 0..READS {
-                let off = walk.next();
-                match which {
-                    0 => {
-                        let n = h.file.read_at(&mut buf, off).expect("read");
-                        black_box((n, &buf));
-                    }
-                    1 => {
-                        let page = quick.get(&(off / PS)).expect("resident");
-                        let at = (off % PS) as usize;
-                        buf.copy_from_slice(&page[at..at + LINE]);
-                        black_box(&buf);
-                    }
-                    _ => {
-                        let map = hash.read();
-                        let at = *map.get(&(off / PS)).expect("resident") as usize * PAGE_SIZE + (off % PS) as usize;
-                        buf.copy_from_slice(&floor[at..at + LINE]);
-                        drop(map);
-                        black_box(&buf);
-                    }
-                }
-            }
-            times[which].push(t0.elapsed().as_secs_f64() * 1e9 / READS as f64);
-        }
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
-    if times[0].is_empty() {
+    if !group_wanted("read_64b_random_1g") {
         report_misses(h, "read_64b_random_1g", &before);
         return;
     }
-    let [mut ours, mut quick_t, mut hash_t] = times;
-    let (ours, quick_t, hash_t) = (median(&mut ours), median(&mut quick_t), median(&mut hash_t));
+    const ROUNDS: usize = 15;
+    const READS: usize = 1 << 20;
+    let [ours, quick_t, hash_t] = interleaved_medians::<3>(ROUNDS, |which| {
+        let t0 = Instant::now();
+        for _ in 0..READS {
+            let off = walk.next();
+            match which {
+                0 => {
+                    let n = h.file.read_at(&mut buf, off).expect("read");
+                    black_box((n, &buf));
+                }
+                1 => {
+                    let page = quick.get(&(off / PS)).expect("resident");
+                    let at = (off % PS) as usize;
+                    buf.copy_from_slice(&page[at..at + LINE]);
+                    black_box(&buf);
+                }
+                _ => {
+                    let map = hash.read();
+                    let at = *map.get(&(off / PS)).expect("resident") as usize * PAGE_SIZE + (off % PS) as usize;
+                    buf.copy_from_slice(&floor[at..at + LINE]);
+                    drop(map);
+                    black_box(&buf);
+                }
+            }
+        }
+        t0.elapsed()
+    })
+    .map(|t| t.as_secs_f64() * 1e9 / READS as f64);
     eprintln!(
         "read_64b_random_1g interleaved ({ROUNDS} rounds of {READS} reads, medians): page_cache_read_at \
          {ours:.1} ns, quick_cache_arc_copy {quick_t:.1} ns ({:.2}x), hashmap_rwlock_copy {hash_t:.1} ns ({:.2}x)",
@@ -780,41 +763,29 @@ fn cold_direct(c: &mut Criterion) {
             t0.elapsed()
         };
         const ROUNDS: usize = 12;
-        let mut times: [Vec<f64>; 4] = Default::default();
         // The order rotates every round: a reader right after another one
         // of the same file can find it in the host's cache.
-        for round in 0..ROUNDS {
-            for k in 0..4 {
-                let which = (round + k) % 4;
-                let t = match which {
-                    0 => cold_passes(&cache64, &file64, &mut buf, SIZE, 1),
-                    1 => cold_passes(&cache_nr, &file_nr, &mut buf, SIZE, 1),
-                    2 => dd(),
-                    _ => {
-                        empty_cache();
-                        let t0 = Instant::now();
-                        let mut off = 0;
-                        while off < SIZE {
-                            off += file.read_at(&mut buf, off).expect("read") as u64;
-                        }
-                        t0.elapsed()
-                    }
-                };
-                times[which].push(t.as_secs_f64() * 1e3);
+        let ms = interleaved_medians::<4>(ROUNDS, |which| match which {
+            0 => cold_passes(&cache64, &file64, &mut buf, SIZE, 1),
+            1 => cold_passes(&cache_nr, &file_nr, &mut buf, SIZE, 1),
+            2 => dd(),
+            _ => {
+                empty_cache();
+                let t0 = Instant::now();
+                let mut off = 0;
+                while off < SIZE {
+                    off += file.read_at(&mut buf, off).expect("read") as u64;
+                }
+                t0.elapsed()
             }
-        }
-        let median = |v: &mut Vec<f64>| {
-            v.sort_by(|a, b| a.total_cmp(b));
-            v[v.len() / 2]
-        };
-        let [mut t64, mut tnr, mut tdd, mut t4] = times;
-        let dd_ms = median(&mut tdd);
-        for (name, v) in [
-            ("page_cache_direct_io", &mut t4),
-            ("page_cache_direct_io_64k_pages", &mut t64),
-            ("page_cache_direct_io_no_uring", &mut tnr),
+        })
+        .map(|t| t.as_secs_f64() * 1e3);
+        let [t64, tnr, dd_ms, t4] = ms;
+        for (name, m) in [
+            ("page_cache_direct_io", t4),
+            ("page_cache_direct_io_64k_pages", t64),
+            ("page_cache_direct_io_no_uring", tnr),
         ] {
-            let m = median(v);
             eprintln!(
                 "cold_direct interleaved {name}: median {m:.1} ms, dd iflag=direct bs=1M {dd_ms:.1} ms \
                  ({:.2}x dd's speed; {ROUNDS} rounds)",

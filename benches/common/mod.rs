@@ -185,3 +185,23 @@ pub fn group_wanted(group: &str) -> bool {
             })
         })
 }
+
+/// Runs `N` variants interleaved: `rounds` rounds, each running every
+/// variant once (`run(which)`, which returns the time it measured, so that
+/// set-up between runs stays out of it), in an order that rotates every
+/// round (a run right after another of the same kind can find its data
+/// warm); returns each variant's median time.
+#[allow(dead_code)]
+pub fn interleaved_medians<const N: usize>(rounds: usize, mut run: impl FnMut(usize) -> Duration) -> [Duration; N] {
+    let mut times: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::with_capacity(rounds));
+    for round in 0..rounds {
+        for k in 0..N {
+            let which = (round + k) % N;
+            times[which].push(run(which));
+        }
+    }
+    times.map(|mut v| {
+        v.sort();
+        v.get(v.len() / 2).copied().unwrap_or_default()
+    })
+}

@@ -227,96 +227,35 @@ pub(crate) unsafe fn copy_racy(src: *const u8, dst: &mut [u8]) {
     let len = dst.len();
     #[cfg(all(target_arch = "x86_64", not(loom)))]
     if len >= 256 {
-        // SAFETY: `rep movsb` copies rcx bytes from [rsi] to [rdi] upward
-        // (the ABI keeps the direction flag clear at this point): `src` is
-        // readable for `len` bytes (the caller's contract) and `dst` is a
-        // unique borrow of `len` writable bytes. It touches no stack and
-        // leaves the flags as they were.
         let d = dst.as_mut_ptr();
         // The first 64 bytes by SSE, then `rep movsb` from the next 64-byte
         // boundary of the destination on: fast strings store whole lines
         // only into an aligned destination.
         let head = 64 - (d as usize & 63);
-        // SAFETY: the four 16-byte chunks at 0, 16, 32 and 48 lie inside
-        // `len >= 256` bytes of both buffers (readable source: the caller's
-        // contract; `dst` a unique borrow); `rep movsb` then copies
-        // `len - head` bytes from `src + head` to `d + head`, inside both
-        // (head <= 64 < len), upward (the ABI keeps the direction flag
-        // clear). Unaligned `movdqu` is allowed; no stack is touched.
+        // SAFETY: both copies stay inside `len >= 256` bytes of the readable
+        // source (the caller's contract) and of `dst`, a unique borrow:
+        // [0, 64), then [head, len) with head <= 64.
         unsafe {
-            std::arch::asm!(
-                "movdqu {w}, [rsi]",
-                "movdqu {x}, [rsi + 16]",
-                "movdqu {y}, [rsi + 32]",
-                "movdqu {z}, [rsi + 48]",
-                "movdqu [rdi], {w}",
-                "movdqu [rdi + 16], {x}",
-                "movdqu [rdi + 32], {y}",
-                "movdqu [rdi + 48], {z}",
-                "add rsi, {h}",
-                "add rdi, {h}",
-                "sub rcx, {h}",
-                "rep movsb",
-                h = in(reg) head,
-                w = out(xmm_reg) _,
-                x = out(xmm_reg) _,
-                y = out(xmm_reg) _,
-                z = out(xmm_reg) _,
-                inout("rcx") len => _,
-                inout("rsi") src => _,
-                inout("rdi") d => _,
-                options(nostack)
-            );
+            copy_16_to_64(src, d, 64);
+            rep_movsb(src.add(head), d.add(head), len - head);
         }
         return;
     }
     let mut i = 0;
     #[cfg(all(target_arch = "x86_64", not(loom)))]
     if len >= 16 {
-        // Short copies: 16-byte SSE loads and stores in inline assembly (no
-        // x86 load tears a byte, so each byte is read atomically), straight
-        // line for up to 64 bytes: four chunks, at 0, at `a = min(16,
-        // len - 16)`, at `b = len - 32` (0 below 32) and at `len - 16`, which
-        // cover every length from 16 to 64. Chunks may overlap; an
-        // overlapped byte is stored twice, from two loads of the same source
-        // byte, and if a writer changed it between them the caller's version
-        // check throws the copy away anyway. Past 64 bytes a loop of 16 ends
-        // with one more overlapping chunk. A loop for every length took 4x
-        // the instructions at 64 bytes, and on a memory-bound hit path every
-        // instruction is room the core's reorder window no longer has for
-        // the next read's misses.
+        // Short copies: 16-byte SSE loads and stores in inline assembly,
+        // straight line up to 64 bytes (`copy_16_to_64`). A loop for every
+        // length took 4x the instructions at 64 bytes, and on a
+        // memory-bound hit path every instruction is room the core's
+        // reorder window no longer has for the next read's misses. Past 64
+        // bytes a loop of 16 ends with one more overlapping chunk.
         let d = dst.as_mut_ptr();
         if len <= 64 {
-            let a = (len - 16).min(16);
-            let b = len.saturating_sub(32);
-            // SAFETY: the four chunks [0, 16), [a, a + 16), [b, b + 16) and
-            // [len - 16, len) lie inside `len` bytes (16 <= len <= 64, so
-            // a + 16 <= len and b + 16 <= len) of the readable source (the
-            // caller's contract) and of `dst`, a unique borrow of `len`
-            // bytes; unaligned accesses are allowed for `movdqu`; no stack.
-            // SSE2 is part of the x86_64 baseline.
-            unsafe {
-                std::arch::asm!(
-                    "movdqu {w}, [{s}]",
-                    "movdqu {x}, [{s} + {a}]",
-                    "movdqu {y}, [{s} + {b}]",
-                    "movdqu {z}, [{s} + {n} - 16]",
-                    "movdqu [{d}], {w}",
-                    "movdqu [{d} + {a}], {x}",
-                    "movdqu [{d} + {b}], {y}",
-                    "movdqu [{d} + {n} - 16], {z}",
-                    s = in(reg) src,
-                    d = in(reg) d,
-                    n = in(reg) len,
-                    a = in(reg) a,
-                    b = in(reg) b,
-                    w = out(xmm_reg) _,
-                    x = out(xmm_reg) _,
-                    y = out(xmm_reg) _,
-                    z = out(xmm_reg) _,
-                    options(nostack, preserves_flags),
-                );
-            }
+            // SAFETY: `len` bytes from the readable source (the caller's
+            // contract) into `dst`, a unique borrow of `len` bytes, with
+            // 16 <= len <= 64.
+            unsafe { copy_16_to_64(src, d, len) };
         } else {
             let chunks = len / 16;
             // SAFETY: the loop copies `chunks * 16 <= len` bytes from `src`
@@ -377,6 +316,79 @@ pub(crate) unsafe fn copy_racy(src: *const u8, dst: &mut [u8]) {
     }
 }
 
+/// Copies `len` bytes, 16 to 64, from `src` to `d` with four 16-byte SSE
+/// loads and stores in inline assembly (no x86 load tears a byte, so each
+/// byte is read atomically): the chunks at 0, at `a = min(16, len - 16)`,
+/// at `b = len - 32` (0 below 32) and at `len - 16` cover every length
+/// from 16 to 64. Chunks may overlap; an overlapped byte is stored twice,
+/// from two loads of the same source byte, and if a writer changed it
+/// between them the caller's version check throws the copy away anyway.
+///
+/// # Safety
+///
+/// `16 <= len <= 64`, `src` is readable and `d` writable (and not read or
+/// written by anyone else) for `len` bytes.
+#[cfg(all(target_arch = "x86_64", not(loom)))]
+#[inline(always)]
+unsafe fn copy_16_to_64(src: *const u8, d: *mut u8, len: usize) {
+    debug_assert!((16..=64).contains(&len));
+    let a = (len - 16).min(16);
+    let b = len.saturating_sub(32);
+    // SAFETY: the four chunks [0, 16), [a, a + 16), [b, b + 16) and
+    // [len - 16, len) lie inside `len` bytes (16 <= len <= 64, so a + 16 <=
+    // len and b + 16 <= len) of both buffers (the caller's contract);
+    // unaligned accesses are allowed for `movdqu`; no stack is touched. SSE2
+    // is part of the x86_64 baseline.
+    unsafe {
+        std::arch::asm!(
+            "movdqu {w}, [{s}]",
+            "movdqu {x}, [{s} + {a}]",
+            "movdqu {y}, [{s} + {b}]",
+            "movdqu {z}, [{s} + {n} - 16]",
+            "movdqu [{d}], {w}",
+            "movdqu [{d} + {a}], {x}",
+            "movdqu [{d} + {b}], {y}",
+            "movdqu [{d} + {n} - 16], {z}",
+            s = in(reg) src,
+            d = in(reg) d,
+            n = in(reg) len,
+            a = in(reg) a,
+            b = in(reg) b,
+            w = out(xmm_reg) _,
+            x = out(xmm_reg) _,
+            y = out(xmm_reg) _,
+            z = out(xmm_reg) _,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// `rep movsb` of `len` bytes from `src` to `d`: a byte-wise atomic copy
+/// (each byte it loads is a single-copy-atomic access; the assembly is
+/// opaque to the compiler).
+///
+/// # Safety
+///
+/// `src` is readable and `d` writable (and not read or written by anyone
+/// else) for `len` bytes.
+#[cfg(all(target_arch = "x86_64", not(loom)))]
+#[inline(always)]
+unsafe fn rep_movsb(src: *const u8, d: *mut u8, len: usize) {
+    // SAFETY: `rep movsb` copies rcx bytes from [rsi] to [rdi] upward (the
+    // ABI keeps the direction flag clear at this point), inside both
+    // buffers (the caller's contract). It touches no stack and leaves the
+    // flags as they were.
+    unsafe {
+        std::arch::asm!(
+            "rep movsb",
+            inout("rcx") len => _,
+            inout("rsi") src => _,
+            inout("rdi") d => _,
+            options(nostack, preserves_flags)
+        );
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
@@ -388,11 +400,14 @@ mod tests {
             for len in
                 [0usize, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65, 79, 80, 255, 256, 257, 4000, PAGE_SIZE]
             {
-                let mut dst = vec![0u8; len];
-                // SAFETY: `src` holds start + len bytes (len <= PAGE_SIZE,
-                // start < 64) and nobody writes it.
-                unsafe { copy_racy(src.as_ptr().add(start), &mut dst) };
-                assert_eq!(dst, &src[start..start + len], "start {start} len {len}");
+                for at in [0usize, 1, 17, 63] {
+                    let mut buf = vec![0u8; len + 64];
+                    let dst = &mut buf[at..at + len];
+                    // SAFETY: `src` holds start + len bytes (len <= PAGE_SIZE,
+                    // start < 64) and nobody writes it.
+                    unsafe { copy_racy(src.as_ptr().add(start), dst) };
+                    assert_eq!(dst, &src[start..start + len], "start {start} len {len} at {at}");
+                }
             }
         }
     }
