@@ -729,21 +729,7 @@ fn cold_direct(c: &mut Criterion) {
         })
     });
     if dd_ok {
-        g.bench_function("dd_iflag_direct", |b| {
-            b.iter_custom(|iters| {
-                let t0 = Instant::now();
-                for _ in 0..iters {
-                    let status = Command::new("dd")
-                        .arg(format!("if={}", path.display()))
-                        .args(["of=/dev/null", "iflag=direct", "bs=1M"])
-                        .stderr(Stdio::null())
-                        .status()
-                        .expect("run dd");
-                    assert!(status.success(), "dd failed");
-                }
-                t0.elapsed()
-            })
-        });
+        g.bench_function("dd_iflag_direct", |b| b.iter_custom(|iters| (0..iters).map(|_| dd_direct(&path)).sum()));
     } else {
         eprintln!("cold_direct: dd not found, its variant skipped");
     }
@@ -751,24 +737,13 @@ fn cold_direct(c: &mut Criterion) {
     // The disk swings between groups run one after another: the main rows
     // again, interleaved (one pass of each per round), medians.
     if dd_ok && group_wanted("cold_direct") {
-        let dd = || {
-            let t0 = Instant::now();
-            let status = Command::new("dd")
-                .arg(format!("if={}", path.display()))
-                .args(["of=/dev/null", "iflag=direct", "bs=1M"])
-                .stderr(Stdio::null())
-                .status()
-                .expect("run dd");
-            assert!(status.success(), "dd failed");
-            t0.elapsed()
-        };
         const ROUNDS: usize = 12;
         // The order rotates every round: a reader right after another one
         // of the same file can find it in the host's cache.
         let ms = interleaved_medians::<4>(ROUNDS, |which| match which {
             0 => cold_passes(&cache64, &file64, &mut buf, SIZE, 1),
             1 => cold_passes(&cache_nr, &file_nr, &mut buf, SIZE, 1),
-            2 => dd(),
+            2 => dd_direct(&path),
             _ => {
                 empty_cache();
                 let t0 = Instant::now();
@@ -802,6 +777,19 @@ fn cold_direct(c: &mut Criterion) {
         (s.readahead_pages - before.readahead_pages) as f64 / passes.max(1) as f64,
         (s.misses - before.misses) as f64 / passes.max(1) as f64,
     );
+}
+
+/// One `dd if=path of=/dev/null iflag=direct bs=1M`, timed.
+fn dd_direct(path: &Path) -> Duration {
+    let t0 = Instant::now();
+    let status = Command::new("dd")
+        .arg(format!("if={}", path.display()))
+        .args(["of=/dev/null", "iflag=direct", "bs=1M"])
+        .stderr(Stdio::null())
+        .status()
+        .expect("run dd");
+    assert!(status.success(), "dd failed");
+    t0.elapsed()
 }
 
 /// `iters` reads of the first `size` bytes of `file` in `buf`-sized

@@ -559,46 +559,21 @@ impl XArray {
             let e = hint.load(Ordering::Relaxed);
             return e.checked_sub(1);
         }
+        self.read_leaf_table(index).unwrap_or_else(|| self.load_unpinned_walk(index))
+    }
+
+    /// The entry at `index` through the leaf table, with no sequence check
+    /// (the caller's, if it needs one): `None` if the table does not cover
+    /// `index`, else the slot's value, or `Some(None)` for no leaf or an
+    /// empty slot. The leaf may have been unlinked and reused meanwhile;
+    /// its memory is type-stable node memory, whatever it holds now.
+    #[inline(always)]
+    fn read_leaf_table(&self, index: u64) -> Option<Option<u32>> {
         let leaf_nr = index >> CHUNK_SHIFT;
         // Acquire: pairs with the Release store of the length, which follows
         // the table's filling and the store of its address.
         let len = self.read.table_len.load(Ordering::Acquire);
         if leaf_nr >= len as u64 {
-            return self.load_unpinned_walk(index);
-        }
-        // Acquire: as in `load_from_table`.
-        let table = self.read.table.load(Ordering::Acquire) as *const AtomicUsize;
-        // SAFETY: as in `load_from_table`: at least `len` entries, alive
-        // until the tree drops.
-        let slot = unsafe { &*table.add(leaf_nr as usize) };
-        // Acquire: a leaf address here was stored (Release) after the leaf
-        // was initialised and linked.
-        let leaf = slot.load(Ordering::Acquire);
-        if leaf == EMPTY {
-            return None;
-        }
-        // SAFETY: a node address from a leaf table of a live tree: type-stable
-        // node memory (see `NodePool`), whatever it holds now.
-        let leaf = unsafe { &*(leaf as *const Node) };
-        // Acquire: pairs with the Release store of the value.
-        let entry = leaf.slots[digit(index, 0)].load(Ordering::Acquire);
-        is_value(entry).then(|| decode_value(entry))
-    }
-
-    /// One try through the leaf table: `Some(entry)` if the table covers
-    /// `index` and no unlink overlapped the loads, `None` otherwise (the
-    /// caller then walks, which retries). Kept to the fewest instructions:
-    /// on a memory-bound hit path they are the room the core's reorder
-    /// window has left for the next lookup's misses.
-    #[inline(always)]
-    fn load_from_table(&self, index: u64) -> Option<Option<u32>> {
-        // Acquire: the loads below are not hoisted above it.
-        let seq = self.read.seq.load(Ordering::Acquire);
-        let leaf_nr = index >> CHUNK_SHIFT;
-        // Acquire: pairs with the Release store of the length, which follows
-        // the table's filling and the store of its address.
-        let len = self.read.table_len.load(Ordering::Acquire);
-        if leaf_nr >= len as u64 || seq & 1 != 0 {
             return None;
         }
         // Acquire: as for the length (a newer, longer table may be seen; its
@@ -611,17 +586,30 @@ impl XArray {
         // Acquire: a leaf address here was stored (Release) after the leaf
         // was initialised and linked.
         let leaf = slot.load(Ordering::Acquire);
-        let found = if leaf == EMPTY {
-            None
-        } else {
-            // SAFETY: a node address from the leaf table of a live tree:
-            // type-stable node memory (see `NodePool`); what it holds is
-            // validated by the sequence check below.
-            let leaf = unsafe { &*(leaf as *const Node) };
-            // Acquire: pairs with the Release store of the value.
-            let entry = leaf.slots[digit(index, 0)].load(Ordering::Acquire);
-            is_value(entry).then(|| decode_value(entry))
-        };
+        if leaf == EMPTY {
+            return Some(None);
+        }
+        // SAFETY: a node address from a leaf table of a live tree: type-stable
+        // node memory (see `NodePool`), whatever it holds now.
+        let leaf = unsafe { &*(leaf as *const Node) };
+        // Acquire: pairs with the Release store of the value.
+        let entry = leaf.slots[digit(index, 0)].load(Ordering::Acquire);
+        Some(is_value(entry).then(|| decode_value(entry)))
+    }
+
+    /// One try through the leaf table: `Some(entry)` if the table covers
+    /// `index` and no unlink overlapped the loads, `None` otherwise (the
+    /// caller then walks, which retries). Kept to the fewest instructions:
+    /// on a memory-bound hit path they are the room the core's reorder
+    /// window has left for the next lookup's misses.
+    #[inline(always)]
+    fn load_from_table(&self, index: u64) -> Option<Option<u32>> {
+        // Acquire: the loads below are not hoisted above it.
+        let seq = self.read.seq.load(Ordering::Acquire);
+        if seq & 1 != 0 {
+            return None;
+        }
+        let found = self.read_leaf_table(index)?;
         // Acquire fence: the loads above come before the reload.
         fence(Ordering::Acquire);
         // Relaxed: ordered by the fence.
