@@ -133,6 +133,7 @@ mod cache;
 pub mod redb;
 mod stats;
 mod sync;
+pub mod tier;
 
 #[cfg(all(test, loom))]
 mod loom_models;
