@@ -72,10 +72,31 @@ fn max_len(ps: usize) -> usize {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Read { h: usize, off: u64, len: usize },
-    Write { h: usize, off: u64, len: usize, seed: u64 },
-    SetLen { h: usize, len: u64 },
-    Sync { h: usize },
+    Read {
+        h: usize,
+        off: u64,
+        len: usize,
+    },
+    Write {
+        h: usize,
+        off: u64,
+        len: usize,
+        seed: u64,
+    },
+    SetLen {
+        h: usize,
+        len: u64,
+    },
+    Sync {
+        h: usize,
+    },
+    /// `invalidate_range`: changes nothing the model sees (the file was
+    /// not changed behind the cache), whatever writeback is doing.
+    Invalidate {
+        h: usize,
+        off: u64,
+        len: u64,
+    },
 }
 
 /// Offsets anywhere, or within a few bytes of a page boundary (in a file of
@@ -112,13 +133,29 @@ fn op(ps: usize) -> impl Strategy<Value = Op> {
             .prop_map(|(h, off, len, seed)| Op::Write { h, off, len, seed }),
         1 => (0..2usize, offset(ps)).prop_map(|(h, len)| Op::SetLen { h, len }),
         1 => (0..2usize).prop_map(|h| Op::Sync { h }),
+        1 => (0..2usize, offset(ps), offset(ps)).prop_map(|(h, off, len)| Op::Invalidate { h, off, len }),
     ]
 }
 
 fn run_model(cache: &PageCache, path: &Path, ps: usize, initial_len: usize, ops: &[Op]) -> Result<(), TestCaseError> {
+    run_model_on(cache, path, ps, initial_len, ops, |path| {
+        [cache.open_with_page_size(path, &rw(), ps).unwrap(), cache.open_with_page_size(path, &rw(), ps).unwrap()]
+    })
+}
+
+/// The model test over two handles that `open` makes of the file at
+/// `path`, which holds the model's first bytes when it is called.
+fn run_model_on(
+    cache: &PageCache,
+    path: &Path,
+    ps: usize,
+    initial_len: usize,
+    ops: &[Op],
+    open: impl FnOnce(&Path) -> [CachedFile; 2],
+) -> Result<(), TestCaseError> {
     let mut model = pattern(1, 0, initial_len);
     std::fs::write(path, &model).unwrap();
-    let hs = [cache.open_with_page_size(path, &rw(), ps).unwrap(), cache.open_with_page_size(path, &rw(), ps).unwrap()];
+    let hs = open(path);
     prop_assert_eq!(hs[0].mapping().page_size(), ps);
     for (step, op) in ops.iter().enumerate() {
         match *op {
@@ -149,6 +186,9 @@ fn run_model(cache: &PageCache, path: &Path, ps: usize, initial_len: usize, ops:
                 model.resize(len as usize, 0);
             }
             Op::Sync { h } => hs[h].sync_data().unwrap(),
+            Op::Invalidate { h, off, len } => {
+                hs[h].invalidate_range(off, len).unwrap();
+            }
         }
         for f in &hs {
             prop_assert_eq!(f.len(), model.len() as u64, "step {}: size after {:?}", step, op);
@@ -188,6 +228,36 @@ fn model_two_handles_big_cache() {
 #[test]
 fn model_two_handles_eight_page_cache() {
     model_test(8 * PAGE_SIZE, PAGE_SIZE);
+}
+
+/// The model test over a backing whose writes are slow, in a cache of 16
+/// pages with a flusher that starts at once: writeback by the flusher, by
+/// reclaim and by sync is in flight while `invalidate_range` looks at the
+/// file's size (issue 28).
+#[cfg(feature = "fault-injection")]
+#[test]
+fn model_two_handles_slow_writes_with_invalidation() {
+    use page_cache::fault::{FaultPlan, FaultyBacking};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PageCache::builder()
+        .capacity(16 * PAGE_SIZE)
+        .dirty_expire(std::time::Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let case = std::cell::Cell::new(0);
+    let strategy = (0..=16 * PAGE_SIZE, prop::collection::vec(op(PAGE_SIZE), 1..48));
+    run_model_cases(&strategy, |(initial, ops)| {
+        case.set(case.get() + 1);
+        let path = dir.path().join(format!("f{}", case.get()));
+        run_model_on(&cache, &path, PAGE_SIZE, initial, &ops, |path| {
+            let plan = FaultPlan::new();
+            plan.set_delay(std::time::Duration::from_micros(300));
+            let file = OpenOptions::new().read(true).write(true).open(path).unwrap();
+            let f = cache.open_backing(Arc::new(FaultyBacking::from_file(file, plan)), true).unwrap();
+            [f.clone(), f]
+        })
+    });
 }
 
 /// The model test in files of 16 and 64 KiB pages: a cache of 16 MiB, and

@@ -149,6 +149,10 @@ pub struct AddressSpace {
     /// the cache's size, and its writer could not take `size_lock` to cut
     /// it (`writeback::trim_to_size`): the next holder of the lock does.
     pub(crate) needs_trim: AtomicBool,
+    /// Bumped when any page of the mapping starts or ends writeback, so a
+    /// reader of the file's size on disk can tell that none of the cache's
+    /// own writes landed while it looked (`truncate::quiet_stat`).
+    pub(crate) wb_seq: AtomicU64,
     /// The engine's write-ahead log: no dirty page reaches the file ahead
     /// of it (`io::wal`).
     pub(crate) wal: RwLock<Option<Arc<dyn WriteAheadLog>>>,
@@ -183,6 +187,7 @@ impl AddressSpace {
                 record: Mutex::new(None),
                 written: AtomicBool::new(false),
                 needs_trim: AtomicBool::new(false),
+                wb_seq: AtomicU64::new(0),
                 wal: RwLock::new(None),
                 verifier: RwLock::new(None),
                 read_error: Mutex::new(None),
@@ -686,6 +691,9 @@ impl AddressSpace {
             tree.clear_mark(index, Mark::ToWrite);
             tree.set_mark(index, Mark::Writeback);
         }
+        // After the mark: whoever finds no mark before it looked at the
+        // file finds the sequence moved after it (`truncate::quiet_stat`).
+        self.wb_seq.fetch_add(1, Ordering::SeqCst);
         assert!(!wait::set_page_writeback(page), "writeback started twice");
         // Relaxed: counters.
         self.zone.nr_writeback.fetch_add(1 << self.order, Ordering::Relaxed);
@@ -704,6 +712,14 @@ impl AddressSpace {
         }
         *self.backing.write() = backing;
         true
+    }
+
+    /// Whether any page is dirty or under writeback: a write of the
+    /// cache's own may still change the file (checked under the tree lock,
+    /// where writeback moves a page from one mark to the other).
+    pub(crate) fn io_pending(&self) -> bool {
+        let tree = self.tree.lock();
+        tree.find_marked(0, Mark::Dirty).is_some() || tree.find_marked(0, Mark::Writeback).is_some()
     }
 
     /// Takes the engine's hooks (write-ahead log, read verifier) off the
@@ -730,6 +746,9 @@ impl AddressSpace {
     /// what `start_writeback` returned.
     pub(crate) fn end_writeback_run(&self, pages: &[(&Page, u32)], failed: bool) {
         let mut redirtied = 0usize;
+        // Before the marks go: the write has landed, and a size read from
+        // the file before it is stale (`truncate::quiet_stat`).
+        self.wb_seq.fetch_add(1, Ordering::SeqCst);
         {
             let mut tree = self.tree.lock();
             for &(page, blocks) in pages {

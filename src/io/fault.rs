@@ -503,6 +503,10 @@ impl Backing for FaultyBacking {
     fn is_direct(&self) -> bool {
         self.inner.is_direct()
     }
+
+    fn stat(&self) -> io::Result<Option<crate::io::backing::FileStat>> {
+        self.inner.stat()
+    }
 }
 
 #[cfg(test)]

@@ -468,7 +468,8 @@ impl CachedFile {
     /// `POSIX_FADV_DONTNEED` over the whole file): for an engine that knows
     /// the file was written behind the cache's back while it was open.
     /// Dirty pages are never dropped; pages in use (locked, under writeback
-    /// or referenced) are left. When no page of the file is dirty, the
+    /// or referenced) are left. When no page of the file is dirty or being
+    /// written (and no write of the cache's lands while it looks), the
     /// cache also takes the file's size as it is now. See
     /// [`invalidate_range`](Self::invalidate_range) for the counts.
     pub fn invalidate(&self) -> io::Result<()> {
@@ -490,7 +491,10 @@ impl CachedFile {
         }
         let _size = m.size_lock.lock();
         let out = truncate::invalidate_pages(m, m.index_of(offset), m.pages_for(end), false);
-        if let Some(stat) = m.backing().stat()? {
+        // Only a look at the file that no write of ours raced may replace
+        // the cache's size (a write in flight has cleared its page's
+        // DIRTY, and the file's size lags it until it lands).
+        if let Some(stat) = truncate::quiet_stat(m)? {
             truncate::adopt_size(m, &stat);
             // What the file is now, as far as this cache can tell: the next
             // open compares against it.

@@ -132,14 +132,31 @@ pub(crate) fn invalidate_pages(m: &AddressSpace, start: u64, end: u64, strict: b
     out
 }
 
-/// Brings the cache's view of the file's size to `stat`'s, unless the
-/// cache holds dirty pages (then its own size stands: those writes have
-/// not reached the file yet). Pages past a smaller size leave the cache.
-/// The caller holds `size_lock`.
-pub(crate) fn adopt_size(m: &AddressSpace, stat: &FileStat) {
-    if m.nr_dirty() > 0 {
-        return;
+/// What the file system says of the file now, taken so that the size in
+/// it may replace the cache's own: `None` when a page is dirty or under
+/// writeback before or after the look, or when any writeback started or
+/// ended while it looked (a write of the cache's own could land after the
+/// `statx` and make its size stale: writeback clears DIRTY before its
+/// write reaches the file), or when an O_DIRECT write left the file longer
+/// than the cache's size. The caller holds `size_lock`, so no write of
+/// `write_at` or `set_len` runs beside it.
+pub(crate) fn quiet_stat(m: &AddressSpace) -> io::Result<Option<FileStat>> {
+    let seq = m.wb_seq.load(Ordering::SeqCst);
+    if m.io_pending() || m.needs_trim.load(Ordering::SeqCst) {
+        return Ok(None);
     }
+    let stat = m.backing().stat()?;
+    if m.io_pending() || m.wb_seq.load(Ordering::SeqCst) != seq {
+        return Ok(None);
+    }
+    Ok(stat)
+}
+
+/// Brings the cache's view of the file's size to `stat`'s, a stat taken
+/// by [`quiet_stat`] under the same hold of `size_lock` (so no write of
+/// the cache's own is pending or landed since). Pages past a smaller size
+/// leave the cache.
+pub(crate) fn adopt_size(m: &AddressSpace, stat: &FileStat) {
     let (old, new) = (m.size(), stat.size);
     if new == old {
         return;
@@ -172,7 +189,11 @@ pub(crate) fn revalidate(m: &AddressSpace, now: &FileStat, strict: bool) -> bool
         } else {
             invalidate_pages(m, 0, end, strict);
         }
-        adopt_size(m, now);
+        // `now` was taken before this open held `size_lock`: a write of
+        // ours may have landed since, so the size comes from a new look.
+        if let Ok(Some(fresh)) = quiet_stat(m) {
+            adopt_size(m, &fresh);
+        }
         m.zone.count(Event::StaleOpens, 1);
     }
     *record = Some(*now);
