@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use crate::index::cleancache::file_key;
 use crate::index::mapping::AddressSpace;
 use crate::io::backing::{statx, Backing, Detached, FileBacking, O_DIRECT};
 use crate::io::filemap::{CachedFile, FileTable, OpenFile};
@@ -24,10 +25,11 @@ use crate::mem::zone::{DirtyLimits, Zone};
 use crate::reclaim::vmscan::Reclaimer;
 use crate::stats::Stats;
 use crate::sync::{AtomicU64, Ordering};
+use crate::tier::SecondTier;
 use crate::PAGE_SIZE;
 
 /// Configures and builds a [`PageCache`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Builder {
     capacity: usize,
     readahead_max: usize,
@@ -39,6 +41,26 @@ pub struct Builder {
     readahead_threads: usize,
     revalidate: bool,
     io_uring: bool,
+    /// The second tier behind reclaim, if any.
+    tier: Option<Arc<dyn SecondTier>>,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("capacity", &self.capacity)
+            .field("readahead_max", &self.readahead_max)
+            .field("dirty_background", &self.dirty_background)
+            .field("dirty_limit", &self.dirty_limit)
+            .field("dirty_expire", &self.dirty_expire)
+            .field("direct_io", &self.direct_io)
+            .field("huge_pages", &self.huge_pages)
+            .field("readahead_threads", &self.readahead_threads)
+            .field("revalidate", &self.revalidate)
+            .field("io_uring", &self.io_uring)
+            .field("second_tier", &self.tier.is_some())
+            .finish()
+    }
 }
 
 impl Default for Builder {
@@ -54,6 +76,7 @@ impl Default for Builder {
             readahead_threads: 1,
             revalidate: true,
             io_uring: true,
+            tier: None,
         }
     }
 }
@@ -130,6 +153,15 @@ impl Builder {
         self
     }
 
+    /// A second tier of the user's own behind reclaim (cleancache): clean
+    /// pages reclaim evicts are offered to it, and a miss asks it before
+    /// the file. See [`SecondTier`] for the contract it must keep. Replaces
+    /// any tier set before.
+    pub fn second_tier(mut self, tier: Arc<dyn SecondTier>) -> Builder {
+        self.tier = Some(tier);
+        self
+    }
+
     /// Builds the cache: maps the arena and starts kswapd, the flusher and
     /// the readahead workers.
     pub fn build(self) -> io::Result<PageCache> {
@@ -150,7 +182,15 @@ impl Builder {
         // Asynchronous readahead of O_DIRECT files goes on a ring, reaped
         // by a thread of its own (`io::readahead::submit`).
         let async_ring = self.direct_io && self.readahead_threads > 0;
-        let zone = Arc::new(Zone::new(frames, self.huge_pages, dirty, ra_max_pages as u64, self.io_uring, async_ring)?);
+        let zone = Arc::new(Zone::new(
+            frames,
+            self.huge_pages,
+            dirty,
+            ra_max_pages as u64,
+            self.io_uring,
+            async_ring,
+            self.tier.clone(),
+        )?);
         let mut threads = Vec::new();
         if self.readahead_threads > 0 {
             let (queue, workers) = readahead::start_workers(self.readahead_threads, zone.clone())?;
@@ -387,12 +427,17 @@ impl PageCache {
         let backing: Arc<dyn Backing> = Arc::new(FileBacking::new(file, direct));
         let (mapping, alone) = {
             let mut files = self.inner.files.lock();
-            files.retain(|_, e| e.opens > 0 || e.mapping.nr_pages() > 0 || e.mapping.nr_dirty() > 0);
+            // A file whose pages the second tier may hold stays too, so
+            // its next open revalidates it before the tier serves them.
+            files.retain(|_, e| {
+                e.opens > 0 || e.mapping.nr_pages() > 0 || e.mapping.nr_dirty() > 0 || e.mapping.may_be_tiered()
+            });
             // A closed file's pages of another size go: one mapping per file.
             if files.get(&key).is_some_and(|e| e.mapping.order() != order && e.opens == 0 && e.mapping.nr_dirty() == 0)
             {
                 if let Some(old) = files.remove(&key) {
                     old.mapping.truncate_pages_from(0);
+                    old.mapping.cleancache_invalidate_file();
                 }
             }
             match files.get_mut(&key) {
@@ -417,6 +462,7 @@ impl PageCache {
                 None => {
                     let m = AddressSpace::new(self.inner.zone.clone(), backing, stat.size, order);
                     *m.record.lock() = Some(stat);
+                    m.set_tier_key(Some(file_key(&stat, order + PAGE_SIZE.trailing_zeros())));
                     files.insert(
                         key,
                         FileEntry { mapping: m.clone(), opens: 1, writable, detach: true, detached: false },
@@ -460,7 +506,11 @@ impl PageCache {
     ) -> io::Result<CachedFile> {
         let order = page_order(page_size)?;
         let size = backing.len()?;
+        // The backing's own identity, where it has one, is its key in the
+        // second tier; without one its pages never go there.
+        let stat = backing.stat()?;
         let mapping = AddressSpace::new(self.inner.zone.clone(), backing, size, order);
+        mapping.set_tier_key(stat.map(|s| file_key(&s, order + PAGE_SIZE.trailing_zeros())));
         // A key no real file has: device u64::MAX, inode = mapping id.
         let key = (u64::MAX, mapping.id as u64);
         self.inner
@@ -529,6 +579,15 @@ impl PageCache {
         s.total_pages = zone.nr_frames() as u64;
         s.free_blocks = zone.buddy.free_blocks();
         s.io_uring = zone.uring.enabled();
+        if let Some(tier) = &zone.tier {
+            // A tier that panics reports nothing.
+            let usage = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tier.usage())).unwrap_or_default();
+            s.tier_pages = usage.pages;
+            s.tier_bytes = usage.bytes;
+            s.tier_logical_bytes = usage.logical_bytes;
+            s.tier_stored_bytes = usage.stored_bytes;
+            s.tier_evictions = usage.evictions;
+        }
         s
     }
 
@@ -660,6 +719,11 @@ impl Drop for CacheInner {
                 // Nowhere left to report it: say so rather than lose it silently.
                 eprintln!("page-cache: writing back {:?} at shutdown failed: {e}", m);
             }
+        }
+        // A tier of the user's own may outlive the cache: what it holds of
+        // these files is this cache's to vouch for, and it is gone.
+        for m in &mappings {
+            m.cleancache_invalidate_file();
         }
         drop(mappings);
         // Release: orders the writeback above before the threads see the flag.

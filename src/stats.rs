@@ -41,9 +41,16 @@ pub(crate) enum Event {
     BlockReclaimFailures,
     BlockReclaimScanned,
     BlockReclaimPages,
+    TierHits,
+    TierMisses,
+    TierPuts,
+    TierRejects,
+    TierInvalidations,
+    TierPanics,
+    TierVerifyFailures,
 }
 
-const NR_EVENTS: usize = Event::BlockReclaimPages as usize + 1;
+const NR_EVENTS: usize = Event::TierVerifyFailures as usize + 1;
 
 /// Threads with a shard of their own in each cache's counters; threads
 /// numbered past them share the last shard.
@@ -179,6 +186,33 @@ pub struct Stats {
     pub total_pages: u64,
     /// Free blocks per order, like /proc/buddyinfo.
     pub free_blocks: [usize; MAX_ORDER + 1],
+    /// Misses served by the second tier (cleancache gets that hit).
+    pub tier_hits: u64,
+    /// Misses the second tier did not have (read from the file).
+    pub tier_misses: u64,
+    /// Clean pages reclaim offered to the second tier and it kept.
+    pub tier_puts: u64,
+    /// Pages the second tier refused (did not compress, no room, busy),
+    /// or dropped to make room.
+    pub tier_rejects: u64,
+    /// Invalidations sent to the second tier (a page, a range or a file).
+    pub tier_invalidations: u64,
+    /// Calls into a second tier that panicked (each treated as a miss or
+    /// a refused put).
+    pub tier_panics: u64,
+    /// Pages the second tier returned that the read verifier rejected
+    /// (never served; read from the file instead).
+    pub tier_verify_failures: u64,
+    /// Entries the second tier dropped to make room, since it was made.
+    pub tier_evictions: u64,
+    /// Pages the second tier holds now.
+    pub tier_pages: u64,
+    /// Memory the second tier uses now, its overhead included.
+    pub tier_bytes: u64,
+    /// Bytes of pages the tier holds, uncompressed (for the ratio).
+    pub tier_logical_bytes: u64,
+    /// Bytes of compressed data it holds, without overhead.
+    pub tier_stored_bytes: u64,
 }
 
 impl Stats {
@@ -214,6 +248,23 @@ impl Stats {
         self.block_reclaim_failures = c.get(Event::BlockReclaimFailures);
         self.block_reclaim_scanned = c.get(Event::BlockReclaimScanned);
         self.block_reclaim_pages = c.get(Event::BlockReclaimPages);
+        self.tier_hits = c.get(Event::TierHits);
+        self.tier_misses = c.get(Event::TierMisses);
+        self.tier_puts = c.get(Event::TierPuts);
+        self.tier_rejects = c.get(Event::TierRejects);
+        self.tier_invalidations = c.get(Event::TierInvalidations);
+        self.tier_panics = c.get(Event::TierPanics);
+        self.tier_verify_failures = c.get(Event::TierVerifyFailures);
+    }
+
+    /// The second tier's compression ratio now: bytes of pages it holds
+    /// over the memory it uses for them (overhead included); 0 when empty.
+    pub fn tier_ratio(&self) -> f64 {
+        if self.tier_bytes == 0 {
+            0.0
+        } else {
+            self.tier_logical_bytes as f64 / self.tier_bytes as f64
+        }
     }
 }
 
@@ -256,6 +307,16 @@ impl fmt::Display for Stats {
         writeln!(f, "compact_blocks_scanned {}", self.block_reclaim_scanned)?;
         writeln!(f, "compact_pages_evicted {}", self.block_reclaim_pages)?;
         writeln!(f, "io_uring {}", u8::from(self.io_uring))?;
+        writeln!(f, "cleancache_hits {}", self.tier_hits)?;
+        writeln!(f, "cleancache_misses {}", self.tier_misses)?;
+        writeln!(f, "cleancache_puts {}", self.tier_puts)?;
+        writeln!(f, "cleancache_rejects {}", self.tier_rejects)?;
+        writeln!(f, "cleancache_invalidations {}", self.tier_invalidations)?;
+        writeln!(f, "cleancache_panics {}", self.tier_panics)?;
+        writeln!(f, "cleancache_verify_failures {}", self.tier_verify_failures)?;
+        writeln!(f, "tier_pages {}", self.tier_pages)?;
+        writeln!(f, "tier_bytes {}", self.tier_bytes)?;
+        writeln!(f, "tier_ratio {:.2}", self.tier_ratio())?;
         write!(f, "buddyinfo")?;
         for n in self.free_blocks {
             write!(f, " {n}")?;

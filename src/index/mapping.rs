@@ -153,6 +153,13 @@ pub struct AddressSpace {
     /// reader of the file's size on disk can tell that none of the cache's
     /// own writes landed while it looked (`truncate::quiet_stat`).
     pub(crate) wb_seq: AtomicU64,
+    /// The file's key in the second tier (`index::cleancache`): set at
+    /// open from the file's identity, `None` for a backing without one.
+    pub(crate) tier_key: RwLock<Option<crate::tier::FileKey>>,
+    /// The second tier kept a page of this file since it last forgot the
+    /// whole file: the open-file table keeps the mapping (and its record)
+    /// so the next open revalidates the file before the tier serves it.
+    pub(crate) tiered: AtomicBool,
     /// The engine's write-ahead log: no dirty page reaches the file ahead
     /// of it (`io::wal`).
     pub(crate) wal: RwLock<Option<Arc<dyn WriteAheadLog>>>,
@@ -188,6 +195,8 @@ impl AddressSpace {
                 written: AtomicBool::new(false),
                 needs_trim: AtomicBool::new(false),
                 wb_seq: AtomicU64::new(0),
+                tier_key: RwLock::new(None),
+                tiered: AtomicBool::new(false),
                 wal: RwLock::new(None),
                 verifier: RwLock::new(None),
                 read_error: Mutex::new(None),
@@ -648,6 +657,14 @@ impl AddressSpace {
         self.zone.add_blocks_dirty(page, blocks);
         if page.test_and_set(PageFlags::DIRTY) {
             return;
+        }
+        // Clean to dirty: the tier's copy (if any) is older than these
+        // bytes. Under the page lock, so no put of this page runs beside
+        // it, and no read consults the tier for this index while the page
+        // is in the tree.
+        self.cleancache_invalidate_page(page.index());
+        if page.test(crate::mem::page::TIER_COPY) {
+            page.clear(crate::mem::page::TIER_COPY);
         }
         {
             let mut tree = self.tree.lock();

@@ -7,6 +7,7 @@
 //! calls"): inserting a page queues it for the LRU (`lru_cache_add`, as
 //! `filemap_add_folio` does in the kernel), and a hit marks it accessed.
 
+pub(crate) mod cleancache;
 pub(crate) mod mapping;
 // The tree's whole API is proven against a model in its own tests; the
 // cache uses a subset.

@@ -490,6 +490,8 @@ impl CachedFile {
             return Ok(Invalidated::default());
         }
         let _size = m.size_lock.lock();
+        // The tier first: pages dropped below must not come back from it.
+        m.cleancache_invalidate_range(m.index_of(offset), m.pages_for(end));
         let out = truncate::invalidate_pages(m, m.index_of(offset), m.pages_for(end), false);
         // Only a look at the file that no write of ours raced may replace
         // the cache's size (a write in flight has cleared its page's
@@ -777,6 +779,9 @@ fn read_cache_page_slow<'a>(
 /// page that a partial write filled in part, only the blocks not yet
 /// uptodate are read (the others may hold newer, dirty bytes).
 pub(crate) fn read_one(m: &AddressSpace, page: &mut LockedPage<'_>) -> io::Result<()> {
+    if m.has_tier() && readahead::fill_from_tier(m, page) {
+        return Ok(());
+    }
     let have = m.zone.blocks_uptodate(page.page());
     let res = if have == 0 {
         readahead::read_pages(m, std::slice::from_mut(page))

@@ -56,6 +56,14 @@ fn read_batch(m: &AddressSpace, pages: &mut Vec<LockedPage<'_>>) -> io::Result<(
     }
     m.zone.count(Event::PrefetchPages, pages.len() as u64);
     m.zone.count(Event::Miss, pages.len() as u64);
+    if m.has_tier() {
+        // Pages the second tier holds come from it (dropped here:
+        // unlocked, uptodate); the rest are read from the file together.
+        pages.retain_mut(|p| !crate::io::readahead::fill_from_tier(m, p));
+        if pages.is_empty() {
+            return Ok(());
+        }
+    }
     let backing = m.backing();
     let ps = m.page_size();
     // A large page a partial write filled in part reads only its other

@@ -231,8 +231,69 @@ pub(crate) fn read_window<'a>(
 }
 
 /// A run of inserted, locked pages is complete: read it now, or, for an
-/// asynchronous window, keep it locked in `defer` for the worker.
+/// asynchronous window, keep it locked in `defer` for the worker. With a
+/// second tier, the pages it holds are filled from it first and the rest
+/// read from the file in runs.
 fn end_run<'a>(
+    m: &'a AddressSpace,
+    run: &mut Vec<LockedPage<'a>>,
+    wanted: Option<u64>,
+    got: &mut Option<PageRef<'a>>,
+    defer: &mut Option<&mut Vec<LockedPage<'a>>>,
+) -> io::Result<()> {
+    if !run.is_empty() && m.has_tier() {
+        return end_run_tiered(m, run, wanted, got, defer);
+    }
+    end_run_file(m, run, wanted, got, defer)
+}
+
+/// `end_run` with a second tier: each page is asked of the tier, and a hit
+/// splits the run, the pages before it going to the file as one read.
+#[cold]
+fn end_run_tiered<'a>(
+    m: &'a AddressSpace,
+    run: &mut Vec<LockedPage<'a>>,
+    wanted: Option<u64>,
+    got: &mut Option<PageRef<'a>>,
+    defer: &mut Option<&mut Vec<LockedPage<'a>>>,
+) -> io::Result<()> {
+    let mut result = Ok(());
+    let mut rest: Vec<LockedPage<'a>> = Vec::with_capacity(run.len());
+    for mut page in run.drain(..) {
+        if !fill_from_tier(m, &mut page) {
+            rest.push(page);
+            continue;
+        }
+        result = result.and(end_run_file(m, &mut rest, wanted, got, defer));
+        if Some(page.index()) == wanted {
+            *got = Some(page.unlock());
+        }
+        // Otherwise dropped here: unlocked, uptodate, in the cache.
+    }
+    result.and(end_run_file(m, &mut rest, wanted, got, defer))
+}
+
+/// Fills a new, locked, not-uptodate page from the second tier
+/// (`cleancache_get_page` in `filemap_read_folio`'s place) and, if the
+/// read verifier agrees with the bytes, marks it uptodate. A page the
+/// verifier rejects is forgotten by the tier and read from the file.
+pub(crate) fn fill_from_tier(m: &AddressSpace, page: &mut LockedPage<'_>) -> bool {
+    if m.zone.blocks_uptodate(page.page()) != 0 || !m.cleancache_get(page) {
+        return false;
+    }
+    if crate::io::wal::verify(m, page.index(), page.data()).is_err() {
+        m.zone.count(Event::TierVerifyFailures, 1);
+        m.cleancache_invalidate_page(page.index());
+        page.page().clear(crate::mem::page::TIER_COPY);
+        return false;
+    }
+    page.page().clear(PageFlags::ERROR);
+    page.set_uptodate();
+    true
+}
+
+/// `end_run` for pages that go to the file.
+fn end_run_file<'a>(
     m: &'a AddressSpace,
     run: &mut Vec<LockedPage<'a>>,
     wanted: Option<u64>,

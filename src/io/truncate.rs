@@ -19,6 +19,9 @@ pub(crate) fn set_len(m: &AddressSpace, new: u64) -> io::Result<()> {
     let old = m.size();
     let backing = m.backing();
     m.written.store(true, Ordering::SeqCst);
+    // Pages from the old end on (the partial last page included) change:
+    // the tier forgets them before the new size can be read.
+    m.cleancache_invalidate_range(new.min(old) >> m.shift, crate::index::mapping::MAX_INDEX + 1);
     if new >= old {
         // The size first: an O_DIRECT writeback that wrote a whole last
         // page trims the file back to the cache's size (`write_runs`); had
@@ -161,6 +164,9 @@ pub(crate) fn adopt_size(m: &AddressSpace, stat: &FileStat) {
     if new == old {
         return;
     }
+    // The page that held the old end (and all after it) changed in the
+    // file: the tier forgets them.
+    m.cleancache_invalidate_range(new.min(old) >> m.shift, crate::index::mapping::MAX_INDEX + 1);
     m.set_size(new);
     if new < old {
         cut_pages_past(m, new);
@@ -183,6 +189,12 @@ pub(crate) fn revalidate(m: &AddressSpace, now: &FileStat, strict: bool) -> bool
     };
     if changed {
         let end = crate::index::mapping::MAX_INDEX + 1;
+        // Whatever the tier holds of the file no longer describes it.
+        m.cleancache_invalidate_file();
+        if !record.as_ref().is_none_or(|r| r.same_file(now)) {
+            // Another file under the same inode number: its own key.
+            m.set_tier_key(Some(crate::index::cleancache::file_key(now, m.shift)));
+        }
         if !record.as_ref().is_none_or(|r| r.same_file(now)) && m.nr_dirty() == 0 {
             // Another file under the same inode number: nothing cached is its.
             m.truncate_pages_from(0);

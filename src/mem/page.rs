@@ -32,7 +32,10 @@
 //! the page in and nobody has read it yet; set by readahead, cleared by the
 //! first reader) and bit 18 (`FILL_INACTIVE`, a page created by a write:
 //! it starts on the inactive list even while the cache fills; set by the
-//! write path, cleared when the page reaches an LRU list).
+//! write path, cleared when the page reaches an LRU list), and bit 19
+//! (`TIER_COPY`, the second tier holds the page's very bytes; set by the
+//! cleancache front end with the page locked, cleared by any change to the
+//! bytes).
 
 use std::fmt;
 use std::ops::Deref;
@@ -96,6 +99,12 @@ pub(crate) const RA_FRESH: PageFlags = PageFlags(1 << 17);
 /// Set on a new page that starts on the inactive list even while the cache
 /// fills (pages created by writes); cleared when the page reaches a list.
 pub(crate) const FILL_INACTIVE: PageFlags = PageFlags(1 << 18);
+
+/// The second tier holds these very bytes: the page was filled from it, or
+/// put to it and kept while the page stayed. Set by the cleancache front
+/// end with the page locked; cleared by `LockedPage::data_mut` (any change
+/// to the bytes). Reclaim does not put such a page again.
+pub(crate) const TIER_COPY: PageFlags = PageFlags(1 << 19);
 
 /// One read guard, in the guard count at the top of the flags word.
 pub(crate) const GUARD_ONE: u32 = 1 << 20;
@@ -568,6 +577,10 @@ impl<'a> LockedPage<'a> {
         wait::wait_on_page_writeback(self.page.page);
         wait::wait_for_readers(self.page.page);
         self.page.page.begin_write();
+        if self.page.page.test(TIER_COPY) {
+            // The bytes may change: the tier's copy is no longer theirs.
+            self.page.page.clear(TIER_COPY);
+        }
         // SAFETY: we hold the page lock (no other writer), writeback has
         // ended and cannot restart without the lock, and the guard count is
         // zero with LOCKED set so no reader guard exists or can be taken

@@ -252,6 +252,12 @@ pub(crate) struct Zone {
     /// Where the next reclaim aimed at one block starts looking
     /// (`reclaim::vmscan::reclaim_block`).
     pub(crate) block_cursor: AtomicUsize,
+    /// The second tier behind reclaim (cleancache), if the cache has one.
+    /// Held here so every thread reaches it through the zone; only the
+    /// cleancache front end (`index/cleancache.rs`) calls it.
+    pub(crate) tier: Option<Arc<dyn crate::tier::SecondTier>>,
+    /// A call into the tier panicked: it is never called again.
+    pub(crate) tier_broken: AtomicBool,
 }
 
 impl Zone {
@@ -262,6 +268,7 @@ impl Zone {
         ra_max_pages: u64,
         io_uring: bool,
         async_ring: bool,
+        tier: Option<Arc<dyn crate::tier::SecondTier>>,
     ) -> io::Result<Zone> {
         let arena = Arena::new(nr_frames, huge_pages)?;
         let pages = MemMap::new(nr_frames, huge_pages)?;
@@ -287,6 +294,8 @@ impl Zone {
             async_ring: if io_uring && async_ring { AsyncRing::new() } else { None },
             reclaim_wants_writeback: AtomicBool::new(false),
             block_cursor: AtomicUsize::new(0),
+            tier,
+            tier_broken: AtomicBool::new(false),
             pages,
         })
     }

@@ -176,7 +176,17 @@ impl Zone {
                 None => Verdict::Keep,
             };
             match ready {
-                Verdict::Ready => run.push((pfn, stamp)),
+                Verdict::Ready => {
+                    // Clean now: offer it to the second tier while it is
+                    // locked and still in its file (cleancache's put in
+                    // `__delete_from_page_cache`), not for `shrink`.
+                    if who != Reclaimer::Shrink {
+                        if let Some(m) = &last {
+                            m.cleancache_put(page);
+                        }
+                    }
+                    run.push((pfn, stamp))
+                }
                 Verdict::Keep => {
                     wait::unlock_page(page);
                     keep.push(pfn);

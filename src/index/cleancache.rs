@@ -1,0 +1,181 @@
+//! The cleancache front end, following `mm/cleancache.c`: the calls the
+//! page cache makes into the second tier (`tier::SecondTier`), keyed by
+//! the mapping's file identity, counted, and guarded against a tier that
+//! panics.
+//!
+//! Callers and their rules (docs/design.md, "The second tier"):
+//! - `put` from reclaim, with the page locked, clean, uptodate and still in
+//!   its file, so no write to it and no other page at its index can run
+//!   beside the put;
+//! - `get` from the read path into a new, locked, not-uptodate page in the
+//!   tree (the read path verifies what it gets);
+//! - the invalidations from every writer of bytes or sizes, before the new
+//!   bytes can be seen through the tier.
+//!
+//! A tier that panics once is never called again (`Zone::tier_broken`):
+//! an invalidation lost to a panic would let it serve stale bytes later.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::index::mapping::AddressSpace;
+use crate::mem::page::{LockedPage, Page, PageFlags, TIER_COPY};
+use crate::stats::Event;
+use crate::sync::Ordering;
+use crate::tier::{FileKey, SecondTier};
+
+impl AddressSpace {
+    /// The tier and this file's key in it, when both exist and the tier
+    /// has not failed.
+    #[inline]
+    fn tier(&self) -> Option<(&dyn SecondTier, FileKey)> {
+        let tier = self.zone.tier.as_deref()?;
+        // Acquire: pairs with the Release store of a failed call.
+        if self.zone.tier_broken.load(Ordering::Acquire) {
+            return None;
+        }
+        let key = (*self.tier_key.read())?;
+        Some((tier, key))
+    }
+
+    /// Runs one call into the tier; a panic marks the tier broken (never
+    /// called again) and yields `fallback`.
+    fn tier_call<R>(&self, fallback: R, call: impl FnOnce() -> R) -> R {
+        match catch_unwind(AssertUnwindSafe(call)) {
+            Ok(r) => r,
+            Err(_) => {
+                self.zone.count(Event::TierPanics, 1);
+                // Release: later callers see the tier gone.
+                self.zone.tier_broken.store(true, Ordering::Release);
+                fallback
+            }
+        }
+    }
+
+    /// Whether the second tier may hold pages of this file.
+    pub(crate) fn may_be_tiered(&self) -> bool {
+        // Relaxed: a hint (see `tiered`).
+        self.tiered.load(Ordering::Relaxed)
+    }
+
+    /// Whether this file's pages go to the second tier.
+    #[inline]
+    pub(crate) fn has_tier(&self) -> bool {
+        self.tier().is_some()
+    }
+
+    /// Offers a page reclaim is about to evict (`cleancache_put_page`).
+    /// The caller holds the page lock and has checked it clean, uptodate,
+    /// without a read error and still this file's. A page that came from
+    /// the tier unchanged (`TIER_COPY`) is not put again: the tier holds
+    /// its bytes, or dropped them as it may. Returns whether the tier kept it.
+    pub(crate) fn cleancache_put(&self, page: &Page) -> bool {
+        let Some((tier, key)) = self.tier() else { return false };
+        if page.test(TIER_COPY) {
+            return true;
+        }
+        let flags = page.flags();
+        if flags.0 & (PageFlags::DIRTY.0 | PageFlags::WRITEBACK.0 | PageFlags::ERROR.0) != 0
+            || flags.0 & PageFlags::UPTODATE.0 == 0
+            || page.mapping_id() != self.id
+        {
+            return false;
+        }
+        // SAFETY: the caller holds the page lock, and every writer of a
+        // page's bytes holds it (`LockedPage::data_mut`), so nothing
+        // mutates the frame while this borrow lives; the frame is the
+        // page's whole compound block, `page_size()` bytes.
+        let data = unsafe { &*self.zone.frame(page) };
+        debug_assert_eq!(data.len(), self.page_size());
+        let index = page.index();
+        let kept = self.tier_call(false, || tier.put_page(&key, index, data));
+        if kept {
+            // Should the removal fail (someone took a reference), the page
+            // stays with the tier holding its bytes: no second put.
+            page.set(TIER_COPY);
+            if !self.tiered.load(Ordering::Relaxed) {
+                // Relaxed: read under the open-file table's lock only as a
+                // hint to keep the mapping; a late store keeps it one more
+                // round.
+                self.tiered.store(true, Ordering::Relaxed);
+            }
+            self.zone.count(Event::TierPuts, 1);
+        } else {
+            self.zone.count(Event::TierRejects, 1);
+        }
+        kept
+    }
+
+    /// Fills a new, locked, not-uptodate page from the tier
+    /// (`cleancache_get_page`); returns whether it hit. The caller verifies
+    /// the bytes and marks the page uptodate. A hit leaves `TIER_COPY` set
+    /// (cleared by any later change to the bytes).
+    pub(crate) fn cleancache_get(&self, page: &mut LockedPage<'_>) -> bool {
+        let Some((tier, key)) = self.tier() else { return false };
+        let index = page.index();
+        let hit = {
+            let out = page.data_mut();
+            self.tier_call(false, || tier.get_page(&key, index, out))
+        };
+        if hit {
+            self.zone.count(Event::TierHits, 1);
+            page.page().set(TIER_COPY);
+        } else {
+            self.zone.count(Event::TierMisses, 1);
+        }
+        hit
+    }
+
+    /// Forgets page `index` of this file in the tier
+    /// (`cleancache_invalidate_page`).
+    pub(crate) fn cleancache_invalidate_page(&self, index: u64) {
+        let Some((tier, key)) = self.tier() else { return };
+        self.zone.count(Event::TierInvalidations, 1);
+        self.tier_call((), || tier.invalidate_page(&key, index));
+    }
+
+    /// Forgets pages `[start, end)` of this file in the tier.
+    pub(crate) fn cleancache_invalidate_range(&self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        let Some((tier, key)) = self.tier() else { return };
+        self.zone.count(Event::TierInvalidations, 1);
+        self.tier_call((), || tier.invalidate_range(&key, start, end));
+    }
+
+    /// Forgets every page of this file in the tier
+    /// (`cleancache_invalidate_inode`).
+    pub(crate) fn cleancache_invalidate_file(&self) {
+        let Some((tier, key)) = self.tier() else { return };
+        // Relaxed: a hint (see `tiered`); cleared before the call, so a put
+        // that lands after the call sets it again.
+        self.tiered.store(false, Ordering::Relaxed);
+        self.zone.count(Event::TierInvalidations, 1);
+        self.tier_call((), || tier.invalidate_file(&key));
+    }
+
+    /// Gives the mapping its key in the tier (at open, or when revalidation
+    /// found another file under the same inode number). Pages this file
+    /// left in the tier under another page size are stale to this mapping
+    /// (its writes never reach them): they go.
+    pub(crate) fn set_tier_key(&self, key: Option<FileKey>) {
+        *self.tier_key.write() = key;
+        let Some((tier, key)) = self.tier() else { return };
+        for shift in 12..=16u8 {
+            if shift != key.page_shift {
+                let other = FileKey { page_shift: shift, ..key };
+                self.tier_call((), || tier.invalidate_file(&other));
+            }
+        }
+    }
+}
+
+/// The tier key of a file the file system describes.
+pub(crate) fn file_key(stat: &crate::io::backing::FileStat, page_shift: u32) -> FileKey {
+    FileKey {
+        dev: stat.dev,
+        ino: stat.ino,
+        generation: stat.btime_ns.map_or(0, |t| t as u64),
+        page_shift: page_shift as u8,
+    }
+}
