@@ -18,7 +18,7 @@
 //! new page at that index, can run beside it), and by invalidating before
 //! new bytes become visible.
 
-
+pub mod compressed;
 
 /// Who a page belongs to: the file's identity (device, inode and birth
 /// time for a file; the backing's own identity otherwise) and the page size
