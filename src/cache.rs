@@ -153,6 +153,18 @@ impl Builder {
         self
     }
 
+    /// A second tier of clean pages compressed in memory (zswap's pool):
+    /// pages reclaim evicts are kept lz4-compressed, packed by size class,
+    /// in at most `bytes` of memory (its index and allocator included), in
+    /// addition to the capacity; a miss is served from it before the file.
+    /// 0 turns it off. See [`CompressedTier`](crate::tier::compressed::CompressedTier)
+    /// and `Stats::tier_*`.
+    pub fn compressed_tier(mut self, bytes: usize) -> Builder {
+        self.tier =
+            (bytes > 0).then(|| Arc::new(crate::tier::compressed::CompressedTier::new(bytes)) as Arc<dyn SecondTier>);
+        self
+    }
+
     /// A second tier of the user's own behind reclaim (cleancache): clean
     /// pages reclaim evicts are offered to it, and a miss asks it before
     /// the file. See [`SecondTier`] for the contract it must keep. Replaces

@@ -308,8 +308,9 @@ impl Zone {
     /// allocation itself; kswapd and the flusher deal with dirty pages.
     #[cold]
     fn reclaim_on_alloc(&self) {
-        let freed = self.shrink_lists_scan(SWAP_CLUSTER_MAX, Reclaimer::Direct, 4 * SWAP_CLUSTER_MAX);
-        if freed < SWAP_CLUSTER_MAX / 2 {
+        let batch = self.watermarks.batch(SWAP_CLUSTER_MAX);
+        let freed = self.shrink_lists_scan(batch, Reclaimer::Direct, 4 * SWAP_CLUSTER_MAX);
+        if freed < batch.div_ceil(2) {
             self.wake_kswapd();
         }
     }

@@ -1,0 +1,508 @@
+//! The second tier behind reclaim (cleancache): a model test of two files
+//! in a cache of 64 frames with a tier (the compressed tier, and a tier of
+//! the user's own that keeps every page), against `Vec<u8>` models: reads,
+//! writes (partial and whole pages, into cached and uncached pages),
+//! `set_len` down and up, `invalidate_range`, `copy_from`, sync, a file
+//! changed on disk between a close and a reopen, a file deleted and a new
+//! one at its path; at 4, 16 and 64 KiB pages. Then a threaded stress of
+//! versioned pages, a put racing writes of the same page, a tier that
+//! panics and one that returns garbage under a read verifier.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+mod common;
+use common::{run_model_cases, settle};
+use page_cache::tier::{FileKey, SecondTier, TierUsage};
+use page_cache::{CachedFile, PageCache, PAGE_SIZE};
+use proptest::prelude::*;
+
+/// A tier of the user's own: a map that keeps every page it is given (the
+/// contract at its plainest), and can be told to panic or lie.
+#[derive(Default)]
+struct MapTier {
+    pages: Mutex<HashMap<(FileKey, u64), Vec<u8>>>,
+    gets: AtomicU64,
+    hits: AtomicU64,
+    panic: AtomicBool,
+    garbage: AtomicBool,
+}
+
+impl SecondTier for MapTier {
+    fn put_page(&self, file: &FileKey, index: u64, data: &[u8]) -> bool {
+        assert_eq!(data.len(), file.page_size());
+        if self.panic.load(Ordering::SeqCst) {
+            panic!("a tier that panics");
+        }
+        self.pages.lock().unwrap().insert((*file, index), data.to_vec());
+        true
+    }
+    fn get_page(&self, file: &FileKey, index: u64, out: &mut [u8]) -> bool {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        if self.panic.load(Ordering::SeqCst) {
+            panic!("a tier that panics");
+        }
+        match self.pages.lock().unwrap().get(&(*file, index)) {
+            Some(d) => {
+                out.copy_from_slice(d);
+                if self.garbage.load(Ordering::SeqCst) {
+                    out[0] ^= 0xff;
+                }
+                self.hits.fetch_add(1, Ordering::SeqCst);
+                true
+            }
+            None => false,
+        }
+    }
+    fn invalidate_page(&self, file: &FileKey, index: u64) {
+        self.pages.lock().unwrap().remove(&(*file, index));
+    }
+    fn invalidate_range(&self, file: &FileKey, start: u64, end: u64) {
+        self.pages.lock().unwrap().retain(|(f, i), _| !(f == file && (start..end).contains(i)));
+    }
+    fn invalidate_file(&self, file: &FileKey) {
+        self.pages.lock().unwrap().retain(|(f, _), _| f != file);
+    }
+    fn usage(&self) -> TierUsage {
+        let pages = self.pages.lock().unwrap();
+        let bytes: u64 = pages.values().map(|v| v.len() as u64).sum();
+        TierUsage { pages: pages.len() as u64, bytes, logical_bytes: bytes, stored_bytes: bytes, ..Default::default() }
+    }
+}
+
+fn rw() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.read(true).write(true);
+    o
+}
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    // Compressible runs and noise, so the compressed tier keeps some pages
+    // and refuses others.
+    (0..len as u64)
+        .map(|i| {
+            if (i / 1024 + seed) % 3 == 0 {
+                (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed).rotate_left(13) as u8
+            } else {
+                ((i / 64) as u8).wrapping_add(seed as u8)
+            }
+        })
+        .collect()
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Read {
+        f: usize,
+        off: u64,
+        len: usize,
+    },
+    Write {
+        f: usize,
+        off: u64,
+        len: usize,
+        seed: u64,
+    },
+    SetLen {
+        f: usize,
+        len: u64,
+    },
+    Invalidate {
+        f: usize,
+        off: u64,
+        len: u64,
+    },
+    Copy {
+        from: usize,
+        src: u64,
+        dst: u64,
+        len: usize,
+    },
+    Sync,
+    /// Closes both files, changes file `f` on disk (rewrites a range
+    /// behind the cache), reopens both.
+    ChangeBehind {
+        f: usize,
+        off: u64,
+        len: usize,
+        seed: u64,
+    },
+    /// Closes both files, deletes file `f` and writes a new file at its
+    /// path, reopens both.
+    Replace {
+        f: usize,
+        len: usize,
+        seed: u64,
+    },
+    /// Reads every byte of both files (brings pages back through the tier).
+    Scan,
+}
+
+fn op(ps: usize) -> impl Strategy<Value = Op> {
+    let max = 24 * ps as u64;
+    let len = 3 * ps;
+    prop_oneof![
+        6 => (0..2usize, 0..max, 0..=len).prop_map(|(f, off, len)| Op::Read { f, off, len }),
+        4 => (0..2usize, 0..max, 0..=len, any::<u64>()).prop_map(|(f, off, len, seed)| Op::Write { f, off, len, seed }),
+        1 => (0..2usize, 0..max).prop_map(|(f, len)| Op::SetLen { f, len }),
+        1 => (0..2usize, 0..max, 0..max).prop_map(|(f, off, len)| Op::Invalidate { f, off, len }),
+        1 => (0..2usize, 0..max, 0..max, 0..=len).prop_map(|(from, src, dst, len)| Op::Copy { from, src, dst, len }),
+        1 => Just(Op::Sync),
+        1 => (0..2usize, 0..max, 1..=len, any::<u64>()).prop_map(|(f, off, len, seed)| Op::ChangeBehind { f, off, len, seed }),
+        1 => (0..2usize, 0..max as usize, any::<u64>()).prop_map(|(f, len, seed)| Op::Replace { f, len, seed }),
+        2 => Just(Op::Scan),
+    ]
+}
+
+fn open(cache: &PageCache, path: &Path, ps: usize) -> CachedFile {
+    cache.open_with_page_size(path, &rw(), ps).unwrap()
+}
+
+fn check_read(f: &CachedFile, model: &[u8], off: u64, len: usize, what: &str) -> Result<(), TestCaseError> {
+    let mut buf = vec![0xA5; len];
+    let n = f.read_at(&mut buf, off).unwrap();
+    let want = if off >= model.len() as u64 { 0 } else { len.min(model.len() - off as usize) };
+    prop_assert_eq!(n, want, "{}: read_at({}, {}) count", what, off, len);
+    let o = (off as usize).min(model.len());
+    prop_assert!(buf[..n] == model[o..o + n], "{}: read_at({}, {}) bytes differ", what, off, len);
+    Ok(())
+}
+
+fn run_model(cache: &PageCache, dir: &Path, ps: usize, ops: &[Op]) -> Result<(), TestCaseError> {
+    let paths = [dir.join("a"), dir.join("b")];
+    let mut models = [pattern(1, 10 * ps + 100), pattern(2, 7 * ps)];
+    for (p, m) in paths.iter().zip(&models) {
+        std::fs::write(p, m).unwrap();
+    }
+    let mut fs = [open(cache, &paths[0], ps), open(cache, &paths[1], ps)];
+    for (step, op) in ops.iter().enumerate() {
+        let what = format!("step {step} ({op:?})");
+        match *op {
+            Op::Read { f, off, len } => check_read(&fs[f], &models[f], off, len, &what)?,
+            Op::Write { f, off, len, seed } => {
+                let data = pattern(seed, len);
+                fs[f].write_all_at(&data, off).unwrap();
+                let end = off as usize + len;
+                if len > 0 {
+                    if end > models[f].len() {
+                        models[f].resize(end, 0);
+                    }
+                    models[f][off as usize..end].copy_from_slice(&data);
+                }
+            }
+            Op::SetLen { f, len } => {
+                fs[f].set_len(len).unwrap();
+                models[f].resize(len as usize, 0);
+            }
+            Op::Invalidate { f, off, len } => {
+                fs[f].invalidate_range(off, len).unwrap();
+            }
+            Op::Copy { from, src, dst, len } => {
+                let to = 1 - from;
+                let n = fs[to].copy_from(&fs[from], src, dst, len).unwrap();
+                let avail = models[from].len().saturating_sub(src as usize);
+                prop_assert_eq!(n, len.min(avail), "{}: copy count", what);
+                if n > 0 {
+                    let bytes = models[from][src as usize..src as usize + n].to_vec();
+                    let end = dst as usize + n;
+                    if end > models[to].len() {
+                        models[to].resize(end, 0);
+                    }
+                    models[to][dst as usize..end].copy_from_slice(&bytes);
+                }
+            }
+            Op::Sync => {
+                fs[0].sync_data().unwrap();
+                fs[1].sync_data().unwrap();
+            }
+            Op::ChangeBehind { f, off, len, seed } => {
+                drop(fs);
+                let data = pattern(seed ^ 0x5555, len);
+                let file = std::fs::OpenOptions::new().write(true).open(&paths[f]).unwrap();
+                std::os::unix::fs::FileExt::write_all_at(&file, &data, off).unwrap();
+                let end = off as usize + len;
+                if end > models[f].len() {
+                    models[f].resize(end, 0);
+                }
+                models[f][off as usize..end].copy_from_slice(&data);
+                fs = [open(cache, &paths[0], ps), open(cache, &paths[1], ps)];
+            }
+            Op::Replace { f, len, seed } => {
+                drop(fs);
+                std::fs::remove_file(&paths[f]).unwrap();
+                models[f] = pattern(seed, len);
+                std::fs::write(&paths[f], &models[f]).unwrap();
+                fs = [open(cache, &paths[0], ps), open(cache, &paths[1], ps)];
+            }
+            Op::Scan => {
+                for f in 0..2 {
+                    check_read(&fs[f], &models[f], 0, models[f].len(), &what)?;
+                }
+            }
+        }
+        for f in 0..2 {
+            prop_assert_eq!(
+                fs[f].len(),
+                models[f].len() as u64,
+                "{}: size of file {} (on disk {:?}, stale opens {})",
+                what,
+                f,
+                std::fs::metadata(&paths[f]).map(|m| m.len()),
+                cache.stats().stale_opens
+            );
+        }
+        let s = cache.stats();
+        prop_assert!(s.cached_bytes <= s.total_pages * PAGE_SIZE as u64);
+    }
+    for f in 0..2 {
+        check_read(&fs[f], &models[f], 0, models[f].len(), "at the end")?;
+        fs[f].sync_all().unwrap();
+        prop_assert!(std::fs::read(&paths[f]).unwrap() == models[f], "file {} on disk", f);
+    }
+    drop(fs);
+    settle(cache);
+    cache.check_invariants();
+    Ok(())
+}
+
+fn model_test(ps: usize, tier: Option<Arc<dyn SecondTier>>, compressed: Option<usize>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = PageCache::builder().capacity(64 * PAGE_SIZE).readahead_max(4 * ps);
+    if let Some(t) = tier.filter(|_| std::env::var_os("TIER_OFF").is_none()) {
+        b = b.second_tier(t);
+    }
+    if let Some(bytes) = compressed {
+        b = b.compressed_tier(bytes);
+    }
+    let cache = b.build().unwrap();
+    let case = std::cell::Cell::new(0);
+    let strategy = prop::collection::vec(op(ps), 1..40);
+    run_model_cases(&strategy, |ops| {
+        case.set(case.get() + 1);
+        let d = dir.path().join(format!("c{}", case.get()));
+        std::fs::create_dir(&d).unwrap();
+        run_model(&cache, &d, ps, &ops)
+    });
+    let s = cache.stats();
+    assert!(std::env::var_os("TIER_OFF").is_some() || s.tier_puts > 0 && s.tier_hits > 0, "the tier was never used: {s:?}");
+}
+
+#[test]
+fn model_map_tier_4k() {
+    model_test(PAGE_SIZE, Some(Arc::new(MapTier::default())), None);
+}
+
+#[test]
+fn model_map_tier_16k() {
+    model_test(16 << 10, Some(Arc::new(MapTier::default())), None);
+}
+
+#[test]
+fn model_map_tier_64k() {
+    model_test(64 << 10, Some(Arc::new(MapTier::default())), None);
+}
+
+#[test]
+fn model_compressed_tier_4k() {
+    model_test(PAGE_SIZE, None, Some(256 << 10));
+}
+
+#[test]
+fn model_compressed_tier_16k() {
+    model_test(16 << 10, None, Some(256 << 10));
+}
+
+#[test]
+fn model_compressed_tier_64k() {
+    model_test(64 << 10, None, Some(1 << 20));
+}
+
+/// Writers stamp pages with versions while readers read through a tiny
+/// cache and the tier: a reader never sees a version older than one it
+/// (or anyone) saw complete before its read began.
+#[test]
+fn versions_never_go_back_through_the_tier() {
+    const PAGES: u64 = 256;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v");
+    std::fs::write(&path, vec![0u8; PAGES as usize * PAGE_SIZE]).unwrap();
+    let cache = PageCache::builder().capacity(64 * PAGE_SIZE).compressed_tier(512 << 10).build().unwrap();
+    let f = cache.open_with(&path, &rw()).unwrap();
+    // The newest version written of each page, published after the write.
+    let done: Arc<Vec<AtomicU64>> = Arc::new((0..PAGES).map(|_| AtomicU64::new(0)).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for w in 0..2u64 {
+        let (f, done, stop) = (f.clone(), done.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut v = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                v += 1;
+                // Each writer owns every other page: versions per page rise.
+                let page = (v * 7 % (PAGES / 2)) * 2 + w;
+                let mut buf = vec![0u8; PAGE_SIZE];
+                buf[..8].copy_from_slice(&v.to_le_bytes());
+                f.write_all_at(&buf, page * PAGE_SIZE as u64).unwrap();
+                done[page as usize].store(v, Ordering::SeqCst);
+            }
+        }));
+    }
+    for r in 0..2u64 {
+        let (f, done, stop) = (f.clone(), done.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut i = r;
+            while !stop.load(Ordering::SeqCst) {
+                i = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) >> 1;
+                let page = i % PAGES;
+                let floor = done[page as usize].load(Ordering::SeqCst);
+                let mut buf = [0u8; 8];
+                f.read_exact_at(&mut buf, page * PAGE_SIZE as u64).unwrap();
+                let got = u64::from_le_bytes(buf);
+                assert!(got >= floor, "page {page}: version {got} after {floor} was written");
+            }
+        }));
+    }
+    // Sync now and then, so pages go clean and into the tier.
+    for _ in 0..40 {
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        f.sync_data().unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = cache.stats();
+    assert!(s.tier_puts > 0 && s.tier_hits > 0, "{s:?}");
+    cache.check_invariants();
+}
+
+/// A put racing writes of the same page: reclaim offers a page while
+/// writers change it; afterwards every page reads as its last write.
+#[test]
+fn puts_racing_writes_never_resurrect_old_bytes() {
+    const PAGES: u64 = 96;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    std::fs::write(&path, vec![0u8; PAGES as usize * PAGE_SIZE]).unwrap();
+    let tier = Arc::new(MapTier::default());
+    let cache = PageCache::builder().capacity(48 * PAGE_SIZE).second_tier(tier.clone()).build().unwrap();
+    let f = cache.open_with(&path, &rw()).unwrap();
+    let last: Arc<Vec<AtomicU64>> = Arc::new((0..PAGES).map(|_| AtomicU64::new(0)).collect());
+    let mut threads = Vec::new();
+    for t in 0..2u64 {
+        let (f, last) = (f.clone(), last.clone());
+        threads.push(std::thread::spawn(move || {
+            for v in 1..3000u64 {
+                let page = (v * 13 + t * 48) % PAGES;
+                if page % 2 != t {
+                    // Read: pages cycle through reclaim and the tier.
+                    let mut b = [0u8; 8];
+                    f.read_exact_at(&mut b, ((v * 31) % PAGES) * PAGE_SIZE as u64).unwrap();
+                    continue;
+                }
+                f.write_all_at(&v.to_le_bytes(), page * PAGE_SIZE as u64).unwrap();
+                last[page as usize].store(v, Ordering::SeqCst);
+                if v % 64 == 0 {
+                    f.sync_data().unwrap();
+                }
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    f.sync_data().unwrap();
+    cache.shrink(usize::MAX);
+    for p in 0..PAGES {
+        let mut b = [0u8; 8];
+        f.read_exact_at(&mut b, p * PAGE_SIZE as u64).unwrap();
+        assert_eq!(u64::from_le_bytes(b), last[p as usize].load(Ordering::SeqCst), "page {p}");
+    }
+    assert!(cache.stats().tier_puts > 0);
+}
+
+/// Reads the first pass through, then again after the cache dropped them:
+/// the second pass comes from the tier.
+fn two_passes(cache: &PageCache, path: &Path, pages: usize) -> CachedFile {
+    let f = cache.open_with(path, &rw()).unwrap();
+    let mut buf = vec![0u8; PAGE_SIZE];
+    for _ in 0..2 {
+        for p in 0..pages {
+            f.read_exact_at(&mut buf, (p * PAGE_SIZE) as u64).unwrap();
+        }
+    }
+    f
+}
+
+#[test]
+fn a_panicking_tier_is_caught_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p");
+    let want = pattern(9, 256 * PAGE_SIZE);
+    std::fs::write(&path, &want).unwrap();
+    let tier = Arc::new(MapTier::default());
+    let cache = PageCache::builder().capacity(64 * PAGE_SIZE).second_tier(tier.clone()).build().unwrap();
+    let f = two_passes(&cache, &path, 256);
+    tier.panic.store(true, Ordering::SeqCst);
+    let mut got = vec![0u8; want.len()];
+    f.read_exact_at(&mut got, 0).unwrap();
+    assert!(got == want);
+    let s = cache.stats();
+    assert!(s.tier_panics >= 1, "{s:?}");
+    // Never called again after a panic.
+    let gets = tier.gets.load(Ordering::SeqCst);
+    f.read_exact_at(&mut got, 0).unwrap();
+    assert_eq!(tier.gets.load(Ordering::SeqCst), gets);
+    cache.check_invariants();
+}
+
+#[test]
+fn garbage_from_a_tier_is_caught_by_the_verifier() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g");
+    let want = pattern(4, 256 * PAGE_SIZE);
+    std::fs::write(&path, &want).unwrap();
+    let tier = Arc::new(MapTier::default());
+    let cache = PageCache::builder().capacity(64 * PAGE_SIZE).second_tier(tier.clone()).build().unwrap();
+    let f = cache.open_with(&path, &rw()).unwrap();
+    let truth = want.clone();
+    f.set_read_verifier(Arc::new(move |index, bytes: &[u8]| {
+        let at = index as usize * PAGE_SIZE;
+        if bytes == &truth[at..at + PAGE_SIZE] {
+            Ok(())
+        } else {
+            Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "checksum"))
+        }
+    }));
+    let mut buf = vec![0u8; PAGE_SIZE];
+    for p in 0..256 {
+        f.read_exact_at(&mut buf, (p * PAGE_SIZE) as u64).unwrap();
+    }
+    tier.garbage.store(true, Ordering::SeqCst);
+    let mut got = vec![0u8; want.len()];
+    f.read_exact_at(&mut got, 0).unwrap();
+    assert!(got == want, "a corrupt page from the tier was served");
+    let s = cache.stats();
+    assert!(s.tier_verify_failures > 0, "{s:?}");
+}
+
+/// The tier serves a second pass with no file read, and the stats say so.
+#[test]
+fn a_second_pass_comes_from_the_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let want = pattern(3, 512 * PAGE_SIZE);
+    std::fs::write(&path, &want).unwrap();
+    let cache = PageCache::builder().capacity(64 * PAGE_SIZE).compressed_tier(4 << 20).build().unwrap();
+    let f = two_passes(&cache, &path, 512);
+    let s = cache.stats();
+    assert!(s.tier_hits > 256, "{s:?}");
+    assert!(s.tier_bytes <= 4 << 20 && s.tier_pages > 0);
+    let mut got = vec![0u8; want.len()];
+    f.read_exact_at(&mut got, 0).unwrap();
+    assert!(got == want);
+    println!("{s}");
+}
