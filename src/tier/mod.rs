@@ -18,6 +18,8 @@
 //! new page at that index, can run beside it), and by invalidating before
 //! new bytes become visible.
 
+
+
 /// Who a page belongs to: the file's identity (device, inode and birth
 /// time for a file; the backing's own identity otherwise) and the page size
 /// of the mapping, so the same index at another page size is another key.
