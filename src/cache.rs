@@ -502,7 +502,8 @@ impl PageCache {
     /// Opens a file whose pages are read and written through `backing`
     /// (any [`Backing`]: a file with injected faults in tests, a device, a
     /// remote blob). Each call makes a new mapping; `writable` says whether
-    /// the handle may write.
+    /// the handle may write (`ReadOnlyFilesystem` for a backing whose
+    /// [`is_read_only`](Backing::is_read_only) says it refuses writes).
     pub fn open_backing(&self, backing: Arc<dyn Backing>, writable: bool) -> io::Result<CachedFile> {
         self.open_backing_with_page_size(backing, writable, PAGE_SIZE)
     }
@@ -517,6 +518,12 @@ impl PageCache {
         page_size: usize,
     ) -> io::Result<CachedFile> {
         let order = page_order(page_size)?;
+        if writable && backing.is_read_only() {
+            return Err(io::Error::new(
+                io::ErrorKind::ReadOnlyFilesystem,
+                "page cache: a writable open of a read-only backing (open it with writable = false)",
+            ));
+        }
         let size = backing.len()?;
         // The backing's own identity, where it has one, is its key in the
         // second tier; without one its pages never go there.

@@ -129,6 +129,8 @@ mod mem;
 mod reclaim;
 // The cache on top, and what every layer shares.
 mod cache;
+#[cfg(feature = "object-store")]
+pub mod object;
 #[cfg(feature = "redb")]
 pub mod redb;
 mod stats;

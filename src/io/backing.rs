@@ -26,6 +26,12 @@ pub trait Backing: Send + Sync {
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
     }
+    /// Whether the backing refuses every write (an object in a store):
+    /// `PageCache::open_backing` refuses a writable open of it. Default
+    /// `false`.
+    fn is_read_only(&self) -> bool {
+        false
+    }
     /// Whether buffers and offsets must be page-aligned (O_DIRECT).
     fn is_direct(&self) -> bool {
         false
@@ -41,6 +47,28 @@ pub trait Backing: Send + Sync {
     /// at a time.
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         None
+    }
+    /// Reads many scattered ranges (`(offset, buffer)`, any order), one
+    /// result per range: bytes read, short only at end of file. A backing
+    /// with latency to hide (an object store) overrides it to merge
+    /// neighbours and keep requests in flight together; the default reads
+    /// each range in turn with `read_vectored_at`. `CachedFile::prefetch`
+    /// calls it for backings with no file descriptor.
+    fn read_batch(&self, reqs: &mut [(u64, &mut [u8])]) -> Vec<io::Result<usize>> {
+        reqs.iter_mut()
+            .map(|(offset, buf)| {
+                let mut done = 0;
+                while done < buf.len() {
+                    match self.read_vectored_at(&mut [IoSliceMut::new(&mut buf[done..])], *offset + done as u64) {
+                        Ok(0) => break,
+                        Ok(n) => done += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(done)
+            })
+            .collect()
     }
 }
 

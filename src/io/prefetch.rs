@@ -86,6 +86,15 @@ fn read_batch(m: &AddressSpace, pages: &mut Vec<LockedPage<'_>>) -> io::Result<(
             }
             r
         }
+        // No descriptor (an object store, a test's backing): the backing
+        // reads the batch itself (`Backing::read_batch`; an object store
+        // merges neighbours into few requests, run concurrently).
+        None if !partial => {
+            let mut reqs: Vec<(u64, &mut [u8])> =
+                pages.iter_mut().map(|p| (p.index() << m.shift, p.data_mut())).collect();
+            m.zone.count(Event::ReadCalls, 1);
+            Some(backing.read_batch(&mut reqs))
+        }
         _ => None,
     };
     let size = m.size();
