@@ -12,6 +12,13 @@
 //! - the invalidations from every writer of bytes or sizes, before the new
 //!   bytes can be seen through the tier.
 //!
+//! Invalidations of a range or a file run twice around the removal of
+//! the cached pages: before, so no page dropped from memory comes back
+//! from the tier, and after, for puts of pages the walk had not reached
+//! yet. A put that overlaps either sees `tier_gen` move and takes its page
+//! back out. Pages left cached because they were busy get `TIER_COPY`, so
+//! reclaim never puts their (maybe stale) bytes.
+//!
 //! A tier that panics once is never called again (`Zone::tier_broken`):
 //! an invalidation lost to a panic would let it serve stale bytes later.
 
@@ -87,7 +94,15 @@ impl AddressSpace {
         let data = unsafe { &*self.zone.frame(page) };
         debug_assert_eq!(data.len(), self.page_size());
         let index = page.index();
-        let kept = self.tier_call(false, || tier.put_page(&key, index, data));
+        let gen = self.tier_gen.load(Ordering::SeqCst);
+        let mut kept = self.tier_call(false, || tier.put_page(&key, index, data));
+        if kept && self.tier_gen.load(Ordering::SeqCst) != gen {
+            // A range or file invalidation ran beside the put (its page
+            // walk may not have reached this page yet): the put may have
+            // landed after it, so it comes back out.
+            self.tier_call((), || tier.invalidate_page(&key, index));
+            kept = false;
+        }
         if kept {
             // Should the removal fail (someone took a reference), the page
             // stays with the tier holding its bytes: no second put.
@@ -140,6 +155,8 @@ impl AddressSpace {
         }
         let Some((tier, key)) = self.tier() else { return };
         self.zone.count(Event::TierInvalidations, 1);
+        // Before the call: a put that overlaps it sees the change.
+        self.tier_gen.fetch_add(1, Ordering::SeqCst);
         self.tier_call((), || tier.invalidate_range(&key, start, end));
     }
 
@@ -150,6 +167,8 @@ impl AddressSpace {
         // Relaxed: a hint (see `tiered`); cleared before the call, so a put
         // that lands after the call sets it again.
         self.tiered.store(false, Ordering::Relaxed);
+        // Before the call: a put that overlaps it sees the change.
+        self.tier_gen.fetch_add(1, Ordering::SeqCst);
         self.zone.count(Event::TierInvalidations, 1);
         self.tier_call((), || tier.invalidate_file(&key));
     }

@@ -160,6 +160,11 @@ pub struct AddressSpace {
     /// whole file: the open-file table keeps the mapping (and its record)
     /// so the next open revalidates the file before the tier serves it.
     pub(crate) tiered: AtomicBool,
+    /// Bumped by every range or file invalidation of the tier, before it
+    /// calls the tier: a put that finds it moved while it ran takes its
+    /// page back out (`cleancache_put`), so no put lands after an
+    /// invalidation it raced.
+    pub(crate) tier_gen: AtomicU64,
     /// The engine's write-ahead log: no dirty page reaches the file ahead
     /// of it (`io::wal`).
     pub(crate) wal: RwLock<Option<Arc<dyn WriteAheadLog>>>,
@@ -197,6 +202,7 @@ impl AddressSpace {
                 wb_seq: AtomicU64::new(0),
                 tier_key: RwLock::new(None),
                 tiered: AtomicBool::new(false),
+                tier_gen: AtomicU64::new(0),
                 wal: RwLock::new(None),
                 verifier: RwLock::new(None),
                 read_error: Mutex::new(None),

@@ -493,6 +493,7 @@ impl CachedFile {
         // The tier first: pages dropped below must not come back from it.
         m.cleancache_invalidate_range(m.index_of(offset), m.pages_for(end));
         let out = truncate::invalidate_pages(m, m.index_of(offset), m.pages_for(end), false);
+        m.cleancache_invalidate_range(m.index_of(offset), m.pages_for(end));
         // Only a look at the file that no write of ours raced may replace
         // the cache's size (a write in flight has cleared its page's
         // DIRTY, and the file's size lags it until it lands).

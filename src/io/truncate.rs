@@ -41,6 +41,7 @@ pub(crate) fn set_len(m: &AddressSpace, new: u64) -> io::Result<()> {
     // read from or written to the file from here on.
     m.set_size(new);
     cut_pages_past(m, new);
+    m.cleancache_invalidate_range(new >> m.shift, crate::index::mapping::MAX_INDEX + 1);
     // A writeback that raced the first call may have written past `new`.
     m.needs_trim.store(false, Ordering::SeqCst);
     backing.set_len(new)
@@ -99,7 +100,10 @@ pub(crate) fn invalidate_pages(m: &AddressSpace, start: u64, end: u64, strict: b
             } else {
                 match page.try_lock() {
                     Ok(l) => l,
-                    Err(_) => {
+                    Err(page) => {
+                        // Left with bytes the file may no longer hold:
+                        // never put to the second tier.
+                        page.page().set(crate::mem::page::TIER_COPY);
                         out.busy += 1;
                         continue;
                     }
@@ -111,6 +115,7 @@ pub(crate) fn invalidate_pages(m: &AddressSpace, start: u64, end: u64, strict: b
             if strict {
                 locked.wait_on_page_writeback();
             } else if locked.is_writeback() {
+                locked.page().set(crate::mem::page::TIER_COPY);
                 out.busy += 1;
                 continue;
             }
@@ -120,6 +125,7 @@ pub(crate) fn invalidate_pages(m: &AddressSpace, start: u64, end: u64, strict: b
             }
             // The cache's reference and ours.
             if !strict && locked.page().page_count() > 2 {
+                locked.page().set(crate::mem::page::TIER_COPY);
                 out.busy += 1;
                 continue;
             }
@@ -171,6 +177,7 @@ pub(crate) fn adopt_size(m: &AddressSpace, stat: &FileStat) {
     if new < old {
         cut_pages_past(m, new);
     }
+    m.cleancache_invalidate_range(new.min(old) >> m.shift, crate::index::mapping::MAX_INDEX + 1);
 }
 
 /// Compares the file as it is now (`now`) with what the cache last knew
@@ -206,6 +213,8 @@ pub(crate) fn revalidate(m: &AddressSpace, now: &FileStat, strict: bool) -> bool
         if let Ok(Some(fresh)) = quiet_stat(m) {
             adopt_size(m, &fresh);
         }
+        // Puts of pages the invalidation above had not reached yet.
+        m.cleancache_invalidate_file();
         m.zone.count(Event::StaleOpens, 1);
     }
     *record = Some(*now);

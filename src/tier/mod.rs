@@ -44,6 +44,20 @@ impl FileKey {
     }
 }
 
+/// What a file's contents were when the cache last vouched for them: its
+/// size and times as the file system gave them (`statx`). A tier that
+/// outlives the process (the disk tier) keeps it with the file's pages and
+/// serves them after a restart only to an open that finds the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileVersion {
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, in nanoseconds since the epoch.
+    pub mtime_ns: i128,
+    /// Last status change, in nanoseconds since the epoch.
+    pub ctime_ns: i128,
+}
+
 /// What a tier holds now, for [`Stats`](crate::Stats).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TierUsage {
@@ -91,6 +105,22 @@ pub trait SecondTier: Send + Sync {
 
     /// Forgets every page of `file`.
     fn invalidate_file(&self, file: &FileKey);
+
+    /// The cache opened `file` and found it at `version`: pages stored
+    /// under any other version of the file are stale and must never be
+    /// served (a tier that outlives the process drops them; one in memory,
+    /// which the cache keeps coherent by its invalidations, may ignore
+    /// this). The default does nothing.
+    fn open_file(&self, file: &FileKey, version: &FileVersion) {
+        let _ = (file, version);
+    }
+
+    /// The cache's own writes moved `file` to `version`, and every page it
+    /// changed was invalidated first: what the tier holds of the file is
+    /// current under the new version. The default does nothing.
+    fn file_written(&self, file: &FileKey, version: &FileVersion) {
+        let _ = (file, version);
+    }
 
     /// What the tier holds now. The default reports nothing.
     fn usage(&self) -> TierUsage {
