@@ -493,9 +493,12 @@ impl PageCache {
         }
         if truncated && m.size() > 0 {
             let _size = m.size_lock.lock();
+            m.cleancache_invalidate_file();
             m.set_size(0);
             m.truncate_pages_from(0);
+            m.cleancache_invalidate_file();
         }
+        m.cleancache_open_file(&stat);
         Ok(file)
     }
 
@@ -530,6 +533,9 @@ impl PageCache {
         let stat = backing.stat()?;
         let mapping = AddressSpace::new(self.inner.zone.clone(), backing, size, order);
         mapping.set_tier_key(stat.map(|s| file_key(&s, order + PAGE_SIZE.trailing_zeros())));
+        if let Some(s) = &stat {
+            mapping.cleancache_open_file(s);
+        }
         // A key no real file has: device u64::MAX, inode = mapping id.
         let key = (u64::MAX, mapping.id as u64);
         self.inner

@@ -189,6 +189,30 @@ impl AddressSpace {
     }
 }
 
+impl AddressSpace {
+    /// Tells the tier the file was opened and found as `stat` says
+    /// (after revalidation): a tier that outlives the process serves what
+    /// it kept of the file only if the versions agree.
+    pub(crate) fn cleancache_open_file(&self, stat: &crate::io::backing::FileStat) {
+        let Some((tier, key)) = self.tier() else { return };
+        let v = file_version(stat);
+        self.tier_call((), || tier.open_file(&key, &v));
+    }
+
+    /// Tells the tier the cache's own writes (each of which invalidated
+    /// the pages it changed) moved the file to `stat`.
+    pub(crate) fn cleancache_file_written(&self, stat: &crate::io::backing::FileStat) {
+        let Some((tier, key)) = self.tier() else { return };
+        let v = file_version(stat);
+        self.tier_call((), || tier.file_written(&key, &v));
+    }
+}
+
+/// The version of a file the tier keeps beside its pages.
+fn file_version(stat: &crate::io::backing::FileStat) -> crate::tier::FileVersion {
+    crate::tier::FileVersion { size: stat.size, mtime_ns: stat.mtime_ns, ctime_ns: stat.ctime_ns }
+}
+
 /// The tier key of a file the file system describes.
 pub(crate) fn file_key(stat: &crate::io::backing::FileStat, page_shift: u32) -> FileKey {
     FileKey {

@@ -502,6 +502,7 @@ impl CachedFile {
             // What the file is now, as far as this cache can tell: the next
             // open compares against it.
             *m.record.lock() = Some(stat);
+            m.cleancache_file_written(&stat);
             // The times of our own writes are folded into the record.
             m.written.store(false, crate::sync::Ordering::SeqCst);
         }

@@ -210,8 +210,9 @@ pub(crate) fn revalidate(m: &AddressSpace, now: &FileStat, strict: bool) -> bool
         }
         // `now` was taken before this open held `size_lock`: a write of
         // ours may have landed since, so the size comes from a new look.
-        if let Ok(Some(fresh)) = quiet_stat(m) {
-            adopt_size(m, &fresh);
+        match quiet_stat(m) {
+            Ok(Some(fresh)) => adopt_size(m, &fresh),
+            other => eprintln!("DEBUG quiet_stat {:?} pending {} trim {} dirty {}", other.map(|o| o.map(|s| s.size)), m.io_pending(), m.needs_trim.load(Ordering::SeqCst), m.nr_dirty()),
         }
         // Puts of pages the invalidation above had not reached yet.
         m.cleancache_invalidate_file();
@@ -226,6 +227,10 @@ pub(crate) fn revalidate(m: &AddressSpace, now: &FileStat, strict: bool) -> bool
 pub(crate) fn refresh_record(m: &AddressSpace) {
     let _size = m.size_lock.lock();
     if m.written.swap(false, Ordering::SeqCst) {
-        *m.record.lock() = m.backing().stat().ok().flatten();
+        let stat = m.backing().stat().ok().flatten();
+        if let Some(s) = &stat {
+            m.cleancache_file_written(s);
+        }
+        *m.record.lock() = stat;
     }
 }
