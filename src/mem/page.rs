@@ -212,6 +212,24 @@ impl Page {
         PageFlags(self.flags.load(Ordering::Acquire) & !GUARD_MASK)
     }
 
+    /// Every field of the descriptor, as it is now: flags (with the guard
+    /// count), count, version, mapping, index, LRU links. For tests that
+    /// prove an access wrote nothing to the descriptor (compare two
+    /// snapshots); each field is read on its own, so a snapshot taken
+    /// while others change the page is not one instant.
+    pub fn snapshot(&self) -> [u64; 7] {
+        // Relaxed: a diagnostic copy; nothing is published with it.
+        [
+            u64::from(self.flags.load(Ordering::Relaxed)),
+            u64::from(self.refcount.load(Ordering::Relaxed)),
+            u64::from(self.seq.load(Ordering::Relaxed)),
+            u64::from(self.mapping.load(Ordering::Relaxed)),
+            self.index.load(Ordering::Relaxed),
+            u64::from(self.lru_prev.load(Ordering::Relaxed)),
+            u64::from(self.lru_next.load(Ordering::Relaxed)),
+        ]
+    }
+
     // ---- the version (seqcount) ----------------------------------------------
 
     /// The version of the bytes and identity, for an optimistic reader.
