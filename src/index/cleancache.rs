@@ -30,6 +30,10 @@ use crate::stats::Event;
 use crate::sync::Ordering;
 use crate::tier::{FileKey, SecondTier};
 
+/// Refusals in a row after which a file's pages are offered to the tier
+/// one in this many.
+const REFUSED_SAMPLE: u32 = 64;
+
 impl AddressSpace {
     /// The tier and this file's key in it, when both exist and the tier
     /// has not failed.
@@ -93,6 +97,18 @@ impl AddressSpace {
         // page's whole compound block, `page_size()` bytes.
         let data = unsafe { &*self.zone.frame(page) };
         debug_assert_eq!(data.len(), self.page_size());
+        // A file whose pages the tier keeps refusing (they do not
+        // compress) is offered one page in `REFUSED_SAMPLE` until one is
+        // kept: compressing a page only to throw the result away cost a
+        // one-pass scan of random bytes 75% more time.
+        // Relaxed: a heuristic; a lost update costs one put more or less.
+        let refused = self.tier_refused.load(Ordering::Relaxed);
+        if refused >= REFUSED_SAMPLE {
+            self.tier_refused.store(refused.wrapping_add(1).max(REFUSED_SAMPLE), Ordering::Relaxed);
+            if refused % REFUSED_SAMPLE != 0 {
+                return false;
+            }
+        }
         let index = page.index();
         let gen = self.tier_gen.load(Ordering::SeqCst);
         let mut kept = self.tier_call(false, || tier.put_page(&key, index, data));
@@ -102,6 +118,12 @@ impl AddressSpace {
             // landed after it, so it comes back out.
             self.tier_call((), || tier.invalidate_page(&key, index));
             kept = false;
+        }
+        // Relaxed: the heuristic above.
+        if kept {
+            self.tier_refused.store(0, Ordering::Relaxed);
+        } else if refused < REFUSED_SAMPLE {
+            self.tier_refused.store(refused + 1, Ordering::Relaxed);
         }
         if kept {
             // Should the removal fail (someone took a reference), the page
@@ -133,7 +155,9 @@ impl AddressSpace {
         };
         if hit {
             self.zone.count(Event::TierHits, 1);
-            page.page().set(TIER_COPY);
+            if !self.tier_call(false, || tier.exclusive_gets()) {
+                page.page().set(TIER_COPY);
+            }
         } else {
             self.zone.count(Event::TierMisses, 1);
         }

@@ -1169,6 +1169,10 @@ impl SecondTier for CompressedTier {
         }
     }
 
+    fn exclusive_gets(&self) -> bool {
+        self.exclusive
+    }
+
     fn get_page(&self, file: &FileKey, index: u64, out: &mut [u8]) -> bool {
         let Some(ps) = self.page_size(file) else {
             return false;

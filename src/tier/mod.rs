@@ -106,6 +106,14 @@ pub trait SecondTier: Send + Sync {
     /// Forgets every page of `file`.
     fn invalidate_file(&self, file: &FileKey);
 
+    /// Whether a get that hits removes the page from the tier (zswap's
+    /// exclusive loads): the cache then holds the only copy and puts the
+    /// page again when it evicts it. The default is false (the tier keeps
+    /// its copy, and the cache does not put the unchanged page again).
+    fn exclusive_gets(&self) -> bool {
+        false
+    }
+
     /// The cache opened `file` and found it at `version`: pages stored
     /// under any other version of the file are stale and must never be
     /// served (a tier that outlives the process drops them; one in memory,
