@@ -1422,3 +1422,571 @@ impl Drop for DiskTier {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key(ino: u64, page_shift: u8) -> FileKey {
+        FileKey { dev: 9, ino, generation: 1, page_shift }
+    }
+
+    fn ver(n: u64) -> FileVersion {
+        FileVersion { size: n, mtime_ns: i128::from(n) * 1000, ctime_ns: i128::from(n) * 1000 + 1 }
+    }
+
+    /// A page of `len` bytes, different for every seed.
+    fn page(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+            })
+            .collect()
+    }
+
+    fn get(tier: &DiskTier, f: &FileKey, index: u64) -> Option<Vec<u8>> {
+        let mut out = vec![0xa5u8; f.page_size()];
+        tier.get_page(f, index, &mut out).then_some(out)
+    }
+
+    /// Budget for `n` regions of `rs` bytes.
+    fn budget(n: u64, rs: u64) -> u64 {
+        2 * sb_size_for(n) + n * rs
+    }
+
+    fn small(path: &Path, n: u64, rs: u64) -> DiskTier {
+        DiskTier::options().with_region_size(rs).inline_writes(true).open(path, budget(n, rs)).unwrap()
+    }
+
+    #[test]
+    fn crc32c_known_value() {
+        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+        assert_eq!(crc32c(b""), 0);
+        let data = page(1, 4099);
+        // Slicing-by-8 against the bytewise loop.
+        let mut crc = !0u32;
+        for &b in &data {
+            crc = (crc >> 8) ^ CRC_TABLES[0][((crc ^ u32::from(b)) & 0xff) as usize];
+        }
+        assert_eq!(crc32c(&data), !crc);
+    }
+
+    #[test]
+    fn geometry_and_auto_region_size() {
+        assert_eq!(auto_region_size(1 << 30), 16 << 20);
+        assert_eq!(auto_region_size(16 << 20), 4 << 20);
+        let g = Geometry::new(1 << 30, 16 << 20).unwrap();
+        assert_eq!(g.regions, 63);
+        assert_eq!(g.area, 256 << 10);
+        assert!(u64::from(g.max_entries) * BLOCK >= g.region_size - g.area);
+        let g = Geometry::new(budget(4, 8192), 8192).unwrap();
+        assert_eq!((g.regions, g.area, g.max_entries), (4, 4096, 1));
+        assert_eq!(Geometry::new(8192 * 2, 8192).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(Geometry::new(1 << 20, 5000).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Put { file: usize, index: u64, seed: u64 },
+        Get { file: usize, index: u64 },
+        InvalidatePage { file: usize, index: u64 },
+        InvalidateRange { file: usize, start: u64, end: u64 },
+        InvalidateFile { file: usize },
+        FileWritten { file: usize },
+        NewVersion { file: usize },
+        Flush,
+        Reopen,
+    }
+
+    const FILES: [FileKey; 3] = [
+        FileKey { dev: 1, ino: 10, generation: 0, page_shift: 12 },
+        FileKey { dev: 1, ino: 11, generation: 0, page_shift: 12 },
+        FileKey { dev: 1, ino: 10, generation: 0, page_shift: 13 },
+    ];
+    const INDICES: u64 = 10;
+
+    fn op() -> impl Strategy<Value = Op> {
+        let file = 0..FILES.len();
+        prop_oneof![
+            8 => (file.clone(), 0..INDICES, any::<u64>()).prop_map(|(file, index, seed)| Op::Put { file, index, seed }),
+            6 => (file.clone(), 0..INDICES).prop_map(|(file, index)| Op::Get { file, index }),
+            1 => (file.clone(), 0..INDICES).prop_map(|(file, index)| Op::InvalidatePage { file, index }),
+            1 => (file.clone(), 0..INDICES, 0..6u64)
+                .prop_map(|(file, start, len)| Op::InvalidateRange { file, start, end: start + len }),
+            1 => file.clone().prop_map(|file| Op::InvalidateFile { file }),
+            1 => file.clone().prop_map(|file| Op::FileWritten { file }),
+            1 => file.prop_map(|file| Op::NewVersion { file }),
+            1 => Just(Op::Flush),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(40))]
+        #[test]
+        fn matches_model(ops in prop::collection::vec(op(), 1..200), background in any::<bool>(), regions in 3u64..6) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("tier");
+            let rs = 32 << 10;
+            let open = || {
+                DiskTier::options()
+                    .with_region_size(rs)
+                    .inline_writes(!background)
+                    .open(&path, budget(regions, rs))
+                    .unwrap()
+            };
+            let mut tier = open();
+            let mut versions = [1u64, 1, 1];
+            for (f, v) in FILES.iter().zip(versions) {
+                tier.open_file(f, &ver(v));
+            }
+            // What a get may return now, and the last accepted put of each
+            // key (what a restart may bring back).
+            let mut live: BTreeMap<(usize, u64), Vec<u8>> = BTreeMap::new();
+            let mut last: BTreeMap<(usize, u64), Vec<u8>> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Put { file, index, seed } => {
+                        let data = page(seed, FILES[file].page_size());
+                        if tier.put_page(&FILES[file], index, &data) {
+                            live.insert((file, index), data.clone());
+                            last.insert((file, index), data);
+                        } else {
+                            live.remove(&(file, index));
+                        }
+                    }
+                    Op::Get { file, index } => match get(&tier, &FILES[file], index) {
+                        Some(out) => {
+                            let want = live.get(&(file, index));
+                            prop_assert!(want.is_some(), "hit on {} {} after an invalidate or a miss", file, index);
+                            prop_assert!(want == Some(&out), "stale or corrupt page {} {}", file, index);
+                        }
+                        None => {
+                            live.remove(&(file, index));
+                        }
+                    },
+                    Op::InvalidatePage { file, index } => {
+                        tier.invalidate_page(&FILES[file], index);
+                        live.remove(&(file, index));
+                    }
+                    Op::InvalidateRange { file, start, end } => {
+                        tier.invalidate_range(&FILES[file], start, end);
+                        live.retain(|&(f, i), _| f != file || !(start..end).contains(&i));
+                    }
+                    Op::InvalidateFile { file } => {
+                        tier.invalidate_file(&FILES[file]);
+                        live.retain(|&(f, _), _| f != file);
+                    }
+                    Op::FileWritten { file } => {
+                        versions[file] += 1;
+                        tier.file_written(&FILES[file], &ver(versions[file]));
+                    }
+                    Op::NewVersion { file } => {
+                        versions[file] += 1;
+                        tier.open_file(&FILES[file], &ver(versions[file]));
+                        live.retain(|&(f, _), _| f != file);
+                        last.retain(|&(f, _), _| f != file);
+                    }
+                    Op::Flush => tier.flush().unwrap(),
+                    Op::Reopen => {
+                        drop(tier);
+                        tier = open();
+                        tier.check_invariants();
+                        for (f, v) in FILES.iter().zip(versions) {
+                            tier.open_file(f, &ver(v));
+                        }
+                        live.clear();
+                        for (file, f) in FILES.iter().enumerate() {
+                            for index in 0..INDICES {
+                                if let Some(out) = get(&tier, f, index) {
+                                    prop_assert!(last.get(&(file, index)) == Some(&out),
+                                        "restart brought back {} {} that was never the last put", file, index);
+                                    live.insert((file, index), out);
+                                }
+                            }
+                        }
+                    }
+                }
+                tier.check_invariants();
+                let u = tier.usage();
+                prop_assert!(u.bytes <= budget(regions, rs));
+                prop_assert!(u.pages <= (FILES.len() as u64) * INDICES);
+            }
+        }
+    }
+
+    #[test]
+    fn puts_evict_whole_regions_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = small(&dir.path().join("t"), 4, 32 << 10);
+        let f = key(1, 12);
+        // 7 pages per region, 4 regions.
+        for i in 0..100u64 {
+            assert!(tier.put_page(&f, i, &page(i, 4096)));
+            tier.check_invariants();
+        }
+        let u = tier.usage();
+        assert!(u.evictions >= 70, "{u:?}");
+        assert_eq!(u.pages + u.evictions, 100);
+        assert!(u.bytes <= budget(4, 32 << 10));
+        assert_eq!(get(&tier, &f, 0), None);
+        assert_eq!(get(&tier, &f, 99), Some(page(99, 4096)));
+        // The newest sealed region is read from the file.
+        assert_eq!(get(&tier, &f, 97 - 7), Some(page(97 - 7, 4096)));
+        assert_eq!(tier.checksum_failures(), 0);
+    }
+
+    #[test]
+    fn refused_puts_drop_the_older_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = small(&dir.path().join("t"), 4, 32 << 10);
+        let f = key(1, 12);
+        assert!(tier.put_page(&f, 0, &page(1, 4096)));
+        assert!(!tier.put_page(&f, 0, &page(1, 100)));
+        assert_eq!(get(&tier, &f, 0), None);
+        // 64 KiB pages do not fit 32 KiB regions.
+        let big = key(2, 16);
+        assert!(tier.put_page(&f, 1, &page(1, 4096)));
+        assert!(!tier.put_page(&big, 1, &page(2, 1 << 16)));
+        assert_eq!(get(&tier, &big, 1), None);
+        let odd = key(3, 40);
+        assert!(!tier.put_page(&odd, 0, &[0u8; 8]));
+        let mut out = [0u8; 8];
+        assert!(!tier.get_page(&odd, 0, &mut out));
+        tier.invalidate_range(&odd, 0, 10);
+        tier.invalidate_file(&odd);
+        tier.open_file(&odd, &ver(1));
+        assert_eq!(tier.usage().rejects, 3);
+        tier.check_invariants();
+    }
+
+    #[test]
+    fn warm_restart_serves_only_matching_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let (a, b, c) = (key(1, 12), key(2, 13), key(3, 12));
+        {
+            let tier = small(&path, 16, 64 << 10);
+            for f in [&a, &b, &c] {
+                tier.open_file(f, &ver(5));
+            }
+            for i in 0..40u64 {
+                for f in [&a, &b, &c] {
+                    assert!(tier.put_page(f, i, &page(i + f.ino * 1000, f.page_size())));
+                }
+            }
+            // A later put overrides an earlier one, across regions.
+            assert!(tier.put_page(&a, 3, &page(77, 4096)));
+            tier.check_invariants();
+        } // drop writes the last, partial region
+        let tier = small(&path, 16, 64 << 10);
+        tier.check_invariants();
+        assert_eq!(tier.recovered_entries(), 120);
+        println!("recovered {} entries in {:?}", tier.recovered_entries(), tier.recovery_time());
+        // Not opened yet: not served.
+        assert_eq!(get(&tier, &a, 0), None);
+        tier.open_file(&a, &ver(5));
+        tier.open_file(&b, &ver(6));
+        for i in 0..40u64 {
+            let want = if i == 3 { page(77, 4096) } else { page(i + 1000, 4096) };
+            assert_eq!(get(&tier, &a, i).as_deref(), Some(&want[..]), "a {i}");
+            assert_eq!(get(&tier, &b, i), None, "b {i}: another version");
+            assert_eq!(get(&tier, &c, i), None, "c {i}: never opened");
+        }
+        // c is still served once opened at its version.
+        tier.open_file(&c, &ver(5));
+        assert_eq!(get(&tier, &c, 39), Some(page(39 + 3000, 4096)));
+        assert_eq!(tier.checksum_failures(), 0);
+        tier.check_invariants();
+        drop(tier);
+        // b's entries were dropped for good; a's and c's survive again.
+        let tier = small(&path, 16, 64 << 10);
+        tier.open_file(&a, &ver(5));
+        tier.open_file(&b, &ver(5));
+        assert_eq!(get(&tier, &a, 5), Some(page(1005, 4096)));
+        assert_eq!(get(&tier, &b, 5), None);
+    }
+
+    #[test]
+    fn file_written_keeps_entries_for_the_run_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let f = key(1, 12);
+        {
+            let tier = small(&path, 8, 32 << 10);
+            tier.open_file(&f, &ver(1));
+            for i in 0..10u64 {
+                assert!(tier.put_page(&f, i, &page(i, 4096)));
+            }
+            tier.invalidate_page(&f, 4);
+            tier.file_written(&f, &ver(2));
+            // Still served in this run.
+            assert_eq!(get(&tier, &f, 0), Some(page(0, 4096)));
+            assert_eq!(get(&tier, &f, 4), None);
+            for i in 10..20u64 {
+                assert!(tier.put_page(&f, i, &page(i, 4096)));
+            }
+        }
+        let tier = small(&path, 8, 32 << 10);
+        tier.open_file(&f, &ver(2));
+        for i in 0..10u64 {
+            assert_eq!(get(&tier, &f, i), None, "{i} was put before the write");
+        }
+        for i in 10..20u64 {
+            assert_eq!(get(&tier, &f, i), Some(page(i, 4096)), "{i}");
+        }
+        // Puts without a version are kept for the run, not across a restart.
+        let g = key(2, 12);
+        assert!(tier.put_page(&g, 0, &page(5, 4096)));
+        tier.open_file(&g, &ver(1));
+        assert_eq!(get(&tier, &g, 0), Some(page(5, 4096)));
+        drop(tier);
+        let tier = small(&path, 8, 32 << 10);
+        tier.open_file(&g, &ver(1));
+        assert_eq!(get(&tier, &g, 0), None);
+    }
+
+    #[test]
+    fn corrupt_or_truncated_entries_miss_and_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let (n, rs) = (8, 32 << 10);
+        let f = key(1, 12);
+        {
+            let tier = small(&path, n, rs);
+            tier.open_file(&f, &ver(1));
+            // 7 pages per region: regions 0 to 4 hold pages 0-6, ..., 28-29.
+            for i in 0..30u64 {
+                assert!(tier.put_page(&f, i, &page(i, 4096)));
+            }
+        }
+        let geo = Geometry::new(budget(n, rs), rs).unwrap();
+        let file = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        // Flip a byte of page 1 (region 0, second page).
+        let at = geo.region_offset(0) + geo.area + BLOCK + 100;
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, at).unwrap();
+        file.write_all_at(&[!byte[0]], at).unwrap();
+        // Cut page 29 (region 4, second page) off.
+        file.set_len(geo.region_offset(4) + geo.area + BLOCK + 1000).unwrap();
+        drop(file);
+
+        let tier = small(&path, n, rs);
+        assert_eq!(tier.recovered_entries(), 30);
+        tier.open_file(&f, &ver(1));
+        assert_eq!(get(&tier, &f, 1), None);
+        assert_eq!(tier.checksum_failures(), 1);
+        assert_eq!(get(&tier, &f, 29), None);
+        assert_eq!(tier.checksum_failures(), 2);
+        // Dropped: no second count.
+        assert_eq!(get(&tier, &f, 1), None);
+        assert_eq!(tier.checksum_failures(), 2);
+        for i in (0..29u64).filter(|&i| i != 1) {
+            assert_eq!(get(&tier, &f, i), Some(page(i, 4096)), "{i}");
+        }
+        assert_eq!(tier.usage().pages, 28);
+        assert_eq!(tier.usage().rejects, 2);
+        tier.check_invariants();
+
+        // A corrupt summary or superblock loses regions, never panics.
+        drop(tier);
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&[0xff; 16], geo.region_offset(2) + REGION_HEADER as u64 + 8).unwrap();
+        drop(file);
+        let tier = small(&path, n, rs);
+        tier.open_file(&f, &ver(1));
+        assert_eq!(get(&tier, &f, 14), None);
+        assert_eq!(get(&tier, &f, 7), Some(page(7, 4096)));
+        drop(tier);
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&[0xff; 64], 0).unwrap();
+        file.write_all_at(&[0xff; 64], geo.sb_size).unwrap();
+        drop(file);
+        let tier = small(&path, n, rs);
+        assert_eq!(tier.recovered_entries(), 0);
+        tier.open_file(&f, &ver(1));
+        assert_eq!(get(&tier, &f, 7), None);
+        tier.check_invariants();
+    }
+
+    #[test]
+    fn another_geometry_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let f = key(1, 12);
+        {
+            let tier = small(&path, 8, 32 << 10);
+            tier.open_file(&f, &ver(1));
+            assert!(tier.put_page(&f, 0, &page(0, 4096)));
+        }
+        let tier = small(&path, 8, 64 << 10);
+        assert_eq!(tier.recovered_entries(), 0);
+        tier.open_file(&f, &ver(1));
+        assert_eq!(get(&tier, &f, 0), None);
+    }
+
+    #[test]
+    fn background_writer_under_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier =
+            DiskTier::options().with_region_size(64 << 10).open(dir.path().join("t"), budget(8, 64 << 10)).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..2u64 {
+                let tier = &tier;
+                s.spawn(move || {
+                    let f = key(t, 12);
+                    let mut newest = [None::<u64>; 16];
+                    for round in 0..2000u64 {
+                        let index = round % 16;
+                        let seed = t * 1_000_000 + round;
+                        let data = page(seed, 4096);
+                        newest[index as usize] = tier.put_page(&f, index, &data).then_some(seed);
+                        let probe = (round * 7) % 16;
+                        if let Some(out) = get(tier, &f, probe) {
+                            let want = newest[probe as usize].expect("hit after a refused put");
+                            assert_eq!(out, page(want, 4096), "thread {t} index {probe}");
+                        } else {
+                            newest[probe as usize] = None;
+                        }
+                    }
+                });
+            }
+        });
+        tier.flush().unwrap();
+        tier.check_invariants();
+        let u = tier.usage();
+        println!("background writer: {u:?}, write errors {}", tier.write_errors());
+        assert!(u.bytes >= 2 * sb_size_for(8) + 4 * (64 << 10), "regions were written: {u:?}");
+        assert!(u.rejects < 4000);
+    }
+
+    /// Unmounts a tmpfs when dropped.
+    struct Mount(PathBuf);
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+
+    #[test]
+    fn full_file_system_refuses_puts_and_keeps_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&mnt)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            println!("skipped: cannot mount a tmpfs (not root?)");
+            return;
+        }
+        let _mount = Mount(mnt.clone());
+        let rs = 64 << 10;
+        let tier = small(&mnt.join("t"), 32, rs);
+        let f = key(1, 12);
+        tier.open_file(&f, &ver(1));
+        let mut accepted = Vec::new();
+        let mut i = 0u64;
+        while tier.write_errors() == 0 && i < 1000 {
+            if tier.put_page(&f, i, &page(i, 4096)) {
+                accepted.push(i);
+            }
+            i += 1;
+        }
+        assert!(tier.write_errors() > 0, "2 MiB of regions fit a 1 MiB tmpfs?");
+        let rejects = tier.usage().rejects;
+        assert!(rejects > 0, "the failed region's pages are counted");
+        // Refused while the error is fresh.
+        assert!(!tier.put_page(&f, 5000, &page(5000, 4096)));
+        assert_eq!(tier.usage().rejects, rejects + 1);
+        tier.check_invariants();
+        // What reached the disk is still served.
+        let mut hits = 0;
+        for &i in &accepted {
+            if let Some(out) = get(&tier, &f, i) {
+                assert_eq!(out, page(i, 4096));
+                hits += 1;
+            }
+        }
+        println!("ENOSPC after {i} puts: {hits} of {} accepted pages served, {rejects} rejects", accepted.len());
+        assert!(hits >= 100, "{hits}");
+        assert_eq!(tier.checksum_failures(), 0);
+        drop(tier);
+    }
+
+    /// Writes the image of a tier holding `entries` pages of 10 files
+    /// (headers, summaries, superblock, file table; the data left as
+    /// holes, which read as zeros).
+    fn synthetic_image(path: &Path, geo: &Geometry, entries: u64) {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path).unwrap();
+        let instance = 42;
+        let tag = |f: u64| (1u64 << 32) | (f + 1);
+        let per_region = ((geo.region_size - geo.area) / BLOCK).min(u64::from(geo.max_entries));
+        let zero_crc = crc32c(&[0u8; 4096]);
+        let mut seqs = vec![0u64; geo.regions as usize];
+        let mut done = 0;
+        let mut slot = 0;
+        while done < entries {
+            let count = per_region.min(entries - done);
+            let mut area = vec![0u8; REGION_HEADER + count as usize * RECORD];
+            for i in 0..count {
+                let n = done + i;
+                let rec = Record {
+                    key: key(n % 10, 12),
+                    index: n / 10,
+                    tag: tag(n % 10),
+                    offset: (geo.area + i * BLOCK) as u32,
+                    len: 4096,
+                    crc: zero_crc,
+                };
+                rec.encode(&mut area[REGION_HEADER + i as usize * RECORD..][..RECORD]);
+            }
+            let summary_crc = crc32c(&area[REGION_HEADER..]);
+            let data_end = (geo.area + count * BLOCK) as u32;
+            RegionHeader { seq: slot + 1, count: count as u32, data_end, summary_crc }.encode(&mut area);
+            file.write_all_at(&area, geo.region_offset(slot as u32)).unwrap();
+            seqs[slot as usize] = slot + 1;
+            done += count;
+            slot += 1;
+        }
+        file.set_len(geo.region_offset(slot as u32)).unwrap();
+        let sb = Superblock { region_size: geo.region_size, epoch: 1, writes: 1, instance, seqs };
+        file.write_all_at(&sb.encode(geo.sb_size), 0).unwrap();
+        let table: Vec<TableEntry> =
+            (0..10).map(|f| TableEntry { key: key(f, 12), version: ver(1), tag: tag(f) }).collect();
+        std::fs::write(sibling(path, ".files"), encode_table(instance, &table)).unwrap();
+    }
+
+    #[test]
+    fn recovery_of_100k_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let rs = 16 << 20;
+        let bytes = budget(26, rs);
+        let geo = Geometry::new(bytes, rs).unwrap();
+        assert_eq!(geo.regions, 26);
+        synthetic_image(&path, &geo, 100_000);
+        let tier = DiskTier::options().with_region_size(rs).inline_writes(true).open(&path, bytes).unwrap();
+        assert_eq!(tier.recovered_entries(), 100_000);
+        println!(
+            "recovered {} entries ({} regions of 16 MiB) in {:?}; index ~{} bytes",
+            tier.recovered_entries(),
+            tier.usage().bytes / rs,
+            tier.recovery_time(),
+            tier.index_bytes()
+        );
+        tier.check_invariants();
+        let f = key(3, 12);
+        tier.open_file(&f, &ver(1));
+        assert_eq!(get(&tier, &f, 9999), Some(vec![0u8; 4096]));
+        assert_eq!(get(&tier, &key(4, 12), 9999), None, "not opened");
+    }
+}
