@@ -99,8 +99,8 @@
 //! its bytes are those of the file at that version (as safe as the
 //! version's timestamps are fine-grained).
 //!
-//! An open with another region size or region count than the file's starts
-//! over empty. Dropping the tier seals and writes the buffer being filled
+//! An open with another region size or region count than the file's (or of
+//! a file that is not a tier's) truncates the file and starts over empty. Dropping the tier seals and writes the buffer being filled
 //! (errors ignored), then the superblock and the file table.
 
 use std::collections::hash_map::RandomState;
@@ -604,6 +604,9 @@ impl State {
         }
     }
 
+    /// A tag no earlier run used: this run's epoch in the high half. (After
+    /// 2^32 version changes in one run the counter would run into the next
+    /// epoch's tags.)
     fn new_tag(&mut self) -> u64 {
         let t = self.next_tag;
         self.next_tag += 1;
