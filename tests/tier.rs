@@ -321,7 +321,10 @@ fn model_test(ps: usize, tier: Option<Arc<MapTier>>, compressed: Option<usize>) 
         run_model(&cache, &d, ps, &ops)
     });
     let s = cache.stats();
-    assert!(std::env::var_os("TIER_OFF").is_some() || s.tier_puts > 0 && s.tier_hits > 0, "the tier was never used: {s:?}");
+    assert!(
+        std::env::var_os("TIER_OFF").is_some() || s.tier_puts > 0 && s.tier_hits > 0,
+        "the tier was never used: {s:?}"
+    );
 }
 
 #[test]

@@ -19,6 +19,7 @@
 //! new bytes become visible.
 
 pub mod compressed;
+pub mod disk;
 
 /// Who a page belongs to: the file's identity (device, inode and birth
 /// time for a file; the backing's own identity otherwise) and the page size
