@@ -100,7 +100,8 @@ fn print_ratios() {
     eprintln!("compression by page image (lz4, 4 KiB pages, 2000 pages each, tier of 64 MiB):");
     eprintln!("| pages | kept | ratio (data) | memory per kept page, overhead included |");
     eprintln!("|---|---|---|---|");
-    let kinds: [(&str, fn(u64, &mut [u8])); 4] = [
+    type Make = fn(u64, &mut [u8]);
+    let kinds: [(&str, Make); 4] = [
         ("B-tree leaves (keys, words, random ids)", btree_page),
         ("text (README)", text_page),
         ("zeros", |_, p| p.fill(0)),

@@ -43,6 +43,10 @@ pub struct Builder {
     io_uring: bool,
     /// The second tier behind reclaim, if any.
     tier: Option<Arc<dyn SecondTier>>,
+    /// The compressed tier's budget (0: none).
+    compressed_bytes: usize,
+    /// The disk tier's file and size.
+    disk: Option<(std::path::PathBuf, u64)>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -59,6 +63,8 @@ impl std::fmt::Debug for Builder {
             .field("revalidate", &self.revalidate)
             .field("io_uring", &self.io_uring)
             .field("second_tier", &self.tier.is_some())
+            .field("compressed_tier", &self.compressed_bytes)
+            .field("disk_tier", &self.disk)
             .finish()
     }
 }
@@ -77,6 +83,8 @@ impl Default for Builder {
             revalidate: true,
             io_uring: true,
             tier: None,
+            compressed_bytes: 0,
+            disk: None,
         }
     }
 }
@@ -160,15 +168,28 @@ impl Builder {
     /// 0 turns it off. See [`CompressedTier`](crate::tier::compressed::CompressedTier)
     /// and `Stats::tier_*`.
     pub fn compressed_tier(mut self, bytes: usize) -> Builder {
-        self.tier =
-            (bytes > 0).then(|| Arc::new(crate::tier::compressed::CompressedTier::new(bytes)) as Arc<dyn SecondTier>);
+        self.compressed_bytes = bytes;
+        self
+    }
+
+    /// A second tier of clean pages on local disk (SSD), after CacheLib's
+    /// BlockCache: a file at `path` of at most `bytes`, written in large
+    /// regions and evicted a region at a time, that a later cache built
+    /// with the same `path` finds again (warm restart): its pages of a file
+    /// are served after an open finds the file as it was when they were
+    /// stored. Behind the compressed tier when both are set. Fails at
+    /// [`build`](Self::build) if the file cannot be opened or `bytes` is
+    /// too small (`InvalidInput`). See
+    /// [`DiskTier`](crate::tier::disk::DiskTier).
+    pub fn disk_tier(mut self, path: impl AsRef<Path>, bytes: u64) -> Builder {
+        self.disk = Some((path.as_ref().to_path_buf(), bytes));
         self
     }
 
     /// A second tier of the user's own behind reclaim (cleancache): clean
     /// pages reclaim evicts are offered to it, and a miss asks it before
-    /// the file. See [`SecondTier`] for the contract it must keep. Replaces
-    /// any tier set before.
+    /// the file. See [`SecondTier`] for the contract it must keep. Asked
+    /// after the compressed and disk tiers when those are set too.
     pub fn second_tier(mut self, tier: Arc<dyn SecondTier>) -> Builder {
         self.tier = Some(tier);
         self
@@ -194,15 +215,21 @@ impl Builder {
         // Asynchronous readahead of O_DIRECT files goes on a ring, reaped
         // by a thread of its own (`io::readahead::submit`).
         let async_ring = self.direct_io && self.readahead_threads > 0;
-        let zone = Arc::new(Zone::new(
-            frames,
-            self.huge_pages,
-            dirty,
-            ra_max_pages as u64,
-            self.io_uring,
-            async_ring,
-            self.tier.clone(),
-        )?);
+        let mut tiers: Vec<Arc<dyn SecondTier>> = Vec::new();
+        if self.compressed_bytes > 0 {
+            tiers.push(Arc::new(crate::tier::compressed::CompressedTier::new(self.compressed_bytes)));
+        }
+        if let Some((path, bytes)) = &self.disk {
+            tiers.push(Arc::new(crate::tier::disk::DiskTier::open(path, *bytes)?));
+        }
+        tiers.extend(self.tier.clone());
+        let tier = match tiers.len() {
+            0 => None,
+            1 => tiers.pop(),
+            _ => Some(Arc::new(crate::tier::stack::TierStack::new(tiers)) as Arc<dyn SecondTier>),
+        };
+        let zone =
+            Arc::new(Zone::new(frames, self.huge_pages, dirty, ra_max_pages as u64, self.io_uring, async_ring, tier)?);
         let mut threads = Vec::new();
         if self.readahead_threads > 0 {
             let (queue, workers) = readahead::start_workers(self.readahead_threads, zone.clone())?;

@@ -171,7 +171,14 @@ fn tier_says(page: u64, got: &[u8], page_off: usize) -> String {
     let v: Vec<String> = pages
         .iter()
         .filter(|((_, i), _)| *i == page)
-        .map(|((k, _), d)| format!("{:?}: tier bytes {:?} same as got: {}", k, &d[page_off..page_off + 8], d[page_off..page_off + got.len().min(8)] == got[..got.len().min(8)]))
+        .map(|((k, _), d)| {
+            format!(
+                "{:?}: tier bytes {:?} same as got: {}",
+                k,
+                &d[page_off..page_off + 8],
+                d[page_off..page_off + got.len().min(8)] == got[..got.len().min(8)]
+            )
+        })
         .collect();
     format!("{v:?}")
 }
@@ -552,7 +559,8 @@ fn a_file_changed_while_closed_is_not_served_from_the_tier() {
     let ps = 16 << 10;
     for round in 0..50 {
         let tier = Arc::new(MapTier::default());
-        let cache = PageCache::builder().capacity(64 * PAGE_SIZE).readahead_max(4 * ps).second_tier(tier).build().unwrap();
+        let cache =
+            PageCache::builder().capacity(64 * PAGE_SIZE).readahead_max(4 * ps).second_tier(tier).build().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let ops = [
@@ -565,4 +573,71 @@ fn a_file_changed_while_closed_is_not_served_from_the_tier() {
             panic!("round {round}: {e}");
         }
     }
+}
+
+/// The disk tier behind the compressed one, in the model test.
+#[test]
+fn model_disk_tier_4k() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PageCache::builder()
+        .capacity(64 * PAGE_SIZE)
+        .readahead_max(4 * PAGE_SIZE)
+        .compressed_tier(64 << 10)
+        .disk_tier(dir.path().join("tier"), 4 << 20)
+        .build()
+        .unwrap();
+    let case = std::cell::Cell::new(0);
+    let strategy = prop::collection::vec(op(PAGE_SIZE), 1..40);
+    run_model_cases(&strategy, |ops| {
+        case.set(case.get() + 1);
+        let d = dir.path().join(format!("c{}", case.get()));
+        std::fs::create_dir(&d).unwrap();
+        run_model(&cache, &d, PAGE_SIZE, &ops)
+    });
+    let s = cache.stats();
+    assert!(s.tier_puts > 0 && s.tier_hits > 0, "the tier was never used: {s:?}");
+}
+
+/// Warm restart: a new cache on the same disk tier serves the pages of an
+/// unchanged file without reading it, and never the pages of a file that
+/// changed while no cache had it open.
+#[test]
+fn the_disk_tier_is_warm_after_a_restart() {
+    const PAGES: usize = 2048;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let (want_a, want_b) = (pattern(5, PAGES * PAGE_SIZE), pattern(6, PAGES * PAGE_SIZE));
+    std::fs::write(&a, &want_a).unwrap();
+    std::fs::write(&b, &want_b).unwrap();
+    let tier = dir.path().join("tier");
+    let build =
+        || PageCache::builder().capacity(64 * PAGE_SIZE).readahead_max(0).disk_tier(&tier, 64 << 20).build().unwrap();
+    let mut buf = vec![0u8; PAGE_SIZE];
+    {
+        let cache = build();
+        for p in [&a, &b] {
+            let f = cache.open(p).unwrap();
+            for i in 0..PAGES {
+                f.read_exact_at(&mut buf, (i * PAGE_SIZE) as u64).unwrap();
+            }
+        }
+        assert!(cache.stats().tier_puts > 0);
+    }
+    // b changes while no cache has it.
+    let new_b = pattern(7, PAGES * PAGE_SIZE);
+    std::fs::write(&b, &new_b).unwrap();
+    let cache = build();
+    let fa = cache.open(&a).unwrap();
+    let mut got = vec![0u8; PAGES * PAGE_SIZE];
+    let before = cache.stats();
+    for i in 0..PAGES {
+        fa.read_exact_at(&mut got[i * PAGE_SIZE..(i + 1) * PAGE_SIZE], (i * PAGE_SIZE) as u64).unwrap();
+    }
+    assert!(got == want_a);
+    let s = cache.stats();
+    let hits = s.tier_hits - before.tier_hits;
+    assert!(hits > PAGES as u64 / 2, "the disk tier served {hits} of {PAGES} pages after a restart: {s:?}");
+    let fb = cache.open(&b).unwrap();
+    fb.read_exact_at(&mut got, 0).unwrap();
+    assert!(got == new_b, "a page of the old b was served");
 }

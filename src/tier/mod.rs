@@ -20,6 +20,7 @@
 
 pub mod compressed;
 pub mod disk;
+pub mod stack;
 
 /// Who a page belongs to: the file's identity (device, inode and birth
 /// time for a file; the backing's own identity otherwise) and the page size
