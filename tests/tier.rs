@@ -29,6 +29,22 @@ struct MapTier {
     hits: AtomicU64,
     panic: AtomicBool,
     garbage: AtomicBool,
+    /// What happened, in order: (what, key, index or range, first bytes).
+    log: Mutex<Vec<(&'static str, FileKey, u64, u64, [u8; 4])>>,
+}
+
+impl MapTier {
+    fn note(&self, what: &'static str, file: &FileKey, a: u64, b: u64, d: &[u8]) {
+        let mut l = self.log.lock().unwrap();
+        if l.len() > 200_000 {
+            l.drain(..100_000);
+        }
+        let mut first = [0u8; 4];
+        if d.len() >= 4 {
+            first.copy_from_slice(&d[..4]);
+        }
+        l.push((what, *file, a, b, first));
+    }
 }
 
 impl SecondTier for MapTier {
@@ -37,6 +53,7 @@ impl SecondTier for MapTier {
         if self.panic.load(Ordering::SeqCst) {
             panic!("a tier that panics");
         }
+        self.note("put", file, index, index + 1, data);
         self.pages.lock().unwrap().insert((*file, index), data.to_vec());
         true
     }
@@ -47,6 +64,7 @@ impl SecondTier for MapTier {
         }
         match self.pages.lock().unwrap().get(&(*file, index)) {
             Some(d) => {
+                self.note("hit", file, index, index + 1, d);
                 out.copy_from_slice(d);
                 if self.garbage.load(Ordering::SeqCst) {
                     out[0] ^= 0xff;
@@ -58,12 +76,15 @@ impl SecondTier for MapTier {
         }
     }
     fn invalidate_page(&self, file: &FileKey, index: u64) {
+        self.note("inv", file, index, index + 1, &[]);
         self.pages.lock().unwrap().remove(&(*file, index));
     }
     fn invalidate_range(&self, file: &FileKey, start: u64, end: u64) {
+        self.note("invr", file, start, end, &[]);
         self.pages.lock().unwrap().retain(|(f, i), _| !(f == file && (start..end).contains(i)));
     }
     fn invalidate_file(&self, file: &FileKey) {
+        self.note("invf", file, 0, u64::MAX, &[]);
         self.pages.lock().unwrap().retain(|(f, _), _| f != file);
     }
     fn usage(&self) -> TierUsage {
@@ -180,7 +201,15 @@ fn tier_says(page: u64, got: &[u8], page_off: usize) -> String {
             )
         })
         .collect();
-    format!("{v:?}")
+    let log = t.log.lock().unwrap();
+    let hist: Vec<String> = log
+        .iter()
+        .filter(|(_, _, a, b, _)| *a <= page && page < *b)
+        .rev()
+        .take(30)
+        .map(|(w, k, a, b, d)| format!("{w} ino {} gen {} [{a},{b}) {d:?}", k.ino, k.generation))
+        .collect();
+    format!("{v:?} history (newest first): {hist:?}")
 }
 
 fn check_read(f: &CachedFile, model: &[u8], off: u64, len: usize, what: &str) -> Result<(), TestCaseError> {
