@@ -13,9 +13,10 @@ use parking_lot::{Mutex, MutexGuard};
 use crate::mem::page::{Page, PageFlags, NO_PFN};
 use crate::mem::page::{FILL_INACTIVE, RA_FRESH};
 use crate::mem::zone::{thread_slot, Zone};
+use crate::reclaim::sketch::Sketch;
 use crate::reclaim::workingset;
 use crate::stats::Event;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// Pages a batch holds before it is drained (the kernel's `PAGEVEC_SIZE`).
 pub const PAGEVEC_SIZE: usize = 14;
@@ -139,8 +140,20 @@ impl LruLists {
         p.clear(PageFlags::LRU);
     }
 
+    /// The estimated frequency of the active list's oldest page (0 if the
+    /// list is empty): what a page must beat to displace it.
+    pub(crate) fn victim_frequency(&self, pages: &[Page], sketch: &Sketch) -> u32 {
+        match self.active.tail {
+            NO_PFN => 0,
+            pfn => {
+                let p = &pages[pfn as usize];
+                sketch.frequency(workingset::hash(p.mapping_id(), p.index()))
+            }
+        }
+    }
+
     /// Moves an inactive page to the active list.
-    fn activate(&mut self, pages: &[Page], pfn: u32) {
+    pub(crate) fn activate(&mut self, pages: &[Page], pfn: u32) {
         let p = &pages[pfn as usize];
         if p.test(PageFlags::LRU) && !p.test(PageFlags::ACTIVE) {
             self.inactive.unlink(pages, pfn);
@@ -163,10 +176,11 @@ impl LruLists {
     }
 
     /// Ages up to `nr` pages from the active tail: referenced ones get one
-    /// more round on the active list (with a new stamp), the rest move to
+    /// more round on the active list (with a new stamp, and one more count
+    /// in the frequency sketch), the rest move to
     /// the inactive head without a test period. The hand moves past each
     /// page it looks at, ending the test period of older shadows.
-    pub(crate) fn shrink_active(&mut self, pages: &[Page], nr: usize) -> usize {
+    pub(crate) fn shrink_active(&mut self, pages: &[Page], nr: usize, sketch: &Sketch) -> usize {
         let mut moved = 0;
         for _ in 0..nr {
             let pfn = self.active.tail;
@@ -177,6 +191,8 @@ impl LruLists {
             self.active.unlink(pages, pfn);
             self.hand = self.hand.max(self.stamps[pfn as usize]);
             if p.test_and_clear(PageFlags::REFERENCED) {
+                // Found referenced: one more use the sketch counts.
+                sketch.increment(workingset::hash(p.mapping_id(), p.index()));
                 self.stamps[pfn as usize] = self.clock - 1;
                 self.active.push_head(pages, pfn);
             } else {
@@ -198,6 +214,13 @@ pub(crate) struct Lru {
     lists: Mutex<LruLists>,
     /// A copy of `LruLists::hand`, read without the lock by refaults.
     hand: AtomicU64,
+    /// What a refault must beat to displace the active tail: the tail's
+    /// estimated frequency when the hand last moved, worn down by one for
+    /// each refault it turned away since (see `lru_cache_add`). Read and
+    /// written without the lock.
+    victim_freq: AtomicU32,
+    /// How often pages came into the cache lately (TinyLFU).
+    pub(crate) sketch: Sketch,
     add: Box<[CachePadded<Batch>]>,
     activate: Box<[CachePadded<Batch>]>,
 }
@@ -214,6 +237,8 @@ impl Lru {
                 hand: 0,
             }),
             hand: AtomicU64::new(0),
+            victim_freq: AtomicU32::new(0),
+            sketch: Sketch::new(frames),
             add: batches(),
             activate: batches(),
         }
@@ -228,10 +253,27 @@ impl Lru {
     /// Ages up to `nr` active pages under the held LRU lock (see
     /// `LruLists::shrink_active`) and publishes the hand for refaults.
     pub(crate) fn age_active(&self, lists: &mut LruLists, pages: &[Page], nr: usize) -> usize {
-        let moved = lists.shrink_active(pages, nr);
+        let moved = lists.shrink_active(pages, nr, &self.sketch);
         // Relaxed: a hint for refault activation; no memory is published with it.
         self.hand.store(lists.hand, Ordering::Relaxed);
+        // Relaxed: a hint too.
+        self.victim_freq.store(lists.victim_frequency(pages, &self.sketch), Ordering::Relaxed);
         moved
+    }
+
+    /// What a refault must beat to displace the active tail (see `victim_freq`).
+    #[inline]
+    pub(crate) fn victim_freq(&self) -> u32 {
+        // Relaxed: a hint (see `age_active`).
+        self.victim_freq.load(Ordering::Relaxed)
+    }
+
+    /// A refault lost to the active tail: wears the tail's credit down by
+    /// one, so a tail that stopped being used (a phase change) gives way
+    /// after as many refaults as its count, without waiting for a halving.
+    pub(crate) fn victim_won(&self) {
+        // Relaxed: a hint; a lost race costs one refault's worth of credit.
+        let _ = self.victim_freq.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
     }
 
     /// The aging hand's stamp (see `workingset`).
@@ -306,6 +348,11 @@ impl Lru {
             let mut lists = self.lists.lock();
             for &pfn in &batch {
                 let p = &zone.pages[pfn as usize];
+                // A second touch: one more use for the sketch (a page
+                // activated while still in an add batch was counted there).
+                if !p.test(PageFlags::ACTIVE) {
+                    self.sketch.increment(workingset::hash(p.mapping_id(), p.index()));
+                }
                 if p.test(PageFlags::LRU) {
                     lists.activate(&zone.pages, pfn);
                 } else {
@@ -342,6 +389,7 @@ impl Lru {
     /// Panics unless list membership matches the LRU and ACTIVE flags and
     /// the counts agree. Drain the batches first for an exact check.
     pub(crate) fn check_invariants(&self, pages: &[Page]) {
+        self.sketch.check_invariants(pages.len());
         let lists = self.lists.lock();
         let mut on_list = vec![false; pages.len()];
         for (list, active) in [(&lists.inactive, false), (&lists.active, true)] {
@@ -395,16 +443,25 @@ impl Zone {
         }
     }
 
-    /// Queues a new page for the LRU (`lru_cache_add`). A page that comes
-    /// back inside its test period goes to the active list
-    /// (`workingset_refault`).
+    /// Queues a new page for the LRU (`lru_cache_add`) and counts it in the
+    /// frequency sketch (readahead's pages are not counted until read). A
+    /// page that comes back inside its test period (`workingset_refault`)
+    /// goes to the active list if it has also come in more often than the
+    /// active list's oldest page (TinyLFU's admission test); a refault that
+    /// loses wears that page's credit down (`Lru::victim_won`).
     #[inline]
     pub(crate) fn lru_cache_add(&self, page: &Page) {
+        let h = workingset::hash(page.mapping_id(), page.index());
+        let freq = if page.test(RA_FRESH) { self.lru.sketch.frequency(h) } else { self.lru.sketch.increment(h) };
         if let Some(stamp) = self.shadows.take(page.mapping_id(), page.index()) {
             self.count(Event::Refaults, 1);
             if workingset::in_test_period(stamp, self.lru.hand()) {
-                self.count(Event::RefaultActivations, 1);
-                page.set(PageFlags::ACTIVE);
+                if freq > self.lru.victim_freq() {
+                    self.count(Event::RefaultActivations, 1);
+                    page.set(PageFlags::ACTIVE);
+                } else {
+                    self.lru.victim_won();
+                }
             }
         }
         self.lru.cache_add(self, page, thread_slot());

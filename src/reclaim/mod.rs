@@ -11,5 +11,6 @@
 
 pub(crate) mod lru;
 pub(crate) mod pagevec;
+pub(crate) mod sketch;
 pub(crate) mod vmscan;
 pub(crate) mod workingset;

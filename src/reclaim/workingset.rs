@@ -4,7 +4,9 @@
 //! it was still "in its test period", i.e. inserted after the oldest page
 //! the active list's aging hand has passed. A page that refaults inside its
 //! test period was reused sooner than the coldest active page: it starts
-//! on the active list instead of the inactive one.
+//! on the active list instead of the inactive one, if it has also come in
+//! more often than the active list's oldest page by the frequency sketch
+//! (`sketch`; see `Zone::lru_cache_add`).
 //!
 //! This is what lets the cache keep a stable set on a loop a little larger
 //! than itself, where plain LRU (and the two-touch rule alone) misses on
@@ -31,7 +33,7 @@ pub(crate) struct Shadows {
 
 /// A 64-bit mix of a file page's identity (splitmix64's finalizer).
 #[inline]
-fn hash(mapping: u32, index: u64) -> u64 {
+pub(crate) fn hash(mapping: u32, index: u64) -> u64 {
     let mut x = index ^ (u64::from(mapping) << 44) ^ u64::from(mapping).rotate_left(17);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

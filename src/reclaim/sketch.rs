@@ -1,0 +1,188 @@
+//! A frequency sketch (TinyLFU's): a count-min sketch of 4-bit counters
+//! that estimates how often a file page has come into the cache lately.
+//!
+//! It is fed where reclaim already does work, never on a hit: each page
+//! added to the LRU (a miss, a write's new page; not readahead's pages until
+//! they are read), each activation (the second touch, batched under the LRU
+//! lock), and each active page the aging hand finds referenced. Reclaim asks
+//! it whether a page about to be evicted, or a page coming back, has been
+//! wanted more often than the active list's oldest page.
+//!
+//! Layout: one word of sixteen 4-bit counters per slot, a power of two of
+//! slots no larger than the cache's frames (at most 8 bytes a frame). A
+//! page's four counters sit in four slots picked by four hashes of its
+//! identity; its estimate is their minimum, and an increment raises only
+//! the counters at that minimum (conservative update). Every `period`
+//! increments (10 per frame) every counter is halved, so the sketch follows
+//! a changing working set. Like the shadow table it is a hint: relaxed
+//! atomics, no lock; a lost increment or a torn halving costs accuracy only.
+
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+
+/// The largest value a counter holds.
+pub(crate) const MAX_FREQ: u32 = 15;
+
+/// Increments between halvings, per frame of the cache.
+const PERIOD_PER_FRAME: usize = 10;
+
+/// Multipliers for the four rows (odd; from splitmix and murmur).
+const SEEDS: [u64; 4] = [0x9E37_79B9_7F4A_7C15, 0xBF58_476D_1CE4_E5B9, 0x94D0_49BB_1331_11EB, 0xC2B2_AE3D_27D4_EB4F];
+
+/// The count-min sketch.
+pub(crate) struct Sketch {
+    table: Box<[AtomicU64]>,
+    mask: usize,
+    /// Increments since the last halving.
+    additions: AtomicUsize,
+    /// Increments between halvings.
+    period: usize,
+}
+
+impl Sketch {
+    /// A sketch for a cache of `frames` frames.
+    pub(crate) fn new(frames: usize) -> Sketch {
+        let frames = frames.max(1);
+        // The largest power of two not above `frames` (and at least 8
+        // slots, 64 bytes, so a tiny cache still has 128 counters).
+        let n = (1usize << (usize::BITS - 1 - frames.leading_zeros())).max(8);
+        Sketch {
+            table: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            mask: n - 1,
+            additions: AtomicUsize::new(0),
+            period: PERIOD_PER_FRAME * frames,
+        }
+    }
+
+    /// Bytes the sketch takes (its table).
+    pub(crate) fn bytes(&self) -> usize {
+        self.table.len() * 8
+    }
+
+    /// The (slot, bit shift) of each of the hash's four counters.
+    #[inline]
+    fn counters(&self, h: u64) -> [(usize, u32); 4] {
+        SEEDS.map(|seed| {
+            let x = (h ^ (h >> 29)).wrapping_mul(seed);
+            let x = x ^ (x >> 32);
+            (x as usize & self.mask, ((x >> 58) as u32) * 4 % 64)
+        })
+    }
+
+    /// The estimated frequency of the page hashed `h` (0..=15).
+    #[inline]
+    pub(crate) fn frequency(&self, h: u64) -> u32 {
+        self.counters(h)
+            .iter()
+            // Relaxed: a hint (see the module's comment).
+            .map(|&(slot, shift)| (self.table[slot].load(Ordering::Relaxed) >> shift) as u32 & MAX_FREQ)
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Counts one more occurrence of the page hashed `h` and returns its
+    /// new estimate; halves every counter once per period.
+    pub(crate) fn increment(&self, h: u64) -> u32 {
+        let counters = self.counters(h);
+        // Relaxed (loads, exchanges and the additions count): a hint.
+        let values =
+            counters.map(|(slot, shift)| (self.table[slot].load(Ordering::Relaxed) >> shift) as u32 & MAX_FREQ);
+        let min = *values.iter().min().expect("four counters");
+        if min < MAX_FREQ {
+            for (&(slot, shift), &v) in counters.iter().zip(&values) {
+                if v == min {
+                    let w = &self.table[slot];
+                    let old = w.load(Ordering::Relaxed);
+                    // One attempt: losing a race loses an increment, never
+                    // carries into the next counter.
+                    if (old >> shift) as u32 & MAX_FREQ == min {
+                        let _ = w.compare_exchange(old, old + (1 << shift), Ordering::Relaxed, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        if self.additions.fetch_add(1, Ordering::Relaxed) + 1 == self.period {
+            self.halve();
+            self.additions.fetch_sub(self.period, Ordering::Relaxed);
+        }
+        (min + 1).min(MAX_FREQ)
+    }
+
+    /// Halves every counter (TinyLFU's reset).
+    fn halve(&self) {
+        for w in self.table.iter() {
+            // Relaxed: a hint; an increment racing this is kept or lost.
+            let v = w.load(Ordering::Relaxed);
+            w.store((v >> 1) & 0x7777_7777_7777_7777, Ordering::Relaxed);
+        }
+    }
+
+    /// Panics unless the table is a power of two of slots, at most 8 bytes
+    /// a frame of a cache of `frames` frames (but for the 8-slot floor),
+    /// and the period's count is in range.
+    pub(crate) fn check_invariants(&self, frames: usize) {
+        assert!(self.table.len().is_power_of_two(), "sketch table not a power of two");
+        assert!(self.bytes() <= 8 * frames.max(8), "sketch larger than a word a frame");
+        // Relaxed: a quiet cache.
+        assert!(self.additions.load(Ordering::Relaxed) < self.period, "sketch missed its halving");
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_saturate_at_fifteen() {
+        let s = Sketch::new(1024);
+        assert_eq!(s.frequency(42), 0);
+        for i in 1..=20 {
+            assert_eq!(s.increment(42), i.min(MAX_FREQ));
+        }
+        assert_eq!(s.frequency(42), MAX_FREQ);
+        s.check_invariants(1024);
+    }
+
+    #[test]
+    fn frequent_keys_stand_out_from_rare_ones() {
+        let s = Sketch::new(4096);
+        let h = |k: u64| crate::reclaim::workingset::hash(1, k);
+        for k in 0..2000 {
+            s.increment(h(k));
+        }
+        for _ in 0..5 {
+            for k in 0..50 {
+                s.increment(h(k));
+            }
+        }
+        let hot = (0..50).filter(|&k| s.frequency(h(k)) >= 5).count();
+        let cold = (1000..2000).filter(|&k| s.frequency(h(k)) >= 3).count();
+        assert_eq!(hot, 50);
+        assert!(cold < 20, "{cold} rare keys look frequent");
+    }
+
+    #[test]
+    fn halves_every_period() {
+        let s = Sketch::new(16);
+        let period = 10 * 16;
+        for _ in 0..8 {
+            s.increment(7);
+        }
+        assert_eq!(s.frequency(7), 8);
+        // Other keys fill the rest of the period: the halving happens on
+        // the period's last increment.
+        for k in 0..(period - 8) as u64 {
+            s.increment(crate::reclaim::workingset::hash(9, k));
+        }
+        assert!(s.frequency(7) <= 4 + 2, "not halved: {}", s.frequency(7));
+        s.check_invariants(16);
+    }
+
+    #[test]
+    fn at_most_a_word_a_frame() {
+        for frames in [1, 7, 8, 100, 1000, 1024, 1025] {
+            let s = Sketch::new(frames);
+            assert!(s.bytes() <= 8 * frames.max(8));
+            s.check_invariants(frames);
+        }
+    }
+}
