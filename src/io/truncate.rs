@@ -218,9 +218,8 @@ pub(crate) fn revalidate(m: &AddressSpace, now: &FileStat, strict: bool) -> bool
         }
         // `now` was taken before this open held `size_lock`: a write of
         // ours may have landed since, so the size comes from a new look.
-        match quiet_stat(m) {
-            Ok(Some(fresh)) => adopt_size(m, &fresh),
-            other => eprintln!("REVAL quiet_stat {:?} pending {} trim {} dirty {}", other.map(|o| o.map(|s| s.size)), m.io_pending(), m.needs_trim.load(Ordering::SeqCst), m.nr_dirty()),
+        if let Ok(Some(fresh)) = quiet_stat(m) {
+            adopt_size(m, &fresh);
         }
         // Puts of pages the invalidation above had not reached yet.
         m.cleancache_invalidate_file();
