@@ -194,14 +194,6 @@ pub(crate) fn revalidate(m: &AddressSpace, now: &FileStat, strict: bool) -> bool
         Some(r) => !ours && !r.unchanged(now),
         None => false,
     };
-    if std::env::var_os("PC_DEBUG_REVALIDATE").is_some() {
-        eprintln!(
-            "REVAL id {} ours {ours} changed {changed} strict {strict} record {:?} now {:?}",
-            m.id,
-            record.as_ref().map(|r| (r.ino, r.size, r.mtime_ns, r.ctime_ns)),
-            (now.ino, now.size, now.mtime_ns, now.ctime_ns)
-        );
-    }
     if changed {
         let end = crate::index::mapping::MAX_INDEX + 1;
         // Whatever the tier holds of the file no longer describes it.
