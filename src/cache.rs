@@ -715,8 +715,13 @@ impl FileTable for CacheInner {
         if mapping.nr_dirty() > 0 {
             // Failures stay dirty in the cache; the flusher retries them.
             let _ = writeback::write_cache_pages(mapping, SyncMode::Integrity);
-            writeback::wait_writeback(mapping);
         }
+        // Also the writes the flusher or kswapd had in flight with no page
+        // left dirty: the record below must come after they landed, or the
+        // next open takes a change made behind the cache for one of ours
+        // (the tier's model test found it: a file changed while closed was
+        // served stale).
+        writeback::wait_writeback(mapping);
         // A cut kswapd could not make (it held a page lock) is made now.
         if mapping.needs_trim.load(Ordering::SeqCst) {
             let _size = mapping.size_lock.lock();

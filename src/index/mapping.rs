@@ -710,6 +710,10 @@ impl AddressSpace {
             return None;
         }
         let blocks = self.zone.take_blocks_dirty(page);
+        // Before the page stops counting as dirty: whoever finds no dirty
+        // page afterwards finds the file's times moving by our hand
+        // (`truncate::revalidate`, `refresh_record`).
+        self.written.store(true, Ordering::SeqCst);
         {
             let mut tree = self.tree.lock();
             let index = page.index();
