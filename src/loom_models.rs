@@ -5,7 +5,8 @@
 //! the frame, and the read guard (counted in the flags word) against a
 //! lock holder, and the eviction of a large page by reclaim aimed at one
 //! block against a writer dirtying one of its blocks, and the leaf
-//! table's reader against the unlink and reuse of a leaf.
+//! table's reader against the unlink and reuse of a leaf, and the second
+//! tier's put against an invalidation.
 //! Run with `RUSTFLAGS='--cfg loom' cargo test --release --lib loom_models`.
 
 use loom::sync::Arc;
@@ -383,5 +384,48 @@ fn leaf_table_read_vs_unlink_and_reuse() {
         }
         writer.join().unwrap();
         assert_eq!(table[0].load(Ordering::Relaxed), 0);
+    });
+}
+
+/// The second tier's put against a range or file invalidation that runs
+/// beside it (`index::cleancache::guarded_put` / `guarded_invalidate`):
+/// a put that began before the invalidation did never outlives it,
+/// whatever the interleaving (the tier is a mutex over one slot here).
+#[test]
+fn tier_put_vs_invalidation() {
+    use crate::index::cleancache::{guarded_invalidate, guarded_put_from};
+    use crate::sync::AtomicU64;
+    loom::model(|| {
+        let tier = Arc::new(loom::sync::Mutex::new(None::<u8>));
+        let gen = Arc::new(AtomicU64::new(0));
+        let putter = {
+            let (tier, gen) = (tier.clone(), gen.clone());
+            thread::spawn(move || {
+                let before = gen.load(Ordering::SeqCst);
+                let kept = guarded_put_from(
+                    &gen,
+                    before,
+                    || {
+                        *tier.lock().unwrap() = Some(1);
+                        true
+                    },
+                    || {
+                        *tier.lock().unwrap() = None;
+                    },
+                );
+                (kept, before)
+            })
+        };
+        guarded_invalidate(&gen, || {
+            *tier.lock().unwrap() = None;
+        });
+        let (kept, before) = putter.join().unwrap();
+        let held = *tier.lock().unwrap();
+        if before == 0 {
+            assert_eq!(held, None, "a put outlived the invalidation it overlapped");
+        }
+        // A put that finished before the invalidation began may say it
+        // kept the page; the invalidation then took it.
+        let _ = kept;
     });
 }

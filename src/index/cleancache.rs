@@ -27,8 +27,37 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use crate::index::mapping::AddressSpace;
 use crate::mem::page::{LockedPage, Page, PageFlags, TIER_COPY};
 use crate::stats::Event;
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering};
 use crate::tier::{FileKey, SecondTier};
+
+/// A put that no invalidation it overlaps can outlive: `put` stores the
+/// page in the tier; if `gen` moved while it ran (a range or file
+/// invalidation started), `undo` takes the page back out, since the
+/// invalidation's own call into the tier may have run before the put
+/// landed. Returns whether the page stays. (loom model
+/// `tier_put_vs_invalidation`.)
+pub(crate) fn guarded_put(gen: &AtomicU64, put: impl FnOnce() -> bool, undo: impl FnOnce()) -> bool {
+    guarded_put_from(gen, gen.load(Ordering::SeqCst), put, undo)
+}
+
+/// `guarded_put` from a generation `before` read before the put began.
+pub(crate) fn guarded_put_from(gen: &AtomicU64, before: u64, put: impl FnOnce() -> bool, undo: impl FnOnce()) -> bool {
+    if !put() {
+        return false;
+    }
+    if gen.load(Ordering::SeqCst) != before {
+        undo();
+        return false;
+    }
+    true
+}
+
+/// An invalidation that every overlapping `guarded_put` sees: the
+/// generation moves before the tier is called.
+pub(crate) fn guarded_invalidate(gen: &AtomicU64, invalidate: impl FnOnce()) {
+    gen.fetch_add(1, Ordering::SeqCst);
+    invalidate();
+}
 
 /// Refusals in a row after which a file's pages are offered to the tier
 /// one in this many.
@@ -110,15 +139,11 @@ impl AddressSpace {
             }
         }
         let index = page.index();
-        let gen = self.tier_gen.load(Ordering::SeqCst);
-        let mut kept = self.tier_call(false, || tier.put_page(&key, index, data));
-        if kept && self.tier_gen.load(Ordering::SeqCst) != gen {
-            // A range or file invalidation ran beside the put (its page
-            // walk may not have reached this page yet): the put may have
-            // landed after it, so it comes back out.
-            self.tier_call((), || tier.invalidate_page(&key, index));
-            kept = false;
-        }
+        let kept = guarded_put(
+            &self.tier_gen,
+            || self.tier_call(false, || tier.put_page(&key, index, data)),
+            || self.tier_call((), || tier.invalidate_page(&key, index)),
+        );
         // Relaxed: the heuristic above.
         if kept {
             self.tier_refused.store(0, Ordering::Relaxed);
@@ -179,9 +204,7 @@ impl AddressSpace {
         }
         let Some((tier, key)) = self.tier() else { return };
         self.zone.count(Event::TierInvalidations, 1);
-        // Before the call: a put that overlaps it sees the change.
-        self.tier_gen.fetch_add(1, Ordering::SeqCst);
-        self.tier_call((), || tier.invalidate_range(&key, start, end));
+        guarded_invalidate(&self.tier_gen, || self.tier_call((), || tier.invalidate_range(&key, start, end)));
     }
 
     /// Forgets every page of this file in the tier
@@ -191,10 +214,8 @@ impl AddressSpace {
         // Relaxed: a hint (see `tiered`); cleared before the call, so a put
         // that lands after the call sets it again.
         self.tiered.store(false, Ordering::Relaxed);
-        // Before the call: a put that overlaps it sees the change.
-        self.tier_gen.fetch_add(1, Ordering::SeqCst);
         self.zone.count(Event::TierInvalidations, 1);
-        self.tier_call((), || tier.invalidate_file(&key));
+        guarded_invalidate(&self.tier_gen, || self.tier_call((), || tier.invalidate_file(&key)));
     }
 
     /// Gives the mapping its key in the tier (at open, or when revalidation
