@@ -59,10 +59,6 @@ pub(crate) fn guarded_invalidate(gen: &AtomicU64, invalidate: impl FnOnce()) {
     invalidate();
 }
 
-/// Refusals in a row after which a file's pages are offered to the tier
-/// one in this many.
-const REFUSED_SAMPLE: u32 = 64;
-
 impl AddressSpace {
     /// The tier and this file's key in it, when both exist and the tier
     /// has not failed.
@@ -126,30 +122,12 @@ impl AddressSpace {
         // page's whole compound block, `page_size()` bytes.
         let data = unsafe { &*self.zone.frame(page) };
         debug_assert_eq!(data.len(), self.page_size());
-        // A file whose pages the tier keeps refusing (they do not
-        // compress) is offered one page in `REFUSED_SAMPLE` until one is
-        // kept: compressing a page only to throw the result away cost a
-        // one-pass scan of random bytes 75% more time.
-        // Relaxed: a heuristic; a lost update costs one put more or less.
-        let refused = self.tier_refused.load(Ordering::Relaxed);
-        if refused >= REFUSED_SAMPLE {
-            self.tier_refused.store(refused.wrapping_add(1).max(REFUSED_SAMPLE), Ordering::Relaxed);
-            if refused % REFUSED_SAMPLE != 0 {
-                return false;
-            }
-        }
         let index = page.index();
         let kept = guarded_put(
             &self.tier_gen,
             || self.tier_call(false, || tier.put_page(&key, index, data)),
             || self.tier_call((), || tier.invalidate_page(&key, index)),
         );
-        // Relaxed: the heuristic above.
-        if kept {
-            self.tier_refused.store(0, Ordering::Relaxed);
-        } else if refused < REFUSED_SAMPLE {
-            self.tier_refused.store(refused + 1, Ordering::Relaxed);
-        }
         if kept {
             // Should the removal fail (someone took a reference), the page
             // stays with the tier holding its bytes: no second put.

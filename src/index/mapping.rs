@@ -165,9 +165,6 @@ pub struct AddressSpace {
     /// page back out (`cleancache_put`), so no put lands after an
     /// invalidation it raced.
     pub(crate) tier_gen: AtomicU64,
-    /// Puts of this file's pages the tier refused in a row (a heuristic:
-    /// `cleancache_put` samples a file whose pages do not compress).
-    pub(crate) tier_refused: crate::sync::AtomicU32,
     /// The engine's write-ahead log: no dirty page reaches the file ahead
     /// of it (`io::wal`).
     pub(crate) wal: RwLock<Option<Arc<dyn WriteAheadLog>>>,
@@ -206,7 +203,6 @@ impl AddressSpace {
                 tier_key: RwLock::new(None),
                 tiered: AtomicBool::new(false),
                 tier_gen: AtomicU64::new(0),
-                tier_refused: crate::sync::AtomicU32::new(0),
                 wal: RwLock::new(None),
                 verifier: RwLock::new(None),
                 read_error: Mutex::new(None),

@@ -22,8 +22,13 @@ pub(crate) fn prefetch(m: &AddressSpace, offsets: &[u64]) -> io::Result<()> {
     let mut wanted: Vec<u64> = offsets.iter().filter(|&&o| o < size).map(|&o| m.index_of(o)).collect();
     wanted.sort_unstable();
     wanted.dedup();
-    // Batches small enough that their locked pages never pin the cache.
-    let batch = (RING_DEPTH as usize).min(((m.zone.nr_frames() >> m.order()) / 4).max(1));
+    // Batches small enough that their locked pages never pin the cache:
+    // a ring's depth for a file, more for a backing that reads a batch
+    // itself (an object store merges neighbours into GETs of up to 16 MiB:
+    // batches of 128 pages made a prefetch of 64 MiB 128 GETs of 512 KiB,
+    // one after another).
+    let depth = if m.backing().raw_fd().is_some() { RING_DEPTH as usize } else { 4096 };
+    let batch = depth.min(((m.zone.nr_frames() >> m.order()) / 4).max(1));
     let mut first_err = None;
     for chunk in wanted.chunks(batch) {
         let mut pages: Vec<LockedPage<'_>> = Vec::with_capacity(chunk.len());

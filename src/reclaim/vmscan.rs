@@ -208,7 +208,13 @@ impl Zone {
         }
         if page.test(PageFlags::DIRTY) {
             if who != Reclaimer::Kswapd {
+                // Dirty pages at the tail: the flusher writes them in
+                // order, and kswapd pages them out if they are still there
+                // (an allocating thread never does I/O in reclaim).
                 self.flusher.wake();
+                if who == Reclaimer::Direct {
+                    self.wake_kswapd();
+                }
                 return Verdict::Keep;
             }
             // Page out: written with the page locked, then freed below.

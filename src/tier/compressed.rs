@@ -65,7 +65,7 @@ use std::ops::RangeBounds;
 use parking_lot::Mutex;
 
 use super::{FileKey, SecondTier, TierUsage};
-use crate::sync::{lock_spinning, AtomicU64, Ordering};
+use crate::sync::{lock_spinning, AtomicU32, AtomicU64, Ordering};
 
 /// The largest object: a page's compressed bytes are stored in chunks of
 /// at most this size.
@@ -1027,7 +1027,18 @@ pub struct CompressedTier {
     shards: Box<[Mutex<Shard>]>,
     /// Puts refused without reaching their shard: contended lock, bad size.
     refused: AtomicU64,
+    /// Pages that did not compress in a row, per bucket of files (by a
+    /// hash of the file's key): a file whose pages keep failing is
+    /// sampled one page in `INCOMPRESSIBLE_SAMPLE`, so a scan of random
+    /// bytes does not pay a compression per page to keep nothing.
+    incompressible: Box<[AtomicU32]>,
 }
+
+/// Pages in a row that did not compress after which a file's pages are
+/// tried one in this many (and refused without compressing otherwise).
+const INCOMPRESSIBLE_SAMPLE: u32 = 64;
+/// Buckets of files for `CompressedTier::incompressible`.
+const INCOMPRESSIBLE_BUCKETS: usize = 64;
 
 impl std::fmt::Debug for CompressedTier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1079,7 +1090,14 @@ impl CompressedTier {
             exclusive,
             shards: (0..shards).map(|_| Mutex::new(Shard::new(share))).collect(),
             refused: AtomicU64::new(0),
+            incompressible: (0..INCOMPRESSIBLE_BUCKETS).map(|_| AtomicU32::new(0)).collect(),
         }
+    }
+
+    /// The bucket of `file` in `incompressible`.
+    fn incompressible_bucket(&self, file: &FileKey) -> &AtomicU32 {
+        let h = file.ino.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ file.dev.rotate_left(29) ^ file.generation;
+        &self.incompressible[(h.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 58) as usize % INCOMPRESSIBLE_BUCKETS]
     }
 
     /// The budget in bytes.
@@ -1145,9 +1163,28 @@ impl SecondTier for CompressedTier {
             lock_spinning(shard).remove_key(file, index);
             return false;
         }
+        let bucket = self.incompressible_bucket(file);
+        // Relaxed: a heuristic; a lost update costs one compression more
+        // or less.
+        let streak = bucket.load(Ordering::Relaxed);
+        if streak >= INCOMPRESSIBLE_SAMPLE {
+            bucket.store(streak.wrapping_add(1).max(INCOMPRESSIBLE_SAMPLE), Ordering::Relaxed);
+            if streak % INCOMPRESSIBLE_SAMPLE != 0 {
+                self.refuse();
+                lock_spinning(shard).remove_key(file, index);
+                return false;
+            }
+        }
         let stored = SCRATCH.try_with(|cell| {
             let mut scratch = cell.borrow_mut();
             let prepared = prepare(data, &mut scratch);
+            // Relaxed: the heuristic above.
+            match &prepared {
+                Some(_) if streak != 0 => bucket.store(0, Ordering::Relaxed),
+                Some(_) => {}
+                None if streak < INCOMPRESSIBLE_SAMPLE => bucket.store(streak + 1, Ordering::Relaxed),
+                None => {}
+            }
             let mut g = shard.try_lock()?;
             g.remove_key(file, index);
             Some(match prepared {
