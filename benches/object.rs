@@ -415,11 +415,12 @@ fn fill_tier_by_one_read(store: &Arc<dyn ObjectStore>, path: &FsPath, bytes: u64
     let r = runs(&missing);
     eprintln!(
         "object_warm_disk_tier: one sequential read ({} GETs) then 48 MiB of a local file through a 16 MiB cache: \
-         {} puts, {} refused; after a restart the tier serves {} of the object's {} pages, {} missing in {} runs \
-         (the first: {:?})",
+         {} puts, {} refused, {} pages still active when the cache dropped; after a restart the tier serves {} of \
+         the object's {} pages, {} missing in {} runs (the first: {:?})",
         backing.requests(),
         s.tier_puts,
         s.tier_rejects,
+        s.active_pages,
         OBJECT / PAGE_SIZE as u64 - missing.len() as u64,
         OBJECT / PAGE_SIZE as u64,
         missing.len(),
