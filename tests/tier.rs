@@ -30,8 +30,11 @@ struct MapTier {
     panic: AtomicBool,
     garbage: AtomicBool,
     /// What happened, in order: (what, key, index or range, first bytes).
-    log: Mutex<Vec<(&'static str, FileKey, u64, u64, [u8; 4])>>,
+    log: Mutex<Vec<Event>>,
 }
+
+/// A call into the map tier: what, key, index or range, first bytes.
+type Event = (&'static str, FileKey, u64, u64, [u8; 4]);
 
 impl MapTier {
     fn note(&self, what: &'static str, file: &FileKey, a: u64, b: u64, d: &[u8]) {
