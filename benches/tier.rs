@@ -163,14 +163,19 @@ fn print_zipf() {
     eprintln!("| setup | file reads | tier hits | tier pages | tier MiB | time per read (file hot in the kernel) |");
     eprintln!("|---|---|---|---|---|---|");
     let mut base = 0;
-    for (name, cap, tier) in [
-        ("no tier", TOTAL, 0),
-        ("tier 1/4 of memory", TOTAL * 3 / 4, TOTAL / 4),
-        ("tier 1/2 of memory", TOTAL / 2, TOTAL / 2),
-    ] {
+    let rows = [
+        ("no tier", TOTAL, 0, false),
+        ("tier 1/4 of memory", TOTAL * 3 / 4, TOTAL / 4, false),
+        ("tier 1/2 of memory", TOTAL / 2, TOTAL / 2, false),
+        ("tier 3/4 of memory", TOTAL / 4, TOTAL * 3 / 4, false),
+        ("tier 1/4, exclusive gets", TOTAL * 3 / 4, TOTAL / 4, true),
+        ("tier 1/2, exclusive gets", TOTAL / 2, TOTAL / 2, true),
+        ("tier 3/4, exclusive gets", TOTAL / 4, TOTAL * 3 / 4, true),
+    ];
+    for (name, cap, tier, exclusive) in rows {
         let mut b = PageCache::builder().capacity(cap).readahead_max(0);
         if tier > 0 {
-            b = b.compressed_tier(tier);
+            b = b.second_tier(std::sync::Arc::new(CompressedTier::new(tier).with_exclusive_gets(exclusive)));
         }
         let cache = b.build().expect("cache");
         let f = cache.open(&path).expect("open");
