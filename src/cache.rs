@@ -217,13 +217,16 @@ impl Builder {
         let async_ring = self.direct_io && self.readahead_threads > 0;
         let mut tiers: Vec<Arc<dyn SecondTier>> = Vec::new();
         if self.compressed_bytes > 0 {
-            // Exclusive gets, as zswap's loads since 5.19: on a Zipf(0.9)
-            // read of B-tree pages 3x the memory, half of it a tier, the
-            // file was read 63% as often as without a tier, against 78%
-            // with a tier that keeps its copies (`benches/tier.rs`).
-            tiers.push(Arc::new(
-                crate::tier::compressed::CompressedTier::new(self.compressed_bytes).with_exclusive_gets(true),
-            ));
+            // A tier that keeps its copies (not zswap's exclusive loads): a
+            // hit then costs 1.8 us, since the page evicted again unchanged
+            // is not compressed again, against 5.7 us with exclusive gets
+            // (`benches/tier.rs`, tier_hit_4k). Exclusive gets hold more
+            // distinct pages (on a Zipf(0.9) read of B-tree pages 3x the
+            // memory, 3/4 of it a tier, the file was read 46% as often as
+            // without a tier, against 57%): `second_tier` with
+            // `CompressedTier::with_exclusive_gets(true)` for engines whose
+            // misses go to a slow device.
+            tiers.push(Arc::new(crate::tier::compressed::CompressedTier::new(self.compressed_bytes)));
         }
         if let Some((path, bytes)) = &self.disk {
             tiers.push(Arc::new(crate::tier::disk::DiskTier::open(path, *bytes)?));
