@@ -242,7 +242,13 @@ fn flat(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
         .throughput(Throughput::Bytes(bytes));
 }
 
-fn cold_sequential(c: &mut Criterion, rt: &tokio::runtime::Runtime, store: &Arc<dyn ObjectStore>) {
+/// `store` is `rt`'s (the baseline's), `backings` the backings' (see `main`).
+fn cold_sequential(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    store: &Arc<dyn ObjectStore>,
+    backings: &Arc<dyn ObjectStore>,
+) {
     let gets = Gets::default();
     let mut g = c.benchmark_group("object_cold_sequential");
     flat(&mut g, OBJECT);
@@ -270,7 +276,7 @@ fn cold_sequential(c: &mut Criterion, rt: &tokio::runtime::Runtime, store: &Arc<
             for _ in 0..iters {
                 let cache = seq_cache().build().expect("cache");
                 let t0 = Instant::now();
-                let (backing, file) = open(&cache, store, KEY);
+                let (backing, file) = open(&cache, backings, KEY);
                 assert_eq!(read_all(&file), OBJECT);
                 total += t0.elapsed();
                 note(&gets, "cache_readahead_16mib", backing.requests());
@@ -285,7 +291,7 @@ fn cold_sequential(c: &mut Criterion, rt: &tokio::runtime::Runtime, store: &Arc<
             for _ in 0..iters {
                 let cache = seq_cache().build().expect("cache");
                 let t0 = Instant::now();
-                let (backing, file) = open(&cache, store, KEY);
+                let (backing, file) = open(&cache, backings, KEY);
                 file.prefetch(&offsets).expect("prefetch");
                 assert_eq!(read_all(&file), OBJECT);
                 total += t0.elapsed();
@@ -298,6 +304,7 @@ fn cold_sequential(c: &mut Criterion, rt: &tokio::runtime::Runtime, store: &Arc<
     print_gets("object_cold_sequential", &gets);
 }
 
+/// `store` is the backings' (see `main`), never `rt`'s.
 fn cold_random(c: &mut Criterion, store: &Arc<dyn ObjectStore>) {
     const N: usize = 64;
     let gets = Gets::default();
@@ -469,6 +476,7 @@ fn remove_tier(path: &FsPath) {
     }
 }
 
+/// `store` is the backings' (see `main`), never `rt`'s.
 fn warm_disk_tier(c: &mut Criterion, store: &Arc<dyn ObjectStore>) {
     const TIER: u64 = 512 << 20;
     std::fs::create_dir_all(DIR).expect("bench dir");
@@ -583,7 +591,15 @@ fn main() {
     let (endpoint, moto) = server();
     let bucket = format!("pc-bench-{}", std::process::id());
     create_bucket(&endpoint, &bucket);
+    // Two stores, never one for both runtimes: a store's pooled
+    // connections are tied to the runtime that made them, and a server that
+    // keeps connections alive (SeaweedFS does; moto closes them) would hand
+    // the backings' runtime a connection only `rt` drives, and the first
+    // HEAD would wait forever. `store` is `rt`'s (the upload, the cost
+    // probe, the `get_range` baseline); `backings` is the backings'
+    // (`ObjectBacking`'s shared runtime).
     let store = store(&endpoint, &bucket);
+    let backings = self::store(&endpoint, &bucket);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let t0 = Instant::now();
     rt.block_on(store.put(&Path::from(KEY), object_bytes(OBJECT).into())).expect("put");
@@ -593,13 +609,13 @@ fn main() {
 
     let mut c = Criterion::default().configure_from_args();
     if common::group_wanted("object_cold_sequential") {
-        cold_sequential(&mut c, &rt, &store);
+        cold_sequential(&mut c, &rt, &store, &backings);
     }
     if common::group_wanted("object_cold_random_prefetch") {
-        cold_random(&mut c, &store);
+        cold_random(&mut c, &backings);
     }
     if common::group_wanted("object_warm_disk_tier") {
-        warm_disk_tier(&mut c, &store);
+        warm_disk_tier(&mut c, &backings);
     }
     drop(moto);
     if common::group_wanted("object_disk_tier_recovery") {

@@ -235,13 +235,14 @@ fn prefetch_of_64_scattered_pages_takes_few_requests() {
     let cache = PageCache::builder().capacity(64 << 20).readahead_max(0).build().unwrap();
     let backing = Arc::new(ObjectBacking::new(s, Path::from("big")).unwrap());
     let file = cache.open_backing(backing.clone(), false).unwrap();
-    // 64 pages spread over 24 MiB (about 380 KiB apart).
-    let offsets: Vec<u64> = (0..64u64).map(|i| i * (24 << 20) / 64 + (i * 7919 % 50) * 4096).collect();
+    // 64 pages in 8 clusters 3 MiB apart, 44 to 60 KiB between the pages
+    // of a cluster (under COALESCE_GAP, 64 KiB): one GET per cluster.
+    let offsets: Vec<u64> =
+        (0..64u64).map(|i| (i / 8) * (3 << 20) + (i % 8) * (56 << 10) + (i * 7919 % 3) * 4096).collect();
     file.prefetch(&offsets).unwrap();
     let gets = backing.requests();
-    eprintln!("prefetch of 64 scattered pages: {gets} GETs");
-    // Merged into requests of at most 16 MiB: two, allowing for slack.
-    assert!((1..=4).contains(&gets), "{gets} GETs for 64 pages");
+    eprintln!("prefetch of 64 pages in 8 clusters: {gets} GETs");
+    assert_eq!(gets, 8, "{gets} GETs for 64 pages in 8 clusters");
     for &off in &offsets {
         let mut buf = vec![0u8; 4096];
         file.read_exact_at(&mut buf, off).unwrap();
@@ -254,6 +255,19 @@ fn prefetch_of_64_scattered_pages_takes_few_requests() {
     let far: Vec<u64> = (0..8u64).map(|i| i * 8192).chain((0..8u64).map(|i| (20 << 20) + i * 8192)).collect();
     file.prefetch(&far).unwrap();
     assert_eq!(backing.requests(), 2);
+    // 16 pages 384 KiB apart (wider than the gap): a GET each, not one
+    // GET dragging megabytes of gaps along.
+    let backing = Arc::new(ObjectBacking::new(backing_store(&backing), Path::from("big")).unwrap());
+    let file = cache.open_backing(backing.clone(), false).unwrap();
+    let spread: Vec<u64> = (0..16u64).map(|i| (4 << 20) + i * (384 << 10)).collect();
+    file.prefetch(&spread).unwrap();
+    assert_eq!(backing.requests(), 16);
+    for &off in &spread {
+        let mut buf = vec![0u8; 4096];
+        file.read_exact_at(&mut buf, off).unwrap();
+        assert!(buf == data[off as usize..off as usize + 4096], "page at {off}");
+    }
+    assert_eq!(backing.requests(), 16, "the prefetched pages were cached");
 }
 
 /// The store of a backing, for a second open in the same test.
