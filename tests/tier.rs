@@ -1,6 +1,7 @@
 //! The second tier behind reclaim (cleancache): a model test of two files
 //! in a cache of 64 frames with a tier (the compressed tier, and a tier of
-//! the user's own that keeps every page), against `Vec<u8>` models: reads,
+//! the user's own that keeps every page), against `Vec<u8>` models (one of
+//! the two files through two handles): reads,
 //! writes (partial and whole pages, into cached and uncached pages),
 //! `set_len` down and up, `invalidate_range`, `copy_from`, sync, a file
 //! changed on disk between a close and a reopen, a file deleted and a new
@@ -169,10 +170,10 @@ fn op(ps: usize) -> impl Strategy<Value = Op> {
     let max = 24 * ps as u64;
     let len = 3 * ps;
     prop_oneof![
-        6 => (0..2usize, 0..max, 0..=len).prop_map(|(f, off, len)| Op::Read { f, off, len }),
-        4 => (0..2usize, 0..max, 0..=len, any::<u64>()).prop_map(|(f, off, len, seed)| Op::Write { f, off, len, seed }),
-        1 => (0..2usize, 0..max).prop_map(|(f, len)| Op::SetLen { f, len }),
-        1 => (0..2usize, 0..max, 0..max).prop_map(|(f, off, len)| Op::Invalidate { f, off, len }),
+        6 => (0..3usize, 0..max, 0..=len).prop_map(|(f, off, len)| Op::Read { f, off, len }),
+        4 => (0..3usize, 0..max, 0..=len, any::<u64>()).prop_map(|(f, off, len, seed)| Op::Write { f, off, len, seed }),
+        1 => (0..3usize, 0..max).prop_map(|(f, len)| Op::SetLen { f, len }),
+        1 => (0..3usize, 0..max, 0..max).prop_map(|(f, off, len)| Op::Invalidate { f, off, len }),
         1 => (0..2usize, 0..max, 0..max, 0..=len).prop_map(|(from, src, dst, len)| Op::Copy { from, src, dst, len }),
         1 => Just(Op::Sync),
         1 => (0..2usize, 0..max, 1..=len, any::<u64>()).prop_map(|(f, off, len, seed)| Op::ChangeBehind { f, off, len, seed }),
@@ -249,14 +250,17 @@ fn run_model(cache: &PageCache, dir: &Path, ps: usize, ops: &[Op]) -> Result<(),
     for (p, m) in paths.iter().zip(&models) {
         std::fs::write(p, m).unwrap();
     }
-    let mut fs = [open(cache, &paths[0], ps), open(cache, &paths[1], ps)];
+    // Handles: file a, file b, and a second handle of file a.
+    let reopen = || [open(cache, &paths[0], ps), open(cache, &paths[1], ps), open(cache, &paths[0], ps)];
+    let mut fs = reopen();
     for (step, op) in ops.iter().enumerate() {
         let what = format!("step {step} ({op:?})");
         match *op {
-            Op::Read { f, off, len } => check_read(&fs[f], &models[f], off, len, &what)?,
+            Op::Read { f, off, len } => check_read(&fs[f], &models[f % 2], off, len, &what)?,
             Op::Write { f, off, len, seed } => {
                 let data = pattern(seed, len);
                 fs[f].write_all_at(&data, off).unwrap();
+                let f = f % 2;
                 let end = off as usize + len;
                 if len > 0 {
                     if end > models[f].len() {
@@ -267,6 +271,7 @@ fn run_model(cache: &PageCache, dir: &Path, ps: usize, ops: &[Op]) -> Result<(),
             }
             Op::SetLen { f, len } => {
                 fs[f].set_len(len).unwrap();
+                let f = f % 2;
                 models[f].resize(len as usize, 0);
             }
             Op::Invalidate { f, off, len } => {
@@ -300,14 +305,14 @@ fn run_model(cache: &PageCache, dir: &Path, ps: usize, ops: &[Op]) -> Result<(),
                     models[f].resize(end, 0);
                 }
                 models[f][off as usize..end].copy_from_slice(&data);
-                fs = [open(cache, &paths[0], ps), open(cache, &paths[1], ps)];
+                fs = reopen();
             }
             Op::Replace { f, len, seed } => {
                 drop(fs);
                 std::fs::remove_file(&paths[f]).unwrap();
                 models[f] = pattern(seed, len);
                 std::fs::write(&paths[f], &models[f]).unwrap();
-                fs = [open(cache, &paths[0], ps), open(cache, &paths[1], ps)];
+                fs = reopen();
             }
             Op::Scan => {
                 for f in 0..2 {
@@ -326,6 +331,7 @@ fn run_model(cache: &PageCache, dir: &Path, ps: usize, ops: &[Op]) -> Result<(),
                 cache.stats().stale_opens
             );
         }
+        prop_assert_eq!(fs[2].len(), models[0].len() as u64, "{}: size through the second handle", what);
         let s = cache.stats();
         prop_assert!(s.cached_bytes <= s.total_pages * PAGE_SIZE as u64);
     }
