@@ -786,8 +786,16 @@ impl Drop for CacheInner {
                 eprintln!("page-cache: writing back {:?} at shutdown failed: {e}", m);
             }
         }
+        // A tier that outlives the cache (on disk) gets the clean pages
+        // still in memory, so the next cache on it starts warm.
+        for m in &mappings {
+            m.cleancache_put_resident();
+        }
         // A tier of the user's own may outlive the cache: what it holds of
-        // these files is this cache's to vouch for, and it is gone.
+        // these files is this cache's to vouch for, and it is gone. (The
+        // disk tier forgets them in memory only; it serves them again to a
+        // later cache whose open finds the file at the version they were
+        // put under.)
         for m in &mappings {
             m.cleancache_invalidate_file();
         }

@@ -679,3 +679,31 @@ fn the_disk_tier_is_warm_after_a_restart() {
     fb.read_exact_at(&mut got, 0).unwrap();
     assert!(got == new_b, "a page of the old b was served");
 }
+
+/// Pages still in memory when a cache is dropped reach the disk tier too:
+/// a new cache reads the whole file from the tier, with no file read.
+#[test]
+fn pages_resident_at_drop_are_warm_after_a_restart() {
+    const PAGES: usize = 512;
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let want = pattern(8, PAGES * PAGE_SIZE);
+    std::fs::write(&a, &want).unwrap();
+    let tier = dir.path().join("tier");
+    let build = || PageCache::builder().capacity(8 << 20).readahead_max(0).disk_tier(&tier, 64 << 20).build().unwrap();
+    let mut got = vec![0u8; PAGES * PAGE_SIZE];
+    {
+        let cache = build();
+        let f = cache.open(&a).unwrap();
+        f.read_exact_at(&mut got, 0).unwrap();
+        assert_eq!(cache.stats().evictions, 0, "the file fits: nothing was evicted");
+    }
+    let cache = build();
+    let f = cache.open(&a).unwrap();
+    for i in 0..PAGES {
+        f.read_exact_at(&mut got[i * PAGE_SIZE..(i + 1) * PAGE_SIZE], (i * PAGE_SIZE) as u64).unwrap();
+    }
+    assert!(got == want);
+    let s = cache.stats();
+    assert_eq!(s.tier_hits, PAGES as u64, "every page from the disk tier: {s:?}");
+}

@@ -167,6 +167,39 @@ impl AddressSpace {
         hit
     }
 
+    /// Offers every clean, uptodate page of the file still in memory to a
+    /// tier that outlives the cache (the cache is being dropped), so the
+    /// next cache on the same tier finds them: reclaim only ever offered
+    /// the pages it evicted. A put the tier refuses for being busy is
+    /// tried once more after the tier has written what it buffered.
+    pub(crate) fn cleancache_put_resident(&self) {
+        let Some((tier, _)) = self.tier() else { return };
+        if !self.tier_call(false, || tier.persists()) {
+            return;
+        }
+        const BATCH: usize = 64;
+        let mut index = 0;
+        loop {
+            let pages = self.find_get_pages(index, BATCH);
+            let Some(last) = pages.last().map(|p| p.index()) else { break };
+            for page in pages {
+                let Ok(locked) = page.try_lock() else { continue };
+                let p = locked.page();
+                let clean = p.flags().0 & (PageFlags::DIRTY.0 | PageFlags::WRITEBACK.0 | PageFlags::ERROR.0) == 0
+                    && p.test(PageFlags::UPTODATE);
+                if clean && !self.cleancache_put(p) {
+                    self.tier_call((), || tier.flush_puts());
+                    self.cleancache_put(p);
+                }
+            }
+            if last == u64::MAX {
+                break;
+            }
+            index = last + 1;
+        }
+        self.tier_call((), || tier.flush_puts());
+    }
+
     /// Forgets page `index` of this file in the tier
     /// (`cleancache_invalidate_page`).
     pub(crate) fn cleancache_invalidate_page(&self, index: u64) {

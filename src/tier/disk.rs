@@ -1197,6 +1197,15 @@ fn page_ok(file: &FileKey, len: usize) -> bool {
 }
 
 impl SecondTier for DiskTier {
+    fn persists(&self) -> bool {
+        true
+    }
+
+    fn flush_puts(&self) {
+        // A failed write is counted in the tier's state (`write_errors`).
+        let _ = DiskTier::flush(self);
+    }
+
     fn put_page(&self, file: &FileKey, index: u64, data: &[u8]) -> bool {
         let geo = self.shared.geo;
         let fits_region = (data.len() as u64) <= geo.region_size - geo.area;

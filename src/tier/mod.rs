@@ -132,6 +132,19 @@ pub trait SecondTier: Send + Sync {
         let _ = (file, version);
     }
 
+    /// Whether what the tier holds outlives the cache (a tier on disk):
+    /// then the cache, when it is dropped, offers it every clean page it
+    /// still holds, so the next cache on the same tier starts warm. The
+    /// default is false.
+    fn persists(&self) -> bool {
+        false
+    }
+
+    /// Writes out what the puts so far left in buffers, waiting for writes
+    /// in flight (a tier on disk); a put refused because the tier was busy
+    /// may then succeed. The default does nothing.
+    fn flush_puts(&self) {}
+
     /// What the tier holds now. The default reports nothing.
     fn usage(&self) -> TierUsage {
         TierUsage::default()

@@ -66,6 +66,14 @@ impl SecondTier for TierStack {
         self.tiers.iter().for_each(|t| t.file_written(file, version));
     }
 
+    fn persists(&self) -> bool {
+        self.tiers.iter().any(|t| t.persists())
+    }
+
+    fn flush_puts(&self) {
+        self.tiers.iter().for_each(|t| t.flush_puts());
+    }
+
     fn usage(&self) -> TierUsage {
         self.tiers.iter().map(|t| t.usage()).fold(TierUsage::default(), |a, u| TierUsage {
             pages: a.pages + u.pages,
