@@ -429,3 +429,94 @@ fn tier_put_vs_invalidation() {
         let _ = kept;
     });
 }
+
+/// frontswap: a load of a page of anonymous memory from the compressed
+/// tier against the tier's writeback of that page to the swap area
+/// (`io::anon::commit_load` / `commit_writeback`), with a store of the
+/// page anew after the load. Whatever the interleaving, exactly one copy
+/// of the newest bytes is reachable from the entry: the page loaded (the
+/// entry gone, the tier empty, the slot freed), or the slot holding the
+/// bytes the tier held; the tier is never left holding the only copy of
+/// an entry the map forgot, and a writeback never replaces a newer store.
+#[test]
+fn frontswap_load_vs_writeback() {
+    use crate::io::anon::{commit_load, commit_writeback, Entry};
+    loom::model(|| {
+        // The tier: one entry (seq, bytes); the map: one entry.
+        let tier = Arc::new(loom::sync::Mutex::new(Some((1u64, 10u8))));
+        let map = Arc::new(loom::sync::Mutex::new(Some(Entry::Tier(1))));
+        // Bytes in slot 7 of the swap area once written.
+        let swap = Arc::new(loom::sync::Mutex::new(None::<u8>));
+        let writer = {
+            let (tier, map, swap) = (tier.clone(), map.clone(), swap.clone());
+            thread::spawn(move || {
+                // Copy the coldest entry out, write it, then commit.
+                let Some((seq, bytes)) = *tier.lock().unwrap() else { return false };
+                *swap.lock().unwrap() = Some(bytes);
+                let mut e = map.lock().unwrap();
+                let slot = Entry::Slot { unit: 7, len: 1, packed: true };
+                let done = commit_writeback(
+                    &mut e,
+                    seq,
+                    || {
+                        let mut t = tier.lock().unwrap();
+                        match *t {
+                            Some((s, _)) if s == seq => {
+                                *t = None;
+                                true
+                            }
+                            _ => false,
+                        }
+                    },
+                    slot,
+                );
+                if !done {
+                    *swap.lock().unwrap() = None; // freed
+                }
+                done
+            })
+        };
+        // The loader: takes the page, dirties it, stores it anew (seq 2).
+        let loaded = {
+            let mut e = map.lock().unwrap();
+            let mut got = None;
+            let ok = commit_load(&mut e, |seq| {
+                let mut t = tier.lock().unwrap();
+                match *t {
+                    Some((s, b)) if s == seq => {
+                        got = Some(b);
+                        *t = None;
+                        true
+                    }
+                    _ => false,
+                }
+            });
+            if ok {
+                assert_eq!(got, Some(10));
+                // Dirtied, then reclaim stores the new bytes.
+                *tier.lock().unwrap() = Some((2, 20));
+                *e = Some(Entry::Tier(2));
+            }
+            ok
+        };
+        let wrote = writer.join().unwrap();
+        let e = *map.lock().unwrap();
+        let t = *tier.lock().unwrap();
+        let slot = *swap.lock().unwrap();
+        if loaded {
+            // The newer store stands; the old copy's slot is free.
+            assert_eq!(e, Some(Entry::Tier(2)));
+            assert_eq!(t, Some((2, 20)));
+            if wrote {
+                panic!("a writeback replaced a newer store");
+            }
+            assert_eq!(slot, None, "a slot leaked");
+        } else {
+            // The writeback won: the slot holds the bytes, the tier nothing.
+            assert!(wrote);
+            assert_eq!(e, Some(Entry::Slot { unit: 7, len: 1, packed: true }));
+            assert_eq!(t, None);
+            assert_eq!(slot, Some(10));
+        }
+    });
+}

@@ -51,7 +51,7 @@ const WRITEBACK_BATCH: usize = 32;
 /// Where a page of anonymous memory is while it is not in memory (or,
 /// for a clean page in memory, the copy it matches).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Entry {
+pub(crate) enum Entry {
     /// In the compressed tier as its entry `seq`.
     Tier(u64),
     /// In the swap area from unit `unit`: `len` bytes, the page itself or
@@ -185,6 +185,16 @@ impl Anon {
     /// area. On success the caller marks the page clean and frees it; on
     /// an error (the swap area full or failing) it stays dirty.
     pub(crate) fn swap_out(&self, index: u64, data: &[u8]) -> io::Result<()> {
+        if self.store_in_tier(index, data) {
+            return Ok(());
+        }
+        self.write_slots(&[(index, data)])
+    }
+
+    /// frontswap's store of a dirty page (locked by the caller): true if
+    /// the compressed tier kept it (after writing its coldest entries back
+    /// to the swap area if it was full).
+    fn store_in_tier(&self, index: u64, data: &[u8]) -> bool {
         debug_assert_eq!(data.len(), self.page_size);
         if let Some(tier) = &self.tier {
             for attempt in 0..2 {
@@ -193,7 +203,7 @@ impl Anon {
                     AnonStore::Stored(seq) => {
                         self.set(&mut g, index, Entry::Tier(seq));
                         self.zone.count(Event::FrontswapStores, 1);
-                        return Ok(());
+                        return true;
                     }
                     AnonStore::Refused => {
                         self.zone.count(Event::FrontswapRejects, 1);
@@ -209,17 +219,31 @@ impl Anon {
                 }
             }
         }
-        let n = SwapArea::units(data.len());
+        false
+    }
+
+    /// Writes whole pages (locked and dirty, `(index, bytes)`) to one
+    /// extent of the swap area in one call, and points their entries at
+    /// it. On an error none of them is stored.
+    fn write_slots(&self, pages: &[(u64, &[u8])]) -> io::Result<()> {
+        if pages.is_empty() {
+            return Ok(());
+        }
+        let per = SwapArea::units(self.page_size);
+        let n = per * pages.len() as u64;
         let unit = self.swap.alloc(n)?;
-        if let Err(e) = self.swap.write(unit, &[IoSlice::new(data)]) {
+        let bufs: Vec<IoSlice<'_>> = pages.iter().map(|(_, d)| IoSlice::new(d)).collect();
+        if let Err(e) = self.swap.write(unit, &bufs) {
             self.swap.free(unit, n);
             self.zone.count(Event::SwapWriteErrors, 1);
             return Err(e);
         }
-        self.zone.count(Event::SwapOuts, 1);
+        self.zone.count(Event::SwapOuts, pages.len() as u64);
         self.zone.count(Event::SwapBytesWritten, n * UNIT);
-        let mut g = self.shard(index).lock();
-        self.set(&mut g, index, Entry::Slot { unit, len: data.len() as u32, packed: false });
+        for (i, &(index, data)) in pages.iter().enumerate() {
+            let mut g = self.shard(index).lock();
+            self.set(&mut g, index, Entry::Slot { unit: unit + i as u64 * per, len: data.len() as u32, packed: false });
+        }
         Ok(())
     }
 
@@ -229,8 +253,8 @@ impl Anon {
     pub(crate) fn load_from_tier(&self, index: u64, out: &mut [u8]) -> bool {
         let Some(tier) = &self.tier else { return false };
         let mut g = self.shard(index).lock();
-        let Some(&Entry::Tier(seq)) = g.get(&index) else { return false };
-        if !tier.load_anon(&self.key, index, seq, out) {
+        let mut e = g.get(&index).copied();
+        if !commit_load(&mut e, |seq| tier.load_anon(&self.key, index, seq, out)) {
             return false;
         }
         g.remove(&index);
@@ -459,6 +483,35 @@ impl Drop for Anon {
     }
 }
 
+/// frontswap's load, under the lock of the page's entry `e`: if the tier
+/// holds the page, `load` takes that entry (by its `seq`) out of the tier
+/// and the entry goes. True if the page was loaded. (loom model
+/// `frontswap_load_vs_writeback`.)
+pub(crate) fn commit_load(e: &mut Option<Entry>, load: impl FnOnce(u64) -> bool) -> bool {
+    match *e {
+        Some(Entry::Tier(seq)) if load(seq) => {
+            *e = None;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// frontswap writeback's commit, under the lock of the page's entry `e`,
+/// once the copy of tier entry `seq` is written to the swap area as
+/// `slot`: the slot takes the entry's place only if the entry still names
+/// that tier entry and `remove` took it out of the tier; otherwise the
+/// page was loaded, cut or stored anew meanwhile and the slot is not
+/// needed. True if the slot took its place.
+pub(crate) fn commit_writeback(e: &mut Option<Entry>, seq: u64, remove: impl FnOnce() -> bool, slot: Entry) -> bool {
+    if *e == Some(Entry::Tier(seq)) && remove() {
+        *e = Some(slot);
+        true
+    } else {
+        false
+    }
+}
+
 /// Makes room in the tier shard that holds `(key, index)`: copies its
 /// coldest anonymous entries out, writes them (compressed) to the swap
 /// area in one extent, then swaps each entry that is still the same for
@@ -508,8 +561,9 @@ fn writeback(zone: &Zone, tier: &CompressedTier, key: &FileKey, index: u64) -> u
         let owner = zone.anon_object(v.key.ino);
         let replaced = owner.as_ref().is_some_and(|anon| {
             let mut g = anon.shard(v.index).lock();
-            if g.get(&v.index) == Some(&Entry::Tier(v.seq)) && tier.remove_anon(&v.key, v.index, v.seq) {
-                // The tier entry is gone already: put the slot in its place.
+            let mut e = g.get(&v.index).copied();
+            if commit_writeback(&mut e, v.seq, || tier.remove_anon(&v.key, v.index, v.seq), entry) {
+                // The tier entry is gone already: the slot takes its place.
                 g.remove(&v.index);
                 anon.set(&mut g, v.index, entry);
                 true
@@ -615,6 +669,57 @@ pub(crate) fn pageout(m: &AddressSpace, anon: &Anon, page: &Page) -> bool {
             false
         }
     }
+}
+
+/// Reclaim's `pageout` for a batch of locked pages of anonymous memory
+/// (dirty, from one reclaim batch, mostly neighbours): each is offered to
+/// the compressed tier, and the ones it refuses are written to the swap
+/// area together, in one extent and one call (sorted by index, so a
+/// later read of neighbours is one read too). Returns per page whether it
+/// is clean now.
+pub(crate) fn pageout_batch(m: &AddressSpace, anon: &Anon, pages: &[&Page]) -> Vec<bool> {
+    let mut done = vec![false; pages.len()];
+    let mut rest: Vec<(usize, u64, &[u8])> = Vec::new();
+    for (i, page) in pages.iter().enumerate() {
+        if page.test(PageFlags::WRITEBACK) || !page.test(PageFlags::DIRTY) {
+            done[i] = !page.test(PageFlags::DIRTY);
+            continue;
+        }
+        // SAFETY: as in `pageout`: the caller holds the page lock, which
+        // every writer of the bytes holds.
+        let data = unsafe { &*m.zone.frame(page) };
+        if anon.store_in_tier(page.index(), data) {
+            done[i] = true;
+        } else {
+            rest.push((i, page.index(), data));
+        }
+    }
+    rest.sort_unstable_by_key(|&(_, index, _)| index);
+    let slots: Vec<(u64, &[u8])> = rest.iter().map(|&(_, index, data)| (index, data)).collect();
+    let failed = match anon.write_slots(&slots) {
+        Ok(()) => {
+            rest.iter().for_each(|&(i, _, _)| done[i] = true);
+            false
+        }
+        Err(e) => {
+            *m.zone.swap_error.lock() = Some((e.kind(), e.to_string()));
+            true
+        }
+    };
+    let mut stored = 0;
+    for (page, &ok) in pages.iter().zip(&done) {
+        if ok && page.test(PageFlags::DIRTY) {
+            m.clean_after_swap_out(page);
+            stored += 1;
+        }
+    }
+    if stored > 0 {
+        m.zone.balance.note(true, stored);
+        if !failed {
+            *m.zone.swap_error.lock() = None;
+        }
+    }
+    done
 }
 
 /// frontswap's load into a new, locked, not-uptodate page of anonymous

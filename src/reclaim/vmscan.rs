@@ -119,6 +119,10 @@ pub(crate) enum Reclaimer {
 enum Verdict {
     Ready,
     Keep,
+    /// A dirty page of anonymous memory to swap out with the others of
+    /// its batch (`io::anon::pageout_batch`: the tier first, the rest in
+    /// one write).
+    SwapOut,
 }
 
 impl Zone {
@@ -246,6 +250,7 @@ impl Zone {
         // The mapping of the previous page: a batch is mostly one file's.
         let mut last: Option<Arc<AddressSpace>> = None;
         let mut run: Vec<(u32, u64)> = Vec::with_capacity(batch.len());
+        let mut swap: Vec<(u32, u64)> = Vec::new();
         for (pfn, stamp) in batch {
             let page = self.pfn_to_page(pfn);
             if page.test(PageFlags::ACTIVE) || !wait::trylock_page(page) {
@@ -255,6 +260,7 @@ impl Zone {
             let id = page.mapping_id();
             if last.as_ref().is_none_or(|m| m.id != id) {
                 if let Some(m) = last.take() {
+                    self.swap_out_batch(&m, &mut swap, &mut run, keep);
                     freed += self.remove_run(&m, &mut run, who, keep);
                 }
                 last = self.mapping(id);
@@ -279,12 +285,43 @@ impl Zone {
                     wait::unlock_page(page);
                     keep.push(pfn);
                 }
+                Verdict::SwapOut => swap.push((pfn, stamp)),
             }
         }
         if let Some(m) = last {
+            self.swap_out_batch(&m, &mut swap, &mut run, keep);
             freed += self.remove_run(&m, &mut run, who, keep);
         }
         freed
+    }
+
+    /// Swaps out the locked, dirty pages of anonymous memory gathered from
+    /// one batch: those stored go on to `run` (clean now), the others are
+    /// unlocked into `keep`, still dirty.
+    fn swap_out_batch(
+        &self,
+        m: &AddressSpace,
+        swap: &mut Vec<(u32, u64)>,
+        run: &mut Vec<(u32, u64)>,
+        keep: &mut Vec<u32>,
+    ) {
+        if swap.is_empty() {
+            return;
+        }
+        let Some(anon) = &m.anon else {
+            unreachable!("a swap-out batch of a file's pages");
+        };
+        let pages: Vec<&Page> = swap.iter().map(|&(pfn, _)| self.pfn_to_page(pfn)).collect();
+        let done = crate::io::anon::pageout_batch(m, anon, &pages);
+        for (&(pfn, stamp), ok) in swap.iter().zip(done) {
+            if ok {
+                run.push((pfn, stamp));
+            } else {
+                wait::unlock_page(self.pfn_to_page(pfn));
+                keep.push(pfn);
+            }
+        }
+        swap.clear();
     }
 
     /// Whether a locked, isolated page can be removed now: not under
@@ -307,10 +344,7 @@ impl Zone {
                     self.count(Event::AnonRotations, 1);
                     return Verdict::Keep;
                 }
-                return match crate::io::writeback::pageout(mapping, page) {
-                    true => Verdict::Ready,
-                    false => Verdict::Keep,
-                };
+                return Verdict::SwapOut;
             }
             if who != Reclaimer::Kswapd {
                 // Dirty pages at the tail: the flusher writes them in
