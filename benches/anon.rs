@@ -10,10 +10,15 @@
 //! checked, never kept):
 //! - `anon`: runs written to anonymous `CachedFile`s of a cache of
 //!   `BUDGET` bytes, no tier: what does not fit is swapped out raw.
+//! - `anon_64k`: the same with the runs' memory in 64 KiB pages
+//!   (`anonymous_with_page_size`): a sixteenth of the page operations.
 //! - `anon_tier`: the same total memory split in half: capacity
 //!   `BUDGET / 2` and `compressed_tier(BUDGET / 2)`; evicted anonymous
 //!   pages go to the tier first (frontswap), its cold entries to the swap
-//!   area in compressed form.
+//!   area in compressed form. Loads from the tier are exclusive.
+//! - `anon_tier_keep`: `anon_tier` with
+//!   `frontswap_exclusive_loads(false)`: a page read back from the tier
+//!   stays there, so the merge's pages are not compressed again.
 //! - `tempfiles`: runs written with `std::fs` to unlinked temporary files
 //!   in /var/tmp/page-cache-bench/ (ext4, not tmpfs) and read back with
 //!   `pread`: the kernel's page cache holds them (with no limit but the
@@ -174,15 +179,16 @@ fn expected() -> Check {
 
 /// Where the sorted runs go.
 enum Spill<'a> {
-    Anon(&'a PageCache, Vec<CachedFile>),
+    /// The cache, the page size of the runs' memory, the runs.
+    Anon(&'a PageCache, usize, Vec<CachedFile>),
     Files(Vec<File>),
 }
 
 impl Spill<'_> {
     fn push(&mut self, bytes: &[u8]) {
         match self {
-            Spill::Anon(cache, runs) => {
-                let f = cache.anonymous(bytes.len() as u64).expect("anonymous");
+            Spill::Anon(cache, page_size, runs) => {
+                let f = cache.anonymous_with_page_size(bytes.len() as u64, *page_size).expect("anonymous");
                 f.write_all_at(bytes, 0).expect("write to anonymous memory");
                 runs.push(f);
             }
@@ -195,7 +201,7 @@ impl Spill<'_> {
     }
     fn read(&self, run: usize, buf: &mut [u8], off: u64) {
         match self {
-            Spill::Anon(_, runs) => runs[run].read_exact_at(buf, off).expect("read anonymous memory"),
+            Spill::Anon(_, _, runs) => runs[run].read_exact_at(buf, off).expect("read anonymous memory"),
             Spill::Files(runs) => runs[run].read_exact_at(buf, off).expect("read temporary file"),
         }
     }
@@ -260,7 +266,7 @@ fn in_memory_sort() -> Check {
     sink.check
 }
 
-const VARIANTS: [&str; 4] = ["anon", "anon_tier", "tempfiles", "in_memory"];
+const VARIANTS: [&str; 6] = ["anon", "anon_64k", "anon_tier", "anon_tier_keep", "tempfiles", "in_memory"];
 
 /// /proc/self/io's `write_bytes` and `cancelled_write_bytes`.
 fn proc_io() -> (u64, u64) {
@@ -293,9 +299,10 @@ fn swap_dir() -> std::path::PathBuf {
 fn sort(which: usize, expect: Check, readahead: Option<usize>) -> Outcome {
     let io0 = proc_io();
     let (time, merge, check, stats) = match VARIANTS[which] {
-        "anon" | "anon_tier" => {
-            let tier = if VARIANTS[which] == "anon_tier" { BUDGET / 2 } else { 0 };
-            let mut b = PageCache::builder();
+        "anon" | "anon_64k" | "anon_tier" | "anon_tier_keep" => {
+            let tier = if VARIANTS[which].starts_with("anon_tier") { BUDGET / 2 } else { 0 };
+            let page_size = if VARIANTS[which] == "anon_64k" { 64 << 10 } else { 4096 };
+            let mut b = PageCache::builder().frontswap_exclusive_loads(VARIANTS[which] != "anon_tier_keep");
             if let Some(bytes) = readahead {
                 b = b.readahead_max(bytes);
             }
@@ -307,7 +314,7 @@ fn sort(which: usize, expect: Check, readahead: Option<usize>) -> Outcome {
                 .build()
                 .expect("cache");
             let t0 = Instant::now();
-            let (check, merge) = external_sort(Spill::Anon(&cache, Vec::with_capacity(RUNS)));
+            let (check, merge) = external_sort(Spill::Anon(&cache, page_size, Vec::with_capacity(RUNS)));
             let end = Instant::now();
             (end - t0, Some(end - merge), check, Some(cache.stats()))
         }
@@ -403,21 +410,16 @@ fn external(c: &mut Criterion) {
     for (name, o) in VARIANTS.iter().zip(&once) {
         print_outcome(name, o);
     }
-    // The default readahead (2 MiB windows) on 16 runs read in turn
-    // through 32 MiB: pages read ahead can be evicted before their turn.
-    for (k, name) in VARIANTS.iter().enumerate().take(2) {
-        let o = sort(k, expect, Some(READ));
-        print_outcome(&format!("{name} with readahead_max({} KiB)", READ >> 10), &o);
-    }
     let swap = |o: &Outcome| o.stats.as_ref().map_or(0, |s| s.swap_bytes_written) as f64;
     eprintln!(
-        "bytes written / temporary files' {}: anon {:.3}, anon_tier {:.3} (goal: at most 0.5)",
+        "bytes written / temporary files' {}: anon {:.3}, anon_tier {:.3}, anon_tier_keep {:.3} (goal: at most 0.5)",
         mib(DATA as u64),
         swap(&once[0]) / DATA as f64,
-        swap(&once[1]) / DATA as f64
+        swap(&once[2]) / DATA as f64,
+        swap(&once[3]) / DATA as f64
     );
 
-    let times: RefCell<[Vec<Duration>; 4]> = RefCell::new(Default::default());
+    let times: RefCell<[Vec<Duration>; 6]> = RefCell::new(Default::default());
     let mut g = c.benchmark_group("external_sort");
     g.sample_size(10)
         .sampling_mode(SamplingMode::Flat)
@@ -443,13 +445,16 @@ fn external(c: &mut Criterion) {
         v.sort();
         v.get(v.len() / 2).copied()
     });
-    if let [Some(anon), Some(tier), Some(files), Some(mem)] = medians {
+    if let [Some(anon), Some(big), Some(tier), Some(keep), Some(files), Some(mem)] = medians {
         eprintln!(
-            "external_sort medians (warm-up included): anon {anon:?}, anon_tier {tier:?}, tempfiles {files:?}, \
-             in_memory {mem:?}; anon / tempfiles {:.2}, anon_tier / tempfiles {:.2} (goal: at most 1), \
-             anon / in_memory {:.2}",
+            "external_sort medians (warm-up included): anon {anon:?}, anon_64k {big:?}, anon_tier {tier:?}, \
+             anon_tier_keep {keep:?}, tempfiles {files:?}, in_memory {mem:?}; anon / tempfiles {:.2}, \
+             anon_64k / tempfiles {:.2}, anon_tier / tempfiles {:.2}, anon_tier_keep / tempfiles {:.2} \
+             (goal: at most 1), anon / in_memory {:.2}",
             anon.as_secs_f64() / files.as_secs_f64(),
+            big.as_secs_f64() / files.as_secs_f64(),
             tier.as_secs_f64() / files.as_secs_f64(),
+            keep.as_secs_f64() / files.as_secs_f64(),
             anon.as_secs_f64() / mem.as_secs_f64()
         );
     }

@@ -69,6 +69,8 @@ pub(crate) struct Anon {
     zone: Arc<Zone>,
     swap: Arc<SwapArea>,
     tier: Option<Arc<CompressedTier>>,
+    /// Loads from the tier take the entry out (`Builder::frontswap_exclusive_loads`).
+    exclusive: bool,
     map: Box<[Mutex<HashMap<u64, Entry>>]>,
 }
 
@@ -89,6 +91,9 @@ pub(crate) struct SwapConfig {
     pub(crate) swappiness: u32,
     /// The compressed tier frontswap stores into, if the cache has one.
     pub(crate) tier: Option<Arc<CompressedTier>>,
+    /// Whether a load from the tier takes the entry out (zswap's
+    /// exclusive loads) or leaves it, the page clean in memory.
+    pub(crate) exclusive_loads: bool,
 }
 
 impl Zone {
@@ -127,6 +132,7 @@ impl Anon {
             zone: zone.clone(),
             swap,
             tier: zone.swap_cfg.tier.clone(),
+            exclusive: zone.swap_cfg.exclusive_loads,
             map: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         });
         zone.anon_objects.lock().insert(ino, Arc::downgrade(&anon));
@@ -248,18 +254,27 @@ impl Anon {
     }
 
     /// frontswap's load for a new, locked page at `index`: if the tier
-    /// holds it, takes it out into `out` and returns true (the caller
-    /// marks the page dirty: memory now holds the only copy).
-    pub(crate) fn load_from_tier(&self, index: u64, out: &mut [u8]) -> bool {
-        let Some(tier) = &self.tier else { return false };
+    /// holds it, copies it into `out` and returns `Some(dirty)`. An
+    /// exclusive load takes the entry out and says dirty (memory now holds
+    /// the only copy); otherwise the entry stays and the page is clean.
+    pub(crate) fn load_from_tier(&self, index: u64, out: &mut [u8]) -> Option<bool> {
+        let tier = self.tier.as_ref()?;
         let mut g = self.shard(index).lock();
+        if !self.exclusive {
+            let Some(&Entry::Tier(seq)) = g.get(&index) else { return None };
+            if !tier.read_anon(&self.key, index, seq, out) {
+                return None;
+            }
+            self.zone.count(Event::FrontswapLoads, 1);
+            return Some(false);
+        }
         let mut e = g.get(&index).copied();
         if !commit_load(&mut e, |seq| tier.load_anon(&self.key, index, seq, out)) {
-            return false;
+            return None;
         }
         g.remove(&index);
         self.zone.count(Event::FrontswapLoads, 1);
-        true
+        Some(true)
     }
 
     /// Reads bytes `[offset, offset + out.len())` of the memory from where
@@ -724,17 +739,19 @@ pub(crate) fn pageout_batch(m: &AddressSpace, anon: &Anon, pages: &[&Page]) -> V
 
 /// frontswap's load into a new, locked, not-uptodate page of anonymous
 /// memory (in `fill_from_tier`'s place): true if the tier held it; the
-/// page is then uptodate and dirty.
+/// page is then uptodate, and dirty if the load was exclusive.
 pub(crate) fn fill_from_tier(m: &AddressSpace, anon: &Anon, page: &mut LockedPage<'_>) -> bool {
     if !anon.has_tier() || m.zone.blocks_uptodate(page.page()) != 0 {
         return false;
     }
-    if !anon.load_from_tier(page.index(), page.data_mut()) {
+    let Some(dirty) = anon.load_from_tier(page.index(), page.data_mut()) else {
         return false;
-    }
+    };
     page.page().clear(PageFlags::ERROR);
     page.set_uptodate();
-    m.set_blocks_dirty(page.page(), m.zone.all_blocks(page.page()));
+    if dirty {
+        m.set_blocks_dirty(page.page(), m.zone.all_blocks(page.page()));
+    }
     true
 }
 
