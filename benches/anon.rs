@@ -377,7 +377,7 @@ fn print_outcome(name: &str, o: &Outcome) {
         eprintln!(
             "  swap_outs {} swap_ins {} swap_pages {} swap_bytes_written {} swap_bytes_read {} frontswap_stores {} \
              frontswap_loads {} frontswap_writebacks {} anon_pages {}; {:.0} B written per page swapped out \
-             (512 B units: a compressed page takes whole units)",
+             (64 B units: a compressed page takes whole units)",
             s.swap_outs,
             s.swap_ins,
             s.swap_pages,
