@@ -393,7 +393,6 @@ fn print_outcome(name: &str, o: &Outcome) {
 }
 
 fn external(c: &mut Criterion) {
-    print_machine();
     if !common::group_wanted("external_sort") {
         return;
     }
@@ -460,7 +459,108 @@ fn external(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, external);
+/// A file backing that counts the bytes read from it.
+struct Counting {
+    inner: page_cache::FileBacking,
+    read: std::sync::atomic::AtomicU64,
+}
+
+impl page_cache::Backing for Counting {
+    fn read_vectored_at(&self, bufs: &mut [std::io::IoSliceMut<'_>], offset: u64) -> std::io::Result<usize> {
+        let n = self.inner.read_vectored_at(bufs, offset)?;
+        self.read.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+    fn write_vectored_at(&self, bufs: &[std::io::IoSlice<'_>], offset: u64) -> std::io::Result<usize> {
+        self.inner.write_vectored_at(bufs, offset)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn sync_all(&self) -> std::io::Result<()> {
+        self.inner.sync_all()
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+}
+
+/// The reclaim balance (`Builder::swappiness`), printed, not timed: one
+/// cache of 16 MiB shared by a file of 12 MiB read at random (a hot set
+/// three quarters of the cache) and 16 MiB of anonymous memory written
+/// once and then read and rewritten at random, one file read per
+/// anonymous access; 200,000 rounds after the setup. Printed per
+/// swappiness: the file bytes read from disk, the pages swapped out and
+/// in, the pages of each kind reclaim took, the anonymous pages it passed
+/// over, and the costs the balance weighed at the end.
+fn balance() {
+    print_machine();
+    if !common::group_wanted("balance") {
+        return;
+    }
+    const CACHE: usize = 16 * MIB;
+    let path = common::data_file("balance-12m", 12 * MIB as u64);
+    eprintln!("balance: a {} cache, a 12 MiB file read at random and 16 MiB of anonymous memory", mib(CACHE as u64));
+    for swappiness in [0u8, 60, 100, 200] {
+        let cache = PageCache::builder()
+            .capacity(CACHE)
+            .readahead_max(0)
+            .swap_dir(swap_dir())
+            .swappiness(swappiness)
+            .build()
+            .expect("cache");
+        let backing = std::sync::Arc::new(Counting {
+            inner: page_cache::FileBacking::new(File::open(&path).expect("data file"), false),
+            read: 0.into(),
+        });
+        let file = cache.open_backing(backing.clone(), false).expect("open");
+        let anon = cache.anonymous(16 * MIB as u64).expect("anonymous");
+        let mut page = vec![0u8; 4096];
+        for i in 0..(16 * MIB / 4096) as u64 {
+            page.fill(i as u8);
+            anon.write_all_at(&page, i * 4096).expect("write");
+        }
+        let (pages_file, pages_anon) = ((12 * MIB / 4096) as u64, (16 * MIB / 4096) as u64);
+        let mut s = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(swappiness);
+        let before = (cache.stats(), backing.read.load(std::sync::atomic::Ordering::Relaxed));
+        let t = Instant::now();
+        for round in 0..200_000u64 {
+            let f = xorshift(&mut s) % pages_file;
+            file.read_exact_at(&mut page, f * 4096).expect("file read");
+            let a = xorshift(&mut s) % pages_anon;
+            if round % 4 == 0 {
+                anon.write_all_at(&page, a * 4096).expect("anon write");
+            } else {
+                anon.read_exact_at(&mut page, a * 4096).expect("anon read");
+            }
+        }
+        let took = t.elapsed();
+        let (st, read) = (cache.stats(), backing.read.load(std::sync::atomic::Ordering::Relaxed));
+        let (s0, r0) = before;
+        eprintln!(
+            "  swappiness {swappiness:>3}: {took:>8.1?}, file read {:>6.1} MiB, swap_outs {:>6}, swap_ins {:>6}, \
+             reclaimed file {:>6} anon {:>6}, anon passed over {:>6}, costs anon {} file {}",
+            (read - r0) as f64 / MIB as f64,
+            st.swap_outs - s0.swap_outs,
+            st.swap_ins - s0.swap_ins,
+            st.file_reclaims - s0.file_reclaims,
+            st.anon_reclaims - s0.anon_reclaims,
+            st.anon_rotations - s0.anon_rotations,
+            st.reclaim_anon_cost,
+            st.reclaim_file_cost
+        );
+    }
+}
+
+fn all(c: &mut Criterion) {
+    balance();
+    external(c);
+}
+
+criterion_group!(benches, all);
 
 fn main() {
     benches();

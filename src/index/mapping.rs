@@ -448,9 +448,7 @@ impl AddressSpace {
     /// is taken.
     pub fn add_to_page_cache_lru(&self, page: &LockedPage<'_>, index: u64) -> io::Result<()> {
         self.add_to_page_cache(page, index)?;
-        if self.zone.lru_cache_add(page.page()) {
-            self.zone.balance.note(self.anon.is_some(), 1);
-        }
+        self.zone.lru_cache_add(page.page());
         Ok(())
     }
 
@@ -471,12 +469,8 @@ impl AddressSpace {
                 inserted.push(self.insert_locked(&mut tree, page.page(), first + i as u64));
             }
         }
-        let mut refaults = 0;
         for (page, _) in pages.iter().zip(&inserted[inserted.len() - pages.len()..]).filter(|(_, &ok)| ok) {
-            refaults += u64::from(self.zone.lru_cache_add(page.page()));
-        }
-        if refaults > 0 {
-            self.zone.balance.note(self.anon.is_some(), refaults);
+            self.zone.lru_cache_add(page.page());
         }
         Ok(())
     }

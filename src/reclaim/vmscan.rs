@@ -25,7 +25,9 @@ pub(crate) const SWAP_CLUSTER_MAX: usize = 32;
 /// for both): dropping a clean file page costs nothing now but a read if it
 /// refaults; moving a dirty anonymous page out costs a store (compression,
 /// or a write to the swap area) now and a load if it refaults. Each kind
-/// keeps a cost: its refaults, plus for anonymous memory its stores. A
+/// keeps a cost: its misses (pages read back in: a file page from the
+/// file, an anonymous one from the tier or the swap area), plus for
+/// anonymous memory its stores. A
 /// dirty anonymous page at the inactive tail is moved out with weight
 /// `swappiness * total / anon_cost` against `(200 - swappiness) * total /
 /// file_cost` for the clean file pages beside it, and otherwise rotated to
@@ -33,7 +35,7 @@ pub(crate) const SWAP_CLUSTER_MAX: usize = 32;
 /// than anonymous memory costs. Costs halve once their sum passes a
 /// quarter of memory, so the balance follows the workload. When the last
 /// round freed no file page (nothing clean to take instead), anonymous
-/// pages are never rotated.
+/// pages are never passed over.
 pub(crate) struct Balance {
     swappiness: u64,
     anon_cost: AtomicU64,
@@ -42,6 +44,8 @@ pub(crate) struct Balance {
     credit: AtomicU64,
     /// The last reclaim round freed a file page.
     file_freed: AtomicBool,
+    /// File pages freed by the rounds running now.
+    round_file: AtomicU64,
     decay_at: AtomicU64,
 }
 
@@ -53,6 +57,7 @@ impl Balance {
             file_cost: AtomicU64::new(0),
             credit: AtomicU64::new(0),
             file_freed: AtomicBool::new(false),
+            round_file: AtomicU64::new(0),
             decay_at: AtomicU64::new(u64::MAX),
         }
     }
@@ -155,8 +160,6 @@ impl Zone {
         .min(max_scan);
         let mut freed = 0;
         let mut scanned = 0;
-        // Relaxed: a heuristic (`Balance`); set again when a file page goes.
-        self.balance.file_freed.store(false, Ordering::Relaxed);
         while freed < nr && scanned <= total {
             {
                 let mut lists = self.lru.lock();
@@ -191,6 +194,10 @@ impl Zone {
                 self.lru.age_active(&mut self.lru.lock(), &self.pages, SWAP_CLUSTER_MAX);
             }
         }
+        // Relaxed: a heuristic (`Balance`): whether this round found clean
+        // file pages to take is what the next one goes by.
+        let file = self.balance.round_file.swap(0, Ordering::Relaxed);
+        self.balance.file_freed.store(file > 0, Ordering::Relaxed);
         if freed > 0 {
             let e = match who {
                 Reclaimer::Kswapd => Event::KswapdReclaims,
@@ -408,7 +415,7 @@ impl Zone {
             } else {
                 self.count(Event::FileReclaims, freed as u64);
                 // Relaxed: a heuristic (`Balance`).
-                self.balance.file_freed.store(true, Ordering::Relaxed);
+                self.balance.round_file.fetch_add(freed as u64, Ordering::Relaxed);
             }
         }
         freed
