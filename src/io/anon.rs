@@ -38,7 +38,7 @@ use crate::io::swap::{SwapArea, UNIT};
 use crate::mem::page::{LockedPage, Page, PageFlags};
 use crate::mem::zone::Zone;
 use crate::stats::Event;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 use crate::tier::compressed::{unpack, AnonData, AnonStore, CompressedTier};
 use crate::tier::{FileKey, ANON_DEV};
 
@@ -71,6 +71,9 @@ pub(crate) struct Anon {
     tier: Option<Arc<CompressedTier>>,
     /// Loads from the tier take the entry out (`Builder::frontswap_exclusive_loads`).
     exclusive: bool,
+    /// Entries in the map, so that dirtying a page of memory that was never
+    /// swapped out (a run being written) takes no lock.
+    entries: AtomicUsize,
     map: Box<[Mutex<HashMap<u64, Entry>>]>,
 }
 
@@ -133,6 +136,7 @@ impl Anon {
             swap,
             tier: zone.swap_cfg.tier.clone(),
             exclusive: zone.swap_cfg.exclusive_loads,
+            entries: AtomicUsize::new(0),
             map: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         });
         zone.anon_objects.lock().insert(ino, Arc::downgrade(&anon));
@@ -173,15 +177,35 @@ impl Anon {
             // Relaxed: a statistic.
             self.swap.slots.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(old) = g.insert(index, e) {
-            self.release(index, old);
+        match g.insert(index, e) {
+            Some(old) => self.release(index, old),
+            // Relaxed: see `dirtied`.
+            None => _ = self.entries.fetch_add(1, Ordering::Relaxed),
         }
     }
 
+    /// Takes the entry at `index` out of its (locked) shard.
+    fn take(&self, g: &mut HashMap<u64, Entry>, index: u64) -> Option<Entry> {
+        let e = g.remove(&index);
+        if e.is_some() {
+            // Relaxed: see `dirtied`.
+            self.entries.fetch_sub(1, Ordering::Relaxed);
+        }
+        e
+    }
+
     /// A page in memory went from clean to dirty: its copy is stale.
+    #[inline]
     pub(crate) fn dirtied(&self, index: u64) {
+        // Relaxed: the caller holds the page lock, and only a holder of it
+        // puts an entry at this index (reclaim's store), before its unlock:
+        // the lock orders that increment before this load. Other indices'
+        // entries do not matter here.
+        if self.entries.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let mut g = self.shard(index).lock();
-        if let Some(e) = g.remove(&index) {
+        if let Some(e) = self.take(&mut g, index) {
             self.release(index, e);
         }
     }
@@ -272,7 +296,7 @@ impl Anon {
         if !commit_load(&mut e, |seq| tier.load_anon(&self.key, index, seq, out)) {
             return None;
         }
-        g.remove(&index);
+        self.take(&mut g, index);
         self.zone.count(Event::FrontswapLoads, 1);
         Some(true)
     }
@@ -406,7 +430,7 @@ impl Anon {
             let mut g = shard.lock();
             let gone: Vec<u64> = g.keys().copied().filter(|&i| i >= first_gone).collect();
             for index in gone {
-                if let Some(e) = g.remove(&index) {
+                if let Some(e) = self.take(&mut g, index) {
                     self.release(index, e);
                 }
             }
@@ -458,6 +482,9 @@ impl Anon {
 
     /// Panics unless every entry names something that holds it.
     pub(crate) fn check_invariants(&self) {
+        let total: usize = self.map.iter().map(|s| s.lock().len()).sum();
+        // Relaxed: tests call this when the cache is quiet.
+        assert_eq!(total, self.entries.load(Ordering::Relaxed), "anon: entry count");
         for (s, shard) in self.map.iter().enumerate() {
             for (&index, e) in shard.lock().iter() {
                 assert_eq!(index as usize % SHARDS, s, "anon: entry in the wrong shard");
@@ -483,6 +510,8 @@ impl Drop for Anon {
     fn drop(&mut self) {
         for shard in self.map.iter() {
             let entries: Vec<(u64, Entry)> = shard.lock().drain().collect();
+            // Relaxed: nothing else uses the map any more.
+            self.entries.fetch_sub(entries.len(), Ordering::Relaxed);
             for (index, e) in entries {
                 self.release(index, e);
             }
@@ -579,7 +608,7 @@ fn writeback(zone: &Zone, tier: &CompressedTier, key: &FileKey, index: u64) -> u
             let mut e = g.get(&v.index).copied();
             if commit_writeback(&mut e, v.seq, || tier.remove_anon(&v.key, v.index, v.seq), entry) {
                 // The tier entry is gone already: the slot takes its place.
-                g.remove(&v.index);
+                anon.take(&mut g, v.index);
                 anon.set(&mut g, v.index, entry);
                 true
             } else {
