@@ -1,7 +1,9 @@
 //! Anonymous memory (`PageCache::anonymous`, issue 26): an external merge
 //! sort of 4x the memory budget, its sorted runs spilled to anonymous
 //! memory that the cache swaps out, against the same sort spilling to
-//! temporary files and against a sort with unlimited memory.
+//! temporary files and against a sort with unlimited memory; and, first,
+//! the reclaim balance between file pages and anonymous memory at four
+//! swappiness values (printed, `balance` in the filter; see `balance()`).
 //!
 //! criterion group `external_sort` (one iteration = one whole sort of
 //! `DATA` = 4 x `BUDGET` bytes of 64-byte records with random u64 keys, in
@@ -37,12 +39,13 @@
 //! or to the temporary files (by the program), `write_bytes` and
 //! `cancelled_write_bytes` of /proc/self/io (what the kernel accounted to
 //! storage, and what it then dropped unwritten because the file went away
-//! first), and the cache's swap and frontswap counters; then the two
-//! anonymous variants again with `readahead_max(64 KiB)`, the merge's read
-//! size (the default 2 MiB windows of 16 runs read in turn outgrow the 32
-//! MiB, and pages read ahead are evicted before their turn: `swap_ins`
-//! above `swap_outs`). After the group: each variant's median over the
-//! group's iterations and the ratios the issue's goal is about (the
+//! first), and the cache's swap and frontswap counters (with 2 MiB
+//! readahead windows, 16 runs read in turn outgrew the 32 MiB and 2.1
+//! pages were read back per page swapped out, which is why anonymous
+//! memory reads ahead at most 64 KiB). After the group: the variants
+//! again, interleaved (9 rounds, each running every variant once in a
+//! rotating order), their medians; then each variant's median over the
+//! //! group's iterations and the ratios the issue's goal is about (the
 //! anonymous sort at least as fast as temporary files; at most half their
 //! bytes written with the compressed tier when the data compresses 2x).
 //! Every sort checks its output (order, count, a checksum of the keys,
@@ -440,6 +443,18 @@ fn external(c: &mut Criterion) {
         });
     }
     g.finish();
+    // The same variants interleaved (each round runs every one, in an
+    // order that rotates): ratios that do not depend on what ran before.
+    let inter: [Duration; 6] = common::interleaved_medians(9, |which| sort(which, expect, None).time);
+    eprintln!(
+        "external_sort interleaved medians (9 rounds): {}; anon / tempfiles {:.2}, anon_64k / tempfiles {:.2}, \
+         anon_tier / tempfiles {:.2}, anon_tier_keep / tempfiles {:.2}",
+        VARIANTS.iter().zip(&inter).map(|(n, t)| format!("{n} {t:.1?}")).collect::<Vec<_>>().join(", "),
+        inter[0].as_secs_f64() / inter[4].as_secs_f64(),
+        inter[1].as_secs_f64() / inter[4].as_secs_f64(),
+        inter[2].as_secs_f64() / inter[4].as_secs_f64(),
+        inter[3].as_secs_f64() / inter[4].as_secs_f64()
+    );
     let medians = times.into_inner().map(|mut v| {
         v.sort();
         v.get(v.len() / 2).copied()
