@@ -47,6 +47,13 @@ pub struct Builder {
     compressed_bytes: usize,
     /// The disk tier's file and size.
     disk: Option<(std::path::PathBuf, u64)>,
+    /// Where the swap file goes (`None`: the system temp directory).
+    swap_dir: Option<std::path::PathBuf>,
+    /// The swap area's limit in bytes (`None`: the default).
+    swap_limit: Option<u64>,
+    /// A backing of the user's for the swap area.
+    swap_backing: Option<Arc<dyn Backing>>,
+    swappiness: u8,
 }
 
 impl std::fmt::Debug for Builder {
@@ -65,6 +72,10 @@ impl std::fmt::Debug for Builder {
             .field("second_tier", &self.tier.is_some())
             .field("compressed_tier", &self.compressed_bytes)
             .field("disk_tier", &self.disk)
+            .field("swap_dir", &self.swap_dir)
+            .field("swap_limit", &self.swap_limit)
+            .field("swap_backing", &self.swap_backing.is_some())
+            .field("swappiness", &self.swappiness)
             .finish()
     }
 }
@@ -85,8 +96,19 @@ impl Default for Builder {
             tier: None,
             compressed_bytes: 0,
             disk: None,
+            swap_dir: None,
+            swap_limit: None,
+            swap_backing: None,
+            swappiness: 60,
         }
     }
+}
+
+/// The swap area's default limit: 8 times the capacity, and at least
+/// 64 MiB (the kernel leaves the size to the administrator; this bounds
+/// what a runaway engine can write to the temp directory).
+fn default_swap_limit(capacity: usize) -> u64 {
+    (8 * capacity as u64).max(64 << 20)
 }
 
 impl Builder {
@@ -195,6 +217,44 @@ impl Builder {
         self
     }
 
+    /// The directory of the swap area that anonymous memory
+    /// ([`PageCache::anonymous`]) is swapped to: one file created there
+    /// unlinked (`O_TMPFILE`) when the first anonymous memory is made, so
+    /// nothing is left behind, even by a crash. Default: the system temp
+    /// directory (`std::env::temp_dir`).
+    pub fn swap_dir(mut self, path: impl AsRef<Path>) -> Builder {
+        self.swap_dir = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// The most bytes the swap area holds (pages written whole take their
+    /// size, pages the compressed tier wrote back what they compressed
+    /// to). Default: 8 times the capacity, at least 64 MiB. When it is
+    /// full, the allocation that needs a frame fails with `StorageFull`.
+    pub fn swap_limit(mut self, bytes: u64) -> Builder {
+        self.swap_limit = Some(bytes);
+        self
+    }
+
+    /// The swap area on a backing of your own (a raw device, a file of
+    /// your choosing, or a [`FaultyBacking`](crate::fault::FaultyBacking)
+    /// in tests) in place of the unlinked file in
+    /// [`swap_dir`](Self::swap_dir).
+    pub fn swap_backing(mut self, backing: Arc<dyn Backing>) -> Builder {
+        self.swap_backing = Some(backing);
+        self
+    }
+
+    /// How readily reclaim moves anonymous memory out rather than drop
+    /// clean file pages, 0 to 200 as the kernel's `vm.swappiness`
+    /// (default 60; values above 200 count as 200). At 100 both kinds
+    /// weigh the same; the weights then follow what each kind costs in
+    /// refaults (see docs/design.md, "Anonymous memory").
+    pub fn swappiness(mut self, value: u8) -> Builder {
+        self.swappiness = value;
+        self
+    }
+
     /// Builds the cache: maps the arena and starts kswapd, the flusher and
     /// the readahead workers.
     pub fn build(self) -> io::Result<PageCache> {
@@ -216,6 +276,7 @@ impl Builder {
         // by a thread of its own (`io::readahead::submit`).
         let async_ring = self.direct_io && self.readahead_threads > 0;
         let mut tiers: Vec<Arc<dyn SecondTier>> = Vec::new();
+        let mut frontswap = None;
         if self.compressed_bytes > 0 {
             // A tier that keeps its copies (not zswap's exclusive loads): a
             // hit then costs 1.8 us, since the page evicted again unchanged
@@ -226,7 +287,10 @@ impl Builder {
             // without a tier, against 57%): `second_tier` with
             // `CompressedTier::with_exclusive_gets(true)` for engines whose
             // misses go to a slow device.
-            tiers.push(Arc::new(crate::tier::compressed::CompressedTier::new(self.compressed_bytes)));
+            let pool = Arc::new(crate::tier::compressed::CompressedTier::new(self.compressed_bytes));
+            // Anonymous memory is stored in the same pool (frontswap).
+            frontswap = Some(pool.clone());
+            tiers.push(pool);
         }
         if let Some((path, bytes)) = &self.disk {
             tiers.push(Arc::new(crate::tier::disk::DiskTier::open(path, *bytes)?));
@@ -237,8 +301,24 @@ impl Builder {
             1 => tiers.pop(),
             _ => Some(Arc::new(crate::tier::stack::TierStack::new(tiers)) as Arc<dyn SecondTier>),
         };
-        let zone =
-            Arc::new(Zone::new(frames, self.huge_pages, dirty, ra_max_pages as u64, self.io_uring, async_ring, tier)?);
+        let swap = crate::io::anon::SwapConfig {
+            dir: self.swap_dir.clone().unwrap_or_else(std::env::temp_dir),
+            limit: self.swap_limit.unwrap_or_else(|| default_swap_limit(frames * PAGE_SIZE)),
+            backing: self.swap_backing.clone(),
+            swappiness: u32::from(self.swappiness),
+            tier: frontswap,
+        };
+        let zone = Arc::new(Zone::new(
+            frames,
+            self.huge_pages,
+            dirty,
+            ra_max_pages as u64,
+            self.io_uring,
+            async_ring,
+            tier,
+            swap,
+        )?);
+        zone.balance.set_size(frames);
         let mut threads = Vec::new();
         if self.readahead_threads > 0 {
             let (queue, workers) = readahead::start_workers(self.readahead_threads, zone.clone())?;
@@ -581,6 +661,69 @@ impl PageCache {
         Ok(self.handle(mapping, writable))
     }
 
+    /// Anonymous memory of `len` bytes, zero-filled, in the cache's frames
+    /// (mm's anonymous pages, or `shmem`): the file API over memory that
+    /// is no file (`read_at`, `write_at`, `set_len`, the page-level
+    /// `find_*`, `prefetch`). Clones share it; it is gone, with its swap
+    /// space, when the last handle drops. Writes beyond `len` extend it, as
+    /// with a file.
+    ///
+    /// Its pages share the frames and the reclaim of file pages: under
+    /// pressure, dirty ones go to the compressed tier first, if the cache
+    /// has one ([`Builder::compressed_tier`], frontswap), and to the swap
+    /// area ([`Builder::swap_dir`], [`Builder::swap_limit`]) otherwise;
+    /// the flusher and `sync` never write them. `sync_data` and `sync_all`
+    /// have nothing to make durable and return `Ok` at once. When the swap
+    /// area is full (its limit, or the file system), the call that needs a
+    /// frame fails with `StorageFull` and loses nothing already written.
+    /// `len` beyond the swap limit plus the capacity is `InvalidInput`.
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let dir = tempfile::tempdir()?;
+    /// let cache = page_cache::PageCache::builder().capacity(1 << 20).swap_dir(dir.path()).build()?;
+    /// let sort_run = cache.anonymous(4 << 20)?; // 4x the cache
+    /// for i in 0..1024u64 {
+    ///     sort_run.write_all_at(&[i as u8; 4096], i * 4096)?;
+    /// }
+    /// let mut page = [0u8; 4096];
+    /// sort_run.read_exact_at(&mut page, 7 * 4096)?;
+    /// assert_eq!(page, [7u8; 4096]);
+    /// assert!(cache.stats().swap_outs > 0);
+    /// drop(sort_run);
+    /// assert_eq!(cache.stats().swap_pages, 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn anonymous(&self, len: u64) -> io::Result<CachedFile> {
+        self.anonymous_with_page_size(len, PAGE_SIZE)
+    }
+
+    /// [`anonymous`](Self::anonymous) with pages of `page_size` bytes (a
+    /// power of two from 4096 to 65536, else `InvalidInput`).
+    pub fn anonymous_with_page_size(&self, len: u64, page_size: usize) -> io::Result<CachedFile> {
+        let order = page_order(page_size)?;
+        let zone = &self.inner.zone;
+        let room = zone.swap_cfg.limit.saturating_add(self.capacity() as u64);
+        if len > room {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("page cache: {len} bytes of anonymous memory exceed the swap limit plus the capacity ({room} bytes)"),
+            ));
+        }
+        if len > crate::index::mapping::MAX_FILE_SIZE {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "page cache: anonymous memory too large"));
+        }
+        let anon = crate::io::anon::Anon::new(zone, page_size)?;
+        let backing = Arc::new(crate::io::anon::AnonBacking::new(anon.clone(), len));
+        let mapping = AddressSpace::new_with(zone.clone(), backing, len, order, Some(anon));
+        let key = (u64::MAX, mapping.id as u64);
+        self.inner.files.lock().insert(
+            key,
+            FileEntry { mapping: mapping.clone(), opens: 1, writable: true, detach: false, detached: false },
+        );
+        Ok(self.handle(mapping, true))
+    }
+
     fn handle(&self, mapping: Arc<AddressSpace>, writable: bool) -> CachedFile {
         CachedFile {
             file: Arc::new(OpenFile {
@@ -640,6 +783,13 @@ impl PageCache {
         s.total_pages = zone.nr_frames() as u64;
         s.free_blocks = zone.buddy.free_blocks();
         s.io_uring = zone.uring.enabled();
+        s.anon_pages = mappings.iter().filter(|m| m.anon.is_some()).map(|m| m.nr_pages() as u64).sum();
+        if let Some(area) = &*zone.swap_area.lock() {
+            // Relaxed: a statistic.
+            s.swap_pages = area.slots.load(Ordering::Relaxed);
+            s.swap_bytes_used = area.used_bytes();
+        }
+        (s.reclaim_anon_cost, s.reclaim_file_cost) = zone.balance.costs();
         if let Some(tier) = &zone.tier {
             // A tier that panics reports nothing.
             let usage = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tier.usage())).unwrap_or_default();
@@ -700,6 +850,9 @@ impl PageCache {
         zone.lru.drain(zone);
         zone.buddy.check_invariants(&zone.pages);
         zone.lru.check_invariants(&zone.pages);
+        if let Some(area) = &*zone.swap_area.lock() {
+            area.check_invariants();
+        }
         for m in self.mappings() {
             m.check_invariants();
         }
@@ -721,6 +874,21 @@ impl FileTable for CacheInner {
             }
         };
         let Some(key) = key.filter(|_| last) else { return };
+        if mapping.anon.is_some() {
+            // Anonymous memory is gone with its last handle: its pages
+            // now, its swap map when the mapping drops.
+            let entry = {
+                let mut files = self.files.lock();
+                match files.get(&key) {
+                    Some(e) if Arc::ptr_eq(&e.mapping, mapping) && e.opens == 0 => files.remove(&key),
+                    _ => None,
+                }
+            };
+            if entry.is_some() {
+                mapping.truncate_pages_from(0);
+            }
+            return;
+        }
         if mapping.nr_dirty() > 0 {
             // Failures stay dirty in the cache; the flusher retries them.
             let _ = writeback::write_cache_pages(mapping, SyncMode::Integrity);

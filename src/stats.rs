@@ -48,9 +48,21 @@ pub(crate) enum Event {
     TierInvalidations,
     TierPanics,
     TierVerifyFailures,
+    SwapOuts,
+    SwapIns,
+    SwapBytesWritten,
+    SwapBytesRead,
+    FrontswapStores,
+    FrontswapLoads,
+    FrontswapWritebacks,
+    FrontswapRejects,
+    SwapWriteErrors,
+    AnonReclaims,
+    FileReclaims,
+    AnonRotations,
 }
 
-const NR_EVENTS: usize = Event::TierVerifyFailures as usize + 1;
+const NR_EVENTS: usize = Event::AnonRotations as usize + 1;
 
 /// Threads with a shard of their own in each cache's counters; threads
 /// numbered past them share the last shard.
@@ -213,6 +225,49 @@ pub struct Stats {
     pub tier_logical_bytes: u64,
     /// Bytes of compressed data it holds, without overhead.
     pub tier_stored_bytes: u64,
+    /// Pages of anonymous memory (`PageCache::anonymous`) in memory now.
+    pub anon_pages: u64,
+    /// Pages of anonymous memory written to the swap area (`pswpout`): by
+    /// reclaim, and by the compressed tier's writeback of its cold entries.
+    pub swap_outs: u64,
+    /// Pages of anonymous memory read back from the swap area (`pswpin`).
+    pub swap_ins: u64,
+    /// Slots of the swap area in use now: pages whose copy is there.
+    pub swap_pages: u64,
+    /// Bytes written to the swap area (compressed pages count what they
+    /// took, whole pages their size).
+    pub swap_bytes_written: u64,
+    /// Bytes read from the swap area.
+    pub swap_bytes_read: u64,
+    /// Swap writes that failed (the page stayed in memory, dirty).
+    pub swap_write_errors: u64,
+    /// Pages of anonymous memory reclaim stored in the compressed tier
+    /// instead of the swap area (frontswap `store`, `zswpout`).
+    pub frontswap_stores: u64,
+    /// Pages of anonymous memory taken back out of the compressed tier
+    /// (frontswap `load`, exclusive, `zswpin`).
+    pub frontswap_loads: u64,
+    /// Cold anonymous entries the compressed tier wrote to the swap area
+    /// to make room (`zswpwb`).
+    pub frontswap_writebacks: u64,
+    /// Pages of anonymous memory the compressed tier refused (they did not
+    /// compress): written to the swap area whole.
+    pub frontswap_rejects: u64,
+    /// Pages of anonymous memory reclaimed (swapped out, or dropped clean
+    /// with a copy in the swap area or tier).
+    pub anon_reclaims: u64,
+    /// Pages of files reclaimed.
+    pub file_reclaims: u64,
+    /// Dirty anonymous pages reclaim passed over for file pages (the
+    /// swappiness and refault-cost balance).
+    pub anon_rotations: u64,
+    /// Bytes of the swap area in use now.
+    pub swap_bytes_used: u64,
+    /// Reclaim's recent cost of anonymous memory (its refaults and
+    /// stores), decayed: what the balance weighs (`Builder::swappiness`).
+    pub reclaim_anon_cost: u64,
+    /// Reclaim's recent cost of file pages (their refaults), decayed.
+    pub reclaim_file_cost: u64,
 }
 
 impl Stats {
@@ -255,6 +310,18 @@ impl Stats {
         self.tier_invalidations = c.get(Event::TierInvalidations);
         self.tier_panics = c.get(Event::TierPanics);
         self.tier_verify_failures = c.get(Event::TierVerifyFailures);
+        self.swap_outs = c.get(Event::SwapOuts);
+        self.swap_ins = c.get(Event::SwapIns);
+        self.swap_bytes_written = c.get(Event::SwapBytesWritten);
+        self.swap_bytes_read = c.get(Event::SwapBytesRead);
+        self.frontswap_stores = c.get(Event::FrontswapStores);
+        self.frontswap_loads = c.get(Event::FrontswapLoads);
+        self.frontswap_writebacks = c.get(Event::FrontswapWritebacks);
+        self.frontswap_rejects = c.get(Event::FrontswapRejects);
+        self.swap_write_errors = c.get(Event::SwapWriteErrors);
+        self.anon_reclaims = c.get(Event::AnonReclaims);
+        self.file_reclaims = c.get(Event::FileReclaims);
+        self.anon_rotations = c.get(Event::AnonRotations);
     }
 
     /// The second tier's compression ratio now: bytes of pages it holds
@@ -317,6 +384,22 @@ impl fmt::Display for Stats {
         writeln!(f, "tier_pages {}", self.tier_pages)?;
         writeln!(f, "tier_bytes {}", self.tier_bytes)?;
         writeln!(f, "tier_ratio {:.2}", self.tier_ratio())?;
+        writeln!(f, "nr_anon_pages {}", self.anon_pages)?;
+        writeln!(f, "pswpout {}", self.swap_outs)?;
+        writeln!(f, "pswpin {}", self.swap_ins)?;
+        writeln!(f, "swap_pages {}", self.swap_pages)?;
+        writeln!(f, "swap_bytes_written {}", self.swap_bytes_written)?;
+        writeln!(f, "swap_bytes_read {}", self.swap_bytes_read)?;
+        writeln!(f, "swap_write_errors {}", self.swap_write_errors)?;
+        writeln!(f, "zswpout {}", self.frontswap_stores)?;
+        writeln!(f, "zswpin {}", self.frontswap_loads)?;
+        writeln!(f, "zswpwb {}", self.frontswap_writebacks)?;
+        writeln!(f, "zswp_reject {}", self.frontswap_rejects)?;
+        writeln!(f, "pgsteal_anon {}", self.anon_reclaims)?;
+        writeln!(f, "pgsteal_file {}", self.file_reclaims)?;
+        writeln!(f, "pgrotated_anon {}", self.anon_rotations)?;
+        writeln!(f, "swap_bytes_used {}", self.swap_bytes_used)?;
+        writeln!(f, "reclaim_cost anon {} file {}", self.reclaim_anon_cost, self.reclaim_file_cost)?;
         write!(f, "buddyinfo")?;
         for n in self.free_blocks {
             write!(f, " {n}")?;

@@ -96,7 +96,8 @@ impl AddressSpace {
     /// Whether this file's pages go to the second tier.
     #[inline]
     pub(crate) fn has_tier(&self) -> bool {
-        self.tier().is_some()
+        // Anonymous memory asks its frontswap tier the same way.
+        self.anon.as_ref().map_or_else(|| self.tier().is_some(), |a| a.has_tier())
     }
 
     /// Offers a page reclaim is about to evict (`cleancache_put_page`).

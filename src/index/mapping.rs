@@ -175,10 +175,25 @@ pub struct AddressSpace {
     pub(crate) read_error: Mutex<Option<(u64, io::ErrorKind, String)>>,
     /// This mapping, for jobs handed to worker threads.
     pub(crate) self_weak: Weak<AddressSpace>,
+    /// Anonymous memory (`PageCache::anonymous`): its swap map. Its dirty
+    /// pages are not counted against the dirty limits and never written
+    /// back; reclaim swaps them out (`io::anon`).
+    pub(crate) anon: Option<Arc<crate::io::anon::Anon>>,
 }
 
 impl AddressSpace {
     pub(crate) fn new(zone: Arc<Zone>, backing: Arc<dyn Backing>, size: u64, order: u32) -> Arc<AddressSpace> {
+        Self::new_with(zone, backing, size, order, None)
+    }
+
+    /// A mapping of anonymous memory: `backing` reads `anon`'s swap map.
+    pub(crate) fn new_with(
+        zone: Arc<Zone>,
+        backing: Arc<dyn Backing>,
+        size: u64,
+        order: u32,
+        anon: Option<Arc<crate::io::anon::Anon>>,
+    ) -> Arc<AddressSpace> {
         assert!((order as usize) <= MAX_PAGE_ORDER, "page order {order} too large");
         Arc::new_cyclic(|weak| {
             let id = zone.register_mapping(weak.clone());
@@ -207,6 +222,7 @@ impl AddressSpace {
                 verifier: RwLock::new(None),
                 read_error: Mutex::new(None),
                 self_weak: weak.clone(),
+                anon,
             }
         })
     }
@@ -420,7 +436,9 @@ impl AddressSpace {
     /// is taken.
     pub fn add_to_page_cache_lru(&self, page: &LockedPage<'_>, index: u64) -> io::Result<()> {
         self.add_to_page_cache(page, index)?;
-        self.zone.lru_cache_add(page.page());
+        if self.zone.lru_cache_add(page.page()) {
+            self.zone.balance.note(self.anon.is_some(), 1);
+        }
         Ok(())
     }
 
@@ -441,8 +459,12 @@ impl AddressSpace {
                 inserted.push(self.insert_locked(&mut tree, page.page(), first + i as u64));
             }
         }
+        let mut refaults = 0;
         for (page, _) in pages.iter().zip(&inserted[inserted.len() - pages.len()..]).filter(|(_, &ok)| ok) {
-            self.zone.lru_cache_add(page.page());
+            refaults += u64::from(self.zone.lru_cache_add(page.page()));
+        }
+        if refaults > 0 {
+            self.zone.balance.note(self.anon.is_some(), refaults);
         }
         Ok(())
     }
@@ -667,7 +689,22 @@ impl AddressSpace {
         // Clean to dirty: the tier's copy (if any) is older than these
         // bytes. Under the page lock, so no put of this page runs beside
         // it, and no read consults the tier for this index while the page
-        // is in the tree.
+        // is in the tree. Anonymous memory's copy (a slot or a tier entry)
+        // goes the same way.
+        if let Some(anon) = &self.anon {
+            anon.dirtied(page.index());
+            {
+                let mut tree = self.tree.lock();
+                if page.mapping_id() == self.id {
+                    tree.set_mark(page.index(), Mark::Dirty);
+                }
+            }
+            // Relaxed: a counter. Not the zone's: anonymous memory is
+            // never written back, so it does not count against the dirty
+            // limits (writers would wait for a flusher that cannot help).
+            self.nr_dirty.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         self.cleancache_invalidate_page(page.index());
         if page.test(crate::mem::page::TIER_COPY) {
             page.clear(crate::mem::page::TIER_COPY);
@@ -689,11 +726,35 @@ impl AddressSpace {
 
     /// Accounts a page that stopped being dirty.
     pub(crate) fn account_cleaned(&self) {
+        if self.anon.is_some() {
+            // Relaxed: a counter (see `set_blocks_dirty`).
+            self.nr_dirty.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
         // Relaxed: counters.
         self.zone.nr_dirty.fetch_sub(1 << self.order, Ordering::Relaxed);
         if self.nr_dirty.fetch_sub(1, Ordering::Relaxed) == 1 {
             *self.dirtied_when.lock() = None;
         }
+    }
+
+    /// Marks a locked page of anonymous memory clean once reclaim stored
+    /// its bytes (in the tier or a slot of the swap area): no writeback
+    /// state, the store was synchronous.
+    pub(crate) fn clean_after_swap_out(&self, page: &Page) {
+        if !page.test(PageFlags::DIRTY) {
+            return;
+        }
+        self.zone.take_blocks_dirty(page);
+        {
+            let mut tree = self.tree.lock();
+            page.clear(PageFlags::DIRTY);
+            if page.mapping_id() == self.id {
+                tree.clear_mark(page.index(), Mark::Dirty);
+                tree.clear_mark(page.index(), Mark::ToWrite);
+            }
+        }
+        self.account_cleaned();
     }
 
     /// Clears DIRTY of a locked page for writeback (`clear_page_dirty_for_io`)
@@ -861,6 +922,10 @@ impl AddressSpace {
             assert_eq!(p.index(), index, "page {pfn} at {index} has index {}", p.index());
             assert!(p.page_count() >= 1, "cached page {pfn} without the cache's reference");
             self.zone.check_compound(p, self.order);
+        }
+        drop(tree);
+        if let Some(anon) = &self.anon {
+            anon.check_invariants();
         }
     }
 }

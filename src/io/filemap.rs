@@ -661,7 +661,9 @@ fn fill_around(m: &AddressSpace, page: &mut LockedPage<'_>, off: usize, len: usi
         page.set_uptodate();
         return Ok(());
     }
-    if m.order() == 0 {
+    // Anonymous memory reads a large page whole too: its stored copy goes
+    // when the page is dirtied, so no block of it may be left unread.
+    if m.order() == 0 || m.anon.is_some() {
         return read_one(m, page);
     }
     let mut edges = 0u32;

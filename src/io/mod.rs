@@ -11,12 +11,14 @@
 //! `stats`. It calls nothing above it (`cache` owns the open-file table and
 //! starts this layer's threads).
 
+pub(crate) mod anon;
 pub(crate) mod backing;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub(crate) mod filemap;
 pub(crate) mod prefetch;
 pub(crate) mod readahead;
+pub(crate) mod swap;
 pub(crate) mod truncate;
 pub(crate) mod uring;
 pub(crate) mod wal;

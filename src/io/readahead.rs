@@ -278,6 +278,9 @@ fn end_run_tiered<'a>(
 /// read verifier agrees with the bytes, marks it uptodate. A page the
 /// verifier rejects is forgotten by the tier and read from the file.
 pub(crate) fn fill_from_tier(m: &AddressSpace, page: &mut LockedPage<'_>) -> bool {
+    if let Some(anon) = &m.anon {
+        return crate::io::anon::fill_from_tier(m, anon, page);
+    }
     if m.zone.blocks_uptodate(page.page()) != 0 || !m.cleancache_get(page) {
         return false;
     }

@@ -54,6 +54,10 @@ fn tag_pages_for_writeback(m: &AddressSpace) {
 /// Writes the dirty pages of `m` (`write_cache_pages`); returns pages
 /// written, or the first error (also recorded in the errseq).
 pub(crate) fn write_cache_pages(m: &AddressSpace, mode: SyncMode) -> io::Result<usize> {
+    // Anonymous memory is never written back: reclaim swaps it out.
+    if m.anon.is_some() {
+        return Ok(0);
+    }
     // Background writeback of a mapping is done by one thread at a time;
     // another background caller finds it busy and writes nothing. Sync
     // (integrity) writeback never waits for it: it writes its own pages.
@@ -130,6 +134,9 @@ pub(crate) fn write_cache_pages(m: &AddressSpace, mode: SyncMode) -> io::Result<
 /// Writes one locked, dirty page (reclaim's `pageout`); true on success.
 /// The caller holds a reference and the page lock.
 pub(crate) fn pageout(m: &AddressSpace, page: &Page) -> bool {
+    if let Some(anon) = &m.anon {
+        return crate::io::anon::pageout(m, anon, page);
+    }
     // Reclaim never waits for the engine's log: a page ahead of it stays
     // dirty (and rotates), and the flusher, which may wait, is asked.
     if !crate::io::wal::log_allows(m, page) {

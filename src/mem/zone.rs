@@ -22,7 +22,7 @@ use crate::mem::page::{Page, PageFlags, PageRef};
 use crate::reclaim::lru::Lru;
 use crate::reclaim::workingset::Shadows;
 use crate::stats::{Counters, Event};
-use crate::sync::{AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::PAGE_SIZE;
 
 /// Thread numbers for `thread_slot`: the next never used, and those that
@@ -267,9 +267,24 @@ pub(crate) struct Zone {
     pub(crate) tier: Option<Arc<dyn crate::tier::SecondTier>>,
     /// A call into the tier panicked: it is never called again.
     pub(crate) tier_broken: AtomicBool,
+    /// Swap settings (`io::anon`); the swap area itself is made when the
+    /// first anonymous mapping is.
+    pub(crate) swap_cfg: crate::io::anon::SwapConfig,
+    pub(crate) swap_area: Mutex<Option<Arc<crate::io::swap::SwapArea>>>,
+    /// Anonymous mappings by their tier key number, for the compressed
+    /// tier's writeback (which finds entries of any of them).
+    pub(crate) anon_objects: Mutex<std::collections::HashMap<u64, std::sync::Weak<crate::io::anon::Anon>>>,
+    /// The last failed swap-out's error, for allocations that find nothing
+    /// to reclaim (cleared by the next swap-out that works).
+    pub(crate) swap_error: Mutex<Option<(io::ErrorKind, String)>>,
+    /// The next anonymous mapping's tier key number.
+    pub(crate) next_anon: AtomicU64,
+    /// Reclaim's balance of file and anonymous pages (`reclaim::vmscan`).
+    pub(crate) balance: crate::reclaim::vmscan::Balance,
 }
 
 impl Zone {
+    #[allow(clippy::too_many_arguments)] // one per part of the zone the builder sets
     pub(crate) fn new(
         nr_frames: usize,
         huge_pages: bool,
@@ -278,6 +293,7 @@ impl Zone {
         io_uring: bool,
         async_ring: bool,
         tier: Option<Arc<dyn crate::tier::SecondTier>>,
+        swap_cfg: crate::io::anon::SwapConfig,
     ) -> io::Result<Zone> {
         let arena = Arena::new(nr_frames, huge_pages)?;
         let pages = MemMap::new(nr_frames, huge_pages)?;
@@ -305,6 +321,12 @@ impl Zone {
             block_cursor: AtomicUsize::new(0),
             tier,
             tier_broken: AtomicBool::new(false),
+            balance: crate::reclaim::vmscan::Balance::new(swap_cfg.swappiness),
+            swap_cfg,
+            swap_area: Mutex::new(None),
+            anon_objects: Mutex::new(std::collections::HashMap::new()),
+            next_anon: AtomicU64::new(1),
+            swap_error: Mutex::new(None),
             pages,
         })
     }

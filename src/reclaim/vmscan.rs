@@ -15,10 +15,96 @@ use crate::mem::wait;
 use crate::mem::zone::Zone;
 use crate::reclaim::workingset;
 use crate::stats::Event;
-use crate::sync::Ordering;
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
 /// Pages isolated from the LRU per batch.
 pub(crate) const SWAP_CLUSTER_MAX: usize = 32;
+
+/// How reclaim weighs file pages against anonymous memory (`get_scan_count`
+/// and `lru_note_cost` in `mm/vmscan.c`, with the one LRU this cache keeps
+/// for both): dropping a clean file page costs nothing now but a read if it
+/// refaults; moving a dirty anonymous page out costs a store (compression,
+/// or a write to the swap area) now and a load if it refaults. Each kind
+/// keeps a cost: its refaults, plus for anonymous memory its stores. A
+/// dirty anonymous page at the inactive tail is moved out with weight
+/// `swappiness * total / anon_cost` against `(200 - swappiness) * total /
+/// file_cost` for the clean file pages beside it, and otherwise rotated to
+/// the head of the list, so file pages go first until they refault more
+/// than anonymous memory costs. Costs halve once their sum passes a
+/// quarter of memory, so the balance follows the workload. When the last
+/// round freed no file page (nothing clean to take instead), anonymous
+/// pages are never rotated.
+pub(crate) struct Balance {
+    swappiness: u64,
+    anon_cost: AtomicU64,
+    file_cost: AtomicU64,
+    /// Weighted credit of the anonymous side (a deterministic draw).
+    credit: AtomicU64,
+    /// The last reclaim round freed a file page.
+    file_freed: AtomicBool,
+    decay_at: AtomicU64,
+}
+
+impl Balance {
+    pub(crate) fn new(swappiness: u32) -> Balance {
+        Balance {
+            swappiness: u64::from(swappiness.min(200)),
+            anon_cost: AtomicU64::new(0),
+            file_cost: AtomicU64::new(0),
+            credit: AtomicU64::new(0),
+            file_freed: AtomicBool::new(false),
+            decay_at: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Sets the sum of costs at which both halve (a quarter of memory).
+    pub(crate) fn set_size(&self, frames: usize) {
+        // Relaxed: a heuristic's parameter.
+        self.decay_at.store((frames as u64 / 4).max(64), Ordering::Relaxed);
+    }
+
+    /// Adds to a kind's cost (`lru_note_cost`).
+    pub(crate) fn note(&self, anon: bool, n: u64) {
+        // Relaxed throughout: a heuristic; a lost update shifts the
+        // balance by one event.
+        let (c, other) = if anon { (&self.anon_cost, &self.file_cost) } else { (&self.file_cost, &self.anon_cost) };
+        let now = c.fetch_add(n, Ordering::Relaxed) + n;
+        if now + other.load(Ordering::Relaxed) > self.decay_at.load(Ordering::Relaxed) {
+            c.store(now / 2, Ordering::Relaxed);
+            other.store(other.load(Ordering::Relaxed) / 2, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether reclaim moves this dirty anonymous page out now (else it
+    /// rotates and a file page goes in its place).
+    pub(crate) fn take_anon(&self) -> bool {
+        // Relaxed throughout: a heuristic (see `note`).
+        if !self.file_freed.load(Ordering::Relaxed) || self.swappiness >= 200 {
+            return true;
+        }
+        let a = self.anon_cost.load(Ordering::Relaxed) + 1;
+        let f = self.file_cost.load(Ordering::Relaxed) + 1;
+        let total = a + f;
+        let ap = self.swappiness * total / a;
+        let fp = (200 - self.swappiness) * total / f;
+        if ap == 0 {
+            return false;
+        }
+        let credit = self.credit.fetch_add(ap, Ordering::Relaxed) + ap;
+        if credit >= ap + fp {
+            self.credit.fetch_sub(ap + fp, Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The costs now (anonymous, file), for tests and statistics.
+    pub(crate) fn costs(&self) -> (u64, u64) {
+        // Relaxed: statistics.
+        (self.anon_cost.load(Ordering::Relaxed), self.file_cost.load(Ordering::Relaxed))
+    }
+}
 
 /// Who reclaims: the background thread may write dirty pages; an
 /// allocating thread does not (it wakes the flusher instead).
@@ -65,6 +151,8 @@ impl Zone {
         .min(max_scan);
         let mut freed = 0;
         let mut scanned = 0;
+        // Relaxed: a heuristic (`Balance`); set again when a file page goes.
+        self.balance.file_freed.store(false, Ordering::Relaxed);
         while freed < nr && scanned <= total {
             {
                 let mut lists = self.lru.lock();
@@ -207,6 +295,23 @@ impl Zone {
             return Verdict::Keep;
         }
         if page.test(PageFlags::DIRTY) {
+            if mapping.anon.is_some() {
+                // Anonymous memory: only reclaim moves it out, and an
+                // allocating thread does so too (a store into the tier
+                // or one write to the swap area), unless the balance
+                // gives this round to file pages.
+                if who == Reclaimer::Shrink {
+                    return Verdict::Keep;
+                }
+                if !self.balance.take_anon() {
+                    self.count(Event::AnonRotations, 1);
+                    return Verdict::Keep;
+                }
+                return match crate::io::writeback::pageout(mapping, page) {
+                    true => Verdict::Ready,
+                    false => Verdict::Keep,
+                };
+            }
             if who != Reclaimer::Kswapd {
                 // Dirty pages at the tail: the flusher writes them in
                 // order, and kswapd pages them out if they are still there
@@ -263,6 +368,15 @@ impl Zone {
             freed += 1 << order;
         }
         run.clear();
+        if freed > 0 {
+            if mapping.anon.is_some() {
+                self.count(Event::AnonReclaims, freed as u64);
+            } else {
+                self.count(Event::FileReclaims, freed as u64);
+                // Relaxed: a heuristic (`Balance`).
+                self.balance.file_freed.store(true, Ordering::Relaxed);
+            }
+        }
         freed
     }
 }
@@ -330,13 +444,23 @@ impl Zone {
                 return Ok(self.make_live(pfn));
             }
             if std::time::Instant::now() >= deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::OutOfMemory,
-                    "page cache full: every page is pinned, dirty or locked",
-                ));
+                return Err(self.full_error("every page is pinned, dirty or locked".into()));
             }
             // Writeback may be about to free pages; give it a moment.
             std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// The error of an allocation reclaim could not serve: `OutOfMemory`,
+    /// or the swap area's error (`StorageFull`, an I/O error) when
+    /// anonymous memory could not be swapped out.
+    #[cold]
+    fn full_error(&self, why: String) -> io::Error {
+        match &*self.swap_error.lock() {
+            Some((kind, msg)) => {
+                io::Error::new(*kind, format!("page cache full: anonymous memory cannot be swapped out: {msg}"))
+            }
+            None => io::Error::new(io::ErrorKind::OutOfMemory, format!("page cache full: {why}")),
         }
     }
 
@@ -412,10 +536,10 @@ impl Zone {
                 }
             }
             if !wait || std::time::Instant::now() >= deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::OutOfMemory,
-                    format!("page cache full: no free block of {} KiB, and every candidate holds a pinned, dirty or locked page", 4 << order),
-                ));
+                return Err(self.full_error(format!(
+                    "no free block of {} KiB, and every candidate holds a pinned, dirty or locked page",
+                    4 << order
+                )));
             }
             // Writeback may be about to clean pages; give it a moment.
             self.flusher.wake();

@@ -64,7 +64,7 @@ use std::ops::RangeBounds;
 
 use parking_lot::Mutex;
 
-use super::{FileKey, SecondTier, TierUsage};
+use super::{FileKey, SecondTier, TierUsage, ANON_DEV};
 use crate::sync::{lock_spinning, AtomicU32, AtomicU64, Ordering};
 
 /// The largest object: a page's compressed bytes are stored in chunks of
@@ -288,7 +288,18 @@ struct Node {
     prev: u32,
     /// Toward the cold end.
     next: u32,
+    /// Told apart from a later entry under the same key (frontswap's
+    /// writeback removes only the entry it wrote).
+    seq: u64,
     stored: Stored,
+}
+
+/// Which LRU list an entry is on: file pages (dropped when room is
+/// needed), anonymous memory (never dropped by the tier: frontswap writes
+/// it to the swap area first).
+#[inline]
+fn list_of(file: &FileKey) -> usize {
+    usize::from(file.dev == ANON_DEV)
 }
 
 /// A slab: `slots` objects of one class and who owns each (zsmalloc's
@@ -361,10 +372,12 @@ struct Shard {
     index_bytes: usize,
     /// Entries, dense: removing one moves the last into its place.
     nodes: Vec<Node>,
-    /// Hot end of the LRU.
-    head: u32,
-    /// Cold end of the LRU.
-    tail: u32,
+    /// Hot ends of the LRU lists (file pages, anonymous memory).
+    head: [u32; 2],
+    /// Cold ends of the LRU lists.
+    tail: [u32; 2],
+    /// The next entry's `seq`.
+    next_seq: u64,
     classes: [Class; NR_CLASSES],
     /// Slabs by id; capacity reserved at creation (every slab is at least
     /// a page, so the budget holds no more).
@@ -397,8 +410,9 @@ impl Shard {
             files: BTreeMap::new(),
             index_bytes: 0,
             nodes: Vec::new(),
-            head: NIL,
-            tail: NIL,
+            head: [NIL; 2],
+            tail: [NIL; 2],
+            next_seq: 1,
             classes: [Class { partial: NIL, free: 0, slabs: 0, objects: 0 }; NR_CLASSES],
             slabs,
             free_slabs,
@@ -437,39 +451,40 @@ impl Shard {
     // ---- LRU ----
 
     fn unlink(&mut self, id: u32) {
-        let (prev, next) = {
+        let (prev, next, list) = {
             let n = &self.nodes[id as usize];
-            (n.prev, n.next)
+            (n.prev, n.next, list_of(&n.file))
         };
         if prev == NIL {
-            self.head = next;
+            self.head[list] = next;
         } else {
             self.nodes[prev as usize].next = next;
         }
         if next == NIL {
-            self.tail = prev;
+            self.tail[list] = prev;
         } else {
             self.nodes[next as usize].prev = prev;
         }
     }
 
     fn link_head(&mut self, id: u32) {
-        let old = self.head;
+        let list = list_of(&self.nodes[id as usize].file);
+        let old = self.head[list];
         {
             let n = &mut self.nodes[id as usize];
             n.prev = NIL;
             n.next = old;
         }
         if old == NIL {
-            self.tail = id;
+            self.tail[list] = id;
         } else {
             self.nodes[old as usize].prev = id;
         }
-        self.head = id;
+        self.head[list] = id;
     }
 
     fn touch(&mut self, id: u32) {
-        if self.head != id {
+        if self.head[list_of(&self.nodes[id as usize].file)] != id {
             self.unlink(id);
             self.link_head(id);
         }
@@ -704,13 +719,14 @@ impl Shard {
             let n = &self.nodes[id as usize];
             (n.prev, n.next, n.file, n.index)
         };
+        let list = list_of(&file);
         if prev == NIL {
-            self.head = id;
+            self.head[list] = id;
         } else {
             self.nodes[prev as usize].next = id;
         }
         if next == NIL {
-            self.tail = id;
+            self.tail[list] = id;
         } else {
             self.nodes[next as usize].prev = id;
         }
@@ -743,11 +759,13 @@ impl Shard {
         }
     }
 
+    /// Drops the coldest file page (anonymous memory is never dropped
+    /// here: frontswap writes it to the swap area first).
     fn evict(&mut self) -> bool {
-        if self.tail == NIL {
+        if self.tail[0] == NIL {
             return false;
         }
-        self.remove_node(self.tail);
+        self.remove_node(self.tail[0]);
         self.evictions += 1;
         true
     }
@@ -822,7 +840,9 @@ impl Shard {
             _ => Stored::Many(vec![none; n].into_boxed_slice()),
         };
         self.heap_bytes += stored.heap_bytes();
-        self.nodes.push(Node { file: *file, index, prev: NIL, next: NIL, stored });
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.nodes.push(Node { file: *file, index, prev: NIL, next: NIL, seq, stored });
         self.link_head(id);
         let f = self.files.len();
         let map = self.files.entry(*file).or_default();
@@ -898,21 +918,25 @@ impl Shard {
         assert_eq!(indexed, nodes, "tier: entries not indexed");
         assert_eq!(index_bytes, self.index_bytes, "tier: index bytes");
 
-        // LRU.
+        // LRU lists: each entry on the one of its kind.
         let mut seen = vec![false; nodes];
-        let mut prev = NIL;
-        let mut id = self.head;
         let mut count = 0;
-        while id != NIL {
-            assert!((id as usize) < nodes && !seen[id as usize], "tier: LRU cycle or stray");
-            seen[id as usize] = true;
-            let n = &self.nodes[id as usize];
-            assert_eq!(n.prev, prev, "tier: LRU back link");
-            prev = id;
-            id = n.next;
-            count += 1;
+        for list in 0..2 {
+            let mut prev = NIL;
+            let mut id = self.head[list];
+            while id != NIL {
+                assert!((id as usize) < nodes && !seen[id as usize], "tier: LRU cycle or stray");
+                seen[id as usize] = true;
+                let n = &self.nodes[id as usize];
+                assert_eq!(n.prev, prev, "tier: LRU back link");
+                assert_eq!(list_of(&n.file), list, "tier: entry on the other kind's list");
+                assert!(n.seq < self.next_seq, "tier: sequence from the future");
+                prev = id;
+                id = n.next;
+                count += 1;
+            }
+            assert_eq!(prev, self.tail[list], "tier: LRU tail");
         }
-        assert_eq!(prev, self.tail, "tier: LRU tail");
         assert_eq!(count, nodes, "tier: LRU misses entries");
 
         // Entries' chunks against slabs.
@@ -1150,6 +1174,146 @@ impl CompressedTier {
             bytes += g.bytes();
         }
         assert!(bytes <= self.budget, "tier: {bytes} bytes over a budget of {}", self.budget);
+    }
+}
+
+/// What [`CompressedTier::store_anon`] did with a page of anonymous memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AnonStore {
+    /// Kept, as the entry with this sequence number.
+    Stored(u64),
+    /// No room: the shard holds too much anonymous memory (file pages were
+    /// dropped first). Writing its coldest anonymous entries back makes room.
+    Full,
+    /// The page does not compress (or has the wrong size): it goes to the
+    /// swap area as it is.
+    Refused,
+}
+
+/// A cold anonymous entry, copied out for frontswap's writeback.
+#[derive(Debug)]
+pub(crate) struct AnonVictim {
+    pub(crate) key: FileKey,
+    pub(crate) index: u64,
+    pub(crate) seq: u64,
+    pub(crate) data: AnonData,
+}
+
+/// The bytes of an anonymous entry as the tier keeps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AnonData {
+    /// Every byte of the page is this one.
+    Filled(u8),
+    /// lz4 block of the page.
+    Packed(Vec<u8>),
+}
+
+/// Decompresses an lz4 block of a whole page into `out`; false if it does
+/// not decode to exactly `out.len()` bytes.
+pub(crate) fn unpack(block: &[u8], out: &mut [u8]) -> bool {
+    matches!(lz4::block::decompress_to_buffer(block, Some(out.len() as i32), out), Ok(n) if n == out.len())
+}
+
+/// frontswap (`mm/zswap.c`'s store, load and writeback) over the same
+/// pool: anonymous memory (keys with [`ANON_DEV`]) sits on its own LRU
+/// list, is never dropped to make room (file pages are), and leaves only
+/// by a load (exclusive), an invalidation, or `remove_anon` after the
+/// caller wrote it to the swap area.
+impl CompressedTier {
+    /// Stores a page of anonymous memory, replacing any older entry.
+    pub(crate) fn store_anon(&self, key: &FileKey, index: u64, data: &[u8]) -> AnonStore {
+        debug_assert_eq!(key.dev, ANON_DEV);
+        if self.page_size(key) != Some(data.len()) {
+            return AnonStore::Refused;
+        }
+        let shard = self.shard(key, index);
+        SCRATCH
+            .try_with(|cell| {
+                let mut scratch = cell.borrow_mut();
+                let prepared = prepare(data, &mut scratch);
+                let mut g = lock_spinning(shard);
+                g.remove_key(key, index);
+                match prepared {
+                    None => {
+                        g.rejects += 1;
+                        AnonStore::Refused
+                    }
+                    Some(p) if g.store(key, index, p, &scratch) => AnonStore::Stored(g.next_seq - 1),
+                    Some(_) => AnonStore::Full,
+                }
+            })
+            .unwrap_or(AnonStore::Refused)
+    }
+
+    /// Takes the page of anonymous memory stored as entry `seq` out of the
+    /// tier into `out` (an exclusive load); false (and the entry kept) if
+    /// that entry is not there or does not decode.
+    pub(crate) fn load_anon(&self, key: &FileKey, index: u64, seq: u64, out: &mut [u8]) -> bool {
+        // Removed only once the bytes are out: a failed decode loses nothing.
+        self.read_anon(key, index, seq, out) && self.remove_anon(key, index, seq)
+    }
+
+    /// Copies the page of anonymous memory stored as entry `seq` into
+    /// `out`, leaving it stored; false if it is not there or does not decode.
+    pub(crate) fn read_anon(&self, key: &FileKey, index: u64, seq: u64, out: &mut [u8]) -> bool {
+        if self.page_size(key) != Some(out.len()) {
+            return false;
+        }
+        let shard = self.shard(key, index);
+        SCRATCH
+            .try_with(|cell| {
+                let mut scratch = cell.borrow_mut();
+                if scratch.len() < COMPRESS_BOUND {
+                    scratch.resize(COMPRESS_BOUND, 0);
+                }
+                let found = {
+                    let g = lock_spinning(shard);
+                    match g.lookup(key, index) {
+                        Some(id) if g.nodes[id as usize].seq == seq => g.copy_out(id, &mut scratch),
+                        _ => return false,
+                    }
+                };
+                match found {
+                    Prepared::Filled(x) => {
+                        out.fill(x);
+                        true
+                    }
+                    Prepared::Packed(len) => unpack(&scratch[..len], out),
+                }
+            })
+            .unwrap_or(false)
+    }
+
+    /// Copies out up to `n` of the coldest anonymous entries of the shard
+    /// that holds `(key, index)`, leaving them in place.
+    pub(crate) fn anon_victims(&self, key: &FileKey, index: u64, n: usize) -> Vec<AnonVictim> {
+        let g = lock_spinning(self.shard(key, index));
+        let mut out = Vec::with_capacity(n);
+        let mut scratch = vec![0u8; COMPRESS_BOUND];
+        let mut id = g.tail[1];
+        while id != NIL && out.len() < n {
+            let node = &g.nodes[id as usize];
+            let data = match g.copy_out(id, &mut scratch) {
+                Prepared::Filled(x) => AnonData::Filled(x),
+                Prepared::Packed(len) => AnonData::Packed(scratch[..len].to_vec()),
+            };
+            out.push(AnonVictim { key: node.file, index: node.index, seq: node.seq, data });
+            id = node.prev;
+        }
+        out
+    }
+
+    /// Removes anonymous entry `seq` of `(key, index)` if it is still
+    /// there; true if it was.
+    pub(crate) fn remove_anon(&self, key: &FileKey, index: u64, seq: u64) -> bool {
+        let mut g = lock_spinning(self.shard(key, index));
+        match g.lookup(key, index) {
+            Some(id) if g.nodes[id as usize].seq == seq => {
+                g.remove_node(id);
+                true
+            }
+            _ => false,
+        }
     }
 }
 

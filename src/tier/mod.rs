@@ -22,6 +22,11 @@ pub mod compressed;
 pub mod disk;
 pub mod stack;
 
+/// The device number of [`FileKey`]s that name anonymous memory
+/// (`PageCache::anonymous`): the compressed tier keeps their pages for
+/// frontswap and never drops them on its own.
+pub const ANON_DEV: u64 = u64::MAX;
+
 /// Who a page belongs to: the file's identity (device, inode and birth
 /// time for a file; the backing's own identity otherwise) and the page size
 /// of the mapping, so the same index at another page size is another key.

@@ -1,0 +1,721 @@
+//! Anonymous memory, following `mm/shmem.c` (memory with a file's
+//! interface, whose pages live in a swap map while out of memory),
+//! `mm/swap_state.c` (the swap cache: a page read back from its slot keeps
+//! the slot until it is dirtied) and `mm/zswap.c`'s frontswap hooks (store
+//! before the swap device, exclusive load, writeback of cold entries).
+//!
+//! An anonymous mapping is an `AddressSpace` whose backing is an
+//! [`AnonBacking`]: its pages start as zeros, are dirtied by writes, are
+//! never written by the flusher or `sync`, and only reclaim moves them out
+//! (`reclaim::vmscan`, through [`swap_out`]). Where each page's bytes are
+//! while it is not in memory is its [`Entry`] in the mapping's swap map:
+//! in the compressed tier, in a slot of the swap area (whole or as an lz4
+//! block the tier wrote back), or nowhere (every byte the same, zero for a
+//! page never written).
+//!
+//! Rules, each under the map shard lock of the page's index (lock order:
+//! map shard, then the tier's shard, then the swap area's allocator):
+//! - a page in memory and dirty has no entry (`dirtied` frees it);
+//! - a page in memory and clean has an entry with its bytes, or none if it
+//!   is all zeros and was never swapped out;
+//! - a load from the tier is exclusive: the entry goes and the page comes
+//!   back dirty, so reclaim stores it again before it can go;
+//! - the tier never drops an anonymous entry: when a store finds it full,
+//!   `writeback` copies the coldest entries of that shard out, writes them
+//!   compressed to the swap area in one extent, and only then replaces
+//!   each entry that is still the same (`seq`) with its slot. So the tier
+//!   is never the only copy that can be lost.
+
+use std::collections::HashMap;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+
+use crate::index::mapping::AddressSpace;
+use crate::io::backing::Backing;
+use crate::io::swap::{SwapArea, UNIT};
+use crate::mem::page::{LockedPage, Page, PageFlags};
+use crate::mem::zone::Zone;
+use crate::stats::Event;
+use crate::sync::{AtomicU64, Ordering};
+use crate::tier::compressed::{unpack, AnonData, AnonStore, CompressedTier};
+use crate::tier::{FileKey, ANON_DEV};
+
+/// Shards of a swap map (by index, so neighbouring pages use different locks).
+const SHARDS: usize = 16;
+
+/// Cold entries one writeback takes out of a full tier shard.
+const WRITEBACK_BATCH: usize = 32;
+
+/// Where a page of anonymous memory is while it is not in memory (or,
+/// for a clean page in memory, the copy it matches).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Entry {
+    /// In the compressed tier as its entry `seq`.
+    Tier(u64),
+    /// In the swap area from unit `unit`: `len` bytes, the page itself or
+    /// (`packed`) its lz4 block.
+    Slot { unit: u64, len: u32, packed: bool },
+    /// Every byte is this one: nothing stored.
+    Filled(u8),
+}
+
+/// One anonymous mapping's swap map and the tiers it uses.
+pub(crate) struct Anon {
+    /// Its key in the compressed tier (`ANON_DEV`, a number of its own).
+    pub(crate) key: FileKey,
+    page_size: usize,
+    zone: Arc<Zone>,
+    swap: Arc<SwapArea>,
+    tier: Option<Arc<CompressedTier>>,
+    map: Box<[Mutex<HashMap<u64, Entry>>]>,
+}
+
+impl std::fmt::Debug for Anon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Anon").field("key", &self.key).finish()
+    }
+}
+
+/// Swap settings of a cache (`Builder::swap_dir`, `swap_limit`,
+/// `swap_backing`, `swappiness`) and the swap area, made at the first
+/// anonymous mapping.
+pub(crate) struct SwapConfig {
+    pub(crate) dir: std::path::PathBuf,
+    pub(crate) limit: u64,
+    pub(crate) backing: Option<Arc<dyn Backing>>,
+    /// 0 to 200 as the kernel's `vm.swappiness`.
+    pub(crate) swappiness: u32,
+    /// The compressed tier frontswap stores into, if the cache has one.
+    pub(crate) tier: Option<Arc<CompressedTier>>,
+}
+
+impl Zone {
+    /// The swap area, made on first use.
+    pub(crate) fn swap_area(&self) -> io::Result<Arc<SwapArea>> {
+        let mut slot = self.swap_area.lock();
+        if let Some(s) = &*slot {
+            return Ok(s.clone());
+        }
+        let cfg = &self.swap_cfg;
+        let area = Arc::new(match &cfg.backing {
+            Some(b) => SwapArea::on(b.clone(), cfg.limit),
+            None => SwapArea::create(&cfg.dir, cfg.limit)?,
+        });
+        *slot = Some(area.clone());
+        Ok(area)
+    }
+
+    /// The anonymous mapping with tier key number `ino`, if it is alive.
+    fn anon_object(&self, ino: u64) -> Option<Arc<Anon>> {
+        self.anon_objects.lock().get(&ino).and_then(Weak::upgrade)
+    }
+}
+
+impl Anon {
+    /// A new, empty swap map for memory with pages of `page_size` bytes,
+    /// registered with the zone for the tier's writeback.
+    pub(crate) fn new(zone: &Arc<Zone>, page_size: usize) -> io::Result<Arc<Anon>> {
+        let swap = zone.swap_area()?;
+        // Relaxed: a unique number; nothing else is ordered by it.
+        let ino = zone.next_anon.fetch_add(1, Ordering::Relaxed);
+        let key = FileKey { dev: ANON_DEV, ino, generation: 0, page_shift: page_size.trailing_zeros() as u8 };
+        let anon = Arc::new(Anon {
+            key,
+            page_size,
+            zone: zone.clone(),
+            swap,
+            tier: zone.swap_cfg.tier.clone(),
+            map: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        });
+        zone.anon_objects.lock().insert(ino, Arc::downgrade(&anon));
+        Ok(anon)
+    }
+
+    #[inline]
+    fn shard(&self, index: u64) -> &Mutex<HashMap<u64, Entry>> {
+        &self.map[index as usize % SHARDS]
+    }
+
+    /// Whether frontswap stores this memory's pages in a compressed tier.
+    #[inline]
+    pub(crate) fn has_tier(&self) -> bool {
+        self.tier.is_some()
+    }
+
+    /// Lets go of what `e` holds (the caller holds the shard lock of `index`).
+    fn release(&self, index: u64, e: Entry) {
+        match e {
+            Entry::Tier(seq) => {
+                if let Some(t) = &self.tier {
+                    t.remove_anon(&self.key, index, seq);
+                }
+            }
+            Entry::Slot { unit, len, .. } => {
+                self.swap.free(unit, SwapArea::units(len as usize));
+                // Relaxed: a statistic.
+                self.swap.slots.fetch_sub(1, Ordering::Relaxed);
+            }
+            Entry::Filled(_) => {}
+        }
+    }
+
+    /// Puts `e` at `index`, letting go of what was there.
+    fn set(&self, g: &mut HashMap<u64, Entry>, index: u64, e: Entry) {
+        if matches!(e, Entry::Slot { .. }) {
+            // Relaxed: a statistic.
+            self.swap.slots.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(old) = g.insert(index, e) {
+            self.release(index, old);
+        }
+    }
+
+    /// A page in memory went from clean to dirty: its copy is stale.
+    pub(crate) fn dirtied(&self, index: u64) {
+        let mut g = self.shard(index).lock();
+        if let Some(e) = g.remove(&index) {
+            self.release(index, e);
+        }
+    }
+
+    /// Moves a dirty page (locked by the caller, `data` its bytes) out of
+    /// memory: into the compressed tier, or else into a slot of the swap
+    /// area. On success the caller marks the page clean and frees it; on
+    /// an error (the swap area full or failing) it stays dirty.
+    pub(crate) fn swap_out(&self, index: u64, data: &[u8]) -> io::Result<()> {
+        debug_assert_eq!(data.len(), self.page_size);
+        if let Some(tier) = &self.tier {
+            for attempt in 0..2 {
+                let mut g = self.shard(index).lock();
+                match tier.store_anon(&self.key, index, data) {
+                    AnonStore::Stored(seq) => {
+                        self.set(&mut g, index, Entry::Tier(seq));
+                        self.zone.count(Event::FrontswapStores, 1);
+                        return Ok(());
+                    }
+                    AnonStore::Refused => {
+                        self.zone.count(Event::FrontswapRejects, 1);
+                        break;
+                    }
+                    AnonStore::Full => {
+                        drop(g);
+                        if attempt == 1 || writeback(&self.zone, tier, &self.key, index) == 0 {
+                            self.zone.count(Event::FrontswapRejects, 1);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let n = SwapArea::units(data.len());
+        let unit = self.swap.alloc(n)?;
+        if let Err(e) = self.swap.write(unit, &[IoSlice::new(data)]) {
+            self.swap.free(unit, n);
+            self.zone.count(Event::SwapWriteErrors, 1);
+            return Err(e);
+        }
+        self.zone.count(Event::SwapOuts, 1);
+        self.zone.count(Event::SwapBytesWritten, n * UNIT);
+        let mut g = self.shard(index).lock();
+        self.set(&mut g, index, Entry::Slot { unit, len: data.len() as u32, packed: false });
+        Ok(())
+    }
+
+    /// frontswap's load for a new, locked page at `index`: if the tier
+    /// holds it, takes it out into `out` and returns true (the caller
+    /// marks the page dirty: memory now holds the only copy).
+    pub(crate) fn load_from_tier(&self, index: u64, out: &mut [u8]) -> bool {
+        let Some(tier) = &self.tier else { return false };
+        let mut g = self.shard(index).lock();
+        let Some(&Entry::Tier(seq)) = g.get(&index) else { return false };
+        if !tier.load_anon(&self.key, index, seq, out) {
+            return false;
+        }
+        g.remove(&index);
+        self.zone.count(Event::FrontswapLoads, 1);
+        true
+    }
+
+    /// Reads bytes `[offset, offset + out.len())` of the memory from where
+    /// their pages are (zeros where nothing was stored). Pages whose slots
+    /// follow each other are read in one call.
+    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        let ps = self.page_size as u64;
+        // Pin every slot first, each under its shard lock.
+        let mut plan: Vec<(u64, usize, usize, Option<Entry>)> = Vec::new(); // (index, at, len, entry)
+        let mut at = 0usize;
+        while at < out.len() {
+            let pos = offset + at as u64;
+            let index = pos / ps;
+            let within = (pos % ps) as usize;
+            let len = (self.page_size - within).min(out.len() - at);
+            let e = {
+                let g = self.shard(index).lock();
+                let e = g.get(&index).copied();
+                if let Some(Entry::Slot { unit, .. }) = e {
+                    // Pinned under the lock, so the slot is not reused
+                    // under the read should the memory be cut meanwhile.
+                    self.swap.pin(unit);
+                }
+                e
+            };
+            plan.push((index, at, len, e));
+            at += len;
+        }
+        let result = self.read_planned(offset, out, &plan);
+        for &(_, _, _, e) in &plan {
+            if let Some(Entry::Slot { unit, .. }) = e {
+                self.swap.unpin(unit);
+            }
+        }
+        result
+    }
+
+    fn read_planned(&self, offset: u64, out: &mut [u8], plan: &[(u64, usize, usize, Option<Entry>)]) -> io::Result<()> {
+        let ps = self.page_size as u64;
+        let mut i = 0;
+        while i < plan.len() {
+            let (index, at, len, e) = plan[i];
+            let within = (offset + at as u64 - index * ps) as usize;
+            match e {
+                None => out[at..at + len].fill(0),
+                Some(Entry::Filled(x)) => out[at..at + len].fill(x),
+                Some(Entry::Tier(seq)) => {
+                    // A page the tier holds is normally taken by
+                    // `load_from_tier` first; a read of part of it (or one
+                    // that lost the race to a writeback) copies it out.
+                    let tier = self.tier.as_ref().expect("anon: a tier entry without a tier");
+                    let mut page = vec![0u8; self.page_size];
+                    if !tier.read_anon(&self.key, index, seq, &mut page) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "page cache: a page of anonymous memory moved while it was read",
+                        ));
+                    }
+                    out[at..at + len].copy_from_slice(&page[within..within + len]);
+                }
+                Some(Entry::Slot { unit, len: stored, packed: true }) => {
+                    let mut block = vec![0u8; stored as usize];
+                    self.swap.read(unit, &mut block)?;
+                    let mut page = vec![0u8; self.page_size];
+                    if !unpack(&block, &mut page) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "page cache: a compressed page in the swap area does not decode",
+                        ));
+                    }
+                    self.zone.count(Event::SwapIns, 1);
+                    self.zone.count(Event::SwapBytesRead, stored as u64);
+                    out[at..at + len].copy_from_slice(&page[within..within + len]);
+                }
+                Some(Entry::Slot { unit, packed: false, .. }) => {
+                    // A run of whole pages whose slots follow each other.
+                    let first = unit * UNIT + within as u64;
+                    let mut end = i + 1;
+                    let mut next = first + len as u64;
+                    while end < plan.len() {
+                        match plan[end].3 {
+                            Some(Entry::Slot { unit: u, packed: false, .. }) if u * UNIT == next => {
+                                next += plan[end].2 as u64;
+                                end += 1;
+                            }
+                            _ => break,
+                        }
+                    }
+                    let bytes = (next - first) as usize;
+                    let mut done = 0;
+                    while done < bytes {
+                        let buf = &mut out[at + done..at + bytes];
+                        match self.swap_backing_read(first + done as u64, buf) {
+                            Ok(0) => {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::UnexpectedEof,
+                                    "page cache: the swap file ended inside a slot",
+                                ))
+                            }
+                            Ok(n) => done += n,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    self.zone.count(Event::SwapIns, (end - i) as u64);
+                    self.zone.count(Event::SwapBytesRead, bytes as u64);
+                    i = end;
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+
+    fn swap_backing_read(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.swap.read_some(pos, &mut [IoSliceMut::new(buf)])
+    }
+
+    /// The memory is cut to `new` bytes: entries past it go, and the
+    /// partial last page's stored copy gets zeros past `new` (as a file
+    /// system zeroes a truncated block). Runs twice around the removal of
+    /// the pages in memory (`truncate::set_len`), the second time for
+    /// pages reclaim stored meanwhile.
+    pub(crate) fn truncate(&self, new: u64) -> io::Result<()> {
+        let ps = self.page_size as u64;
+        let first_gone = new.div_ceil(ps);
+        for shard in self.map.iter() {
+            let mut g = shard.lock();
+            let gone: Vec<u64> = g.keys().copied().filter(|&i| i >= first_gone).collect();
+            for index in gone {
+                if let Some(e) = g.remove(&index) {
+                    self.release(index, e);
+                }
+            }
+        }
+        if new % ps == 0 {
+            return Ok(());
+        }
+        let index = new / ps;
+        let from = (new % ps) as usize;
+        let mut g = self.shard(index).lock();
+        let Some(e) = g.get(&index).copied() else { return Ok(()) };
+        if e == Entry::Filled(0) {
+            return Ok(());
+        }
+        let mut page = vec![0u8; self.page_size];
+        match e {
+            Entry::Filled(x) => page.fill(x),
+            Entry::Tier(seq) => {
+                let tier = self.tier.as_ref().expect("anon: a tier entry without a tier");
+                if !tier.read_anon(&self.key, index, seq, &mut page) {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "page cache: the tier lost a page"));
+                }
+            }
+            Entry::Slot { unit, len, packed } => {
+                let mut block = vec![0u8; len as usize];
+                self.swap.read(unit, &mut block)?;
+                if !packed {
+                    page = block;
+                } else if !unpack(&block, &mut page) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "page cache: a compressed page in the swap area does not decode",
+                    ));
+                }
+            }
+        }
+        page[from..].fill(0);
+        // The new copy is written before the old one goes.
+        let n = SwapArea::units(page.len());
+        let unit = self.swap.alloc(n)?;
+        if let Err(e) = self.swap.write(unit, &[IoSlice::new(&page)]) {
+            self.swap.free(unit, n);
+            return Err(e);
+        }
+        self.zone.count(Event::SwapBytesWritten, n * UNIT);
+        self.set(&mut g, index, Entry::Slot { unit, len: page.len() as u32, packed: false });
+        Ok(())
+    }
+
+    /// Panics unless every entry names something that holds it.
+    pub(crate) fn check_invariants(&self) {
+        for (s, shard) in self.map.iter().enumerate() {
+            for (&index, e) in shard.lock().iter() {
+                assert_eq!(index as usize % SHARDS, s, "anon: entry in the wrong shard");
+                match *e {
+                    Entry::Tier(seq) => {
+                        let tier = self.tier.as_ref().expect("anon: a tier entry without a tier");
+                        let mut page = vec![0u8; self.page_size];
+                        assert!(tier.read_anon(&self.key, index, seq, &mut page), "anon: the tier lost page {index}");
+                    }
+                    Entry::Slot { len, packed, .. } => {
+                        assert!(len > 0 && len as usize <= self.page_size, "anon: slot of {len} bytes");
+                        assert!(packed || len as usize == self.page_size, "anon: a partial whole page");
+                    }
+                    Entry::Filled(_) => {}
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Anon {
+    /// The memory is gone: so are its slots and tier entries.
+    fn drop(&mut self) {
+        for shard in self.map.iter() {
+            let entries: Vec<(u64, Entry)> = shard.lock().drain().collect();
+            for (index, e) in entries {
+                self.release(index, e);
+            }
+        }
+        if let Some(t) = &self.tier {
+            use crate::tier::SecondTier;
+            t.invalidate_file(&self.key);
+        }
+        let mut objects = self.zone.anon_objects.lock();
+        if objects.get(&self.key.ino).is_some_and(|w| w.strong_count() == 0) {
+            objects.remove(&self.key.ino);
+        }
+    }
+}
+
+/// Makes room in the tier shard that holds `(key, index)`: copies its
+/// coldest anonymous entries out, writes them (compressed) to the swap
+/// area in one extent, then swaps each entry that is still the same for
+/// its slot. Returns how many entries left the tier.
+fn writeback(zone: &Zone, tier: &CompressedTier, key: &FileKey, index: u64) -> usize {
+    let victims = tier.anon_victims(key, index, WRITEBACK_BATCH);
+    if victims.is_empty() {
+        return 0;
+    }
+    let Ok(swap) = zone.swap_area() else { return 0 };
+    // Each packed block at a unit boundary, all in one buffer.
+    let mut offsets = Vec::with_capacity(victims.len());
+    let mut total = 0u64;
+    for v in &victims {
+        offsets.push(total);
+        if let AnonData::Packed(b) = &v.data {
+            total += SwapArea::units(b.len());
+        }
+    }
+    let start = if total > 0 {
+        let Ok(start) = swap.alloc(total) else { return 0 };
+        let mut buf = vec![0u8; (total * UNIT) as usize];
+        for (v, &off) in victims.iter().zip(&offsets) {
+            if let AnonData::Packed(b) = &v.data {
+                buf[(off * UNIT) as usize..][..b.len()].copy_from_slice(b);
+            }
+        }
+        if swap.write(start, &[IoSlice::new(&buf)]).is_err() {
+            swap.free(start, total);
+            zone.count(Event::SwapWriteErrors, 1);
+            return 0;
+        }
+        zone.count(Event::SwapBytesWritten, total * UNIT);
+        start
+    } else {
+        0
+    };
+    let mut moved = 0;
+    for (v, &off) in victims.iter().zip(&offsets) {
+        let (entry, units) = match &v.data {
+            AnonData::Filled(x) => (Entry::Filled(*x), 0),
+            AnonData::Packed(b) => {
+                let n = SwapArea::units(b.len());
+                (Entry::Slot { unit: start + off, len: b.len() as u32, packed: true }, n)
+            }
+        };
+        let owner = zone.anon_object(v.key.ino);
+        let replaced = owner.as_ref().is_some_and(|anon| {
+            let mut g = anon.shard(v.index).lock();
+            if g.get(&v.index) == Some(&Entry::Tier(v.seq)) && tier.remove_anon(&v.key, v.index, v.seq) {
+                // The tier entry is gone already: put the slot in its place.
+                g.remove(&v.index);
+                anon.set(&mut g, v.index, entry);
+                true
+            } else {
+                false
+            }
+        });
+        if replaced {
+            moved += 1;
+            zone.count(Event::FrontswapWritebacks, 1);
+            if units > 0 {
+                zone.count(Event::SwapOuts, 1);
+            }
+        } else if units > 0 {
+            // Loaded, cut or freed meanwhile: its copy is not needed.
+            swap.free(start + off, units);
+        }
+    }
+    moved
+}
+
+/// The backing of an anonymous mapping: reads come from the swap map;
+/// nothing is ever written through it (reclaim swaps pages out itself).
+pub(crate) struct AnonBacking {
+    pub(crate) anon: Arc<Anon>,
+    len: AtomicU64,
+}
+
+impl AnonBacking {
+    pub(crate) fn new(anon: Arc<Anon>, len: u64) -> AnonBacking {
+        AnonBacking { anon, len: AtomicU64::new(len) }
+    }
+}
+
+impl Backing for AnonBacking {
+    fn read_vectored_at(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> io::Result<usize> {
+        // Never short: the mapping's size (which writes move without
+        // telling the backing) bounds what its callers ask for, and a page
+        // nothing was stored for reads as zeros.
+        let mut pos = offset;
+        for b in bufs.iter_mut() {
+            self.anon.read(pos, b)?;
+            pos += b.len() as u64;
+        }
+        Ok((pos - offset) as usize)
+    }
+
+    fn write_vectored_at(&self, _bufs: &[IoSlice<'_>], _offset: u64) -> io::Result<usize> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "page cache: anonymous memory is written only by reclaim, to the swap area",
+        ))
+    }
+
+    /// Nothing to make durable: anonymous memory does not outlive the cache.
+    fn sync_data(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        // Relaxed: see `read_vectored_at`.
+        let old = self.len.swap(len, Ordering::Relaxed);
+        // A cut runs twice (see `Anon::truncate`): the second call comes
+        // with the same length.
+        if len <= old {
+            self.anon.truncate(len)?;
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        // Relaxed: see `read_vectored_at`.
+        Ok(self.len.load(Ordering::Relaxed))
+    }
+}
+
+/// Reclaim's `pageout` for a locked, dirty page of anonymous memory:
+/// stores it (frontswap first, else the swap area) and marks it clean, so
+/// reclaim frees it next. False, with the page still dirty, if the store
+/// failed (the error is kept for the allocation that waits on reclaim).
+pub(crate) fn pageout(m: &AddressSpace, anon: &Anon, page: &Page) -> bool {
+    if page.test(PageFlags::WRITEBACK) || !page.test(PageFlags::DIRTY) {
+        return !page.test(PageFlags::DIRTY);
+    }
+    // SAFETY: the caller holds the page lock, and every writer of a page's
+    // bytes holds it (`LockedPage::data_mut`), so nothing mutates the
+    // frame while this borrow lives (readers only read); the frame is the
+    // page's whole compound block, `page_size()` bytes.
+    let data = unsafe { &*m.zone.frame(page) };
+    match anon.swap_out(page.index(), data) {
+        Ok(()) => {
+            m.clean_after_swap_out(page);
+            m.zone.balance.note(true, 1);
+            *m.zone.swap_error.lock() = None;
+            true
+        }
+        Err(e) => {
+            *m.zone.swap_error.lock() = Some((e.kind(), e.to_string()));
+            false
+        }
+    }
+}
+
+/// frontswap's load into a new, locked, not-uptodate page of anonymous
+/// memory (in `fill_from_tier`'s place): true if the tier held it; the
+/// page is then uptodate and dirty.
+pub(crate) fn fill_from_tier(m: &AddressSpace, anon: &Anon, page: &mut LockedPage<'_>) -> bool {
+    if !anon.has_tier() || m.zone.blocks_uptodate(page.page()) != 0 {
+        return false;
+    }
+    if !anon.load_from_tier(page.index(), page.data_mut()) {
+        return false;
+    }
+    page.page().clear(PageFlags::ERROR);
+    page.set_uptodate();
+    m.set_blocks_dirty(page.page(), m.zone.all_blocks(page.page()));
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::PageCache;
+
+    fn xorshift(s: &mut u64) -> u64 {
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        *s
+    }
+
+    /// Memory 4x the cache, written and read at random against a model,
+    /// with and without the compressed tier, at 4 and 16 KiB pages.
+    fn model(tier: bool, page_size: usize, seed: u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = PageCache::builder().capacity(256 << 10).swap_dir(dir.path()).readahead_max(0);
+        if tier {
+            b = b.compressed_tier(64 << 10);
+        }
+        let cache = b.build().unwrap();
+        let len = 1u64 << 20;
+        let mem = cache.anonymous_with_page_size(len, page_size).unwrap();
+        let mut model = vec![0u8; len as usize];
+        let mut s = seed;
+        for step in 0..3000 {
+            let off = xorshift(&mut s) % (len - 9000);
+            let n = 1 + (xorshift(&mut s) % 9000) as usize;
+            if xorshift(&mut s) % 3 == 0 {
+                let mut buf = vec![0u8; n];
+                mem.read_exact_at(&mut buf, off).unwrap();
+                assert_eq!(buf, model[off as usize..off as usize + n], "step {step}: read at {off}+{n}");
+            } else {
+                // Compressible: a repeated byte pattern with a counter.
+                let v = xorshift(&mut s);
+                let buf: Vec<u8> =
+                    (0..n).map(|i| if i % 16 < 8 { (v >> (i % 8 * 8)) as u8 } else { (i / 64) as u8 }).collect();
+                mem.write_all_at(&buf, off).unwrap();
+                model[off as usize..off as usize + n].copy_from_slice(&buf);
+            }
+            assert!(cache.stats().cached_bytes <= 256 << 10);
+            if step % 500 == 0 {
+                cache.check_invariants();
+            }
+        }
+        // set_len down and up: the cut bytes read back as zeros.
+        mem.set_len(len / 2 + 100).unwrap();
+        mem.set_len(len).unwrap();
+        model[(len / 2 + 100) as usize..].fill(0);
+        let mut all = vec![0u8; len as usize];
+        mem.read_exact_at(&mut all, 0).unwrap();
+        assert!(all == model, "after set_len");
+        cache.check_invariants();
+        let st = cache.stats();
+        assert!(st.swap_outs + st.frontswap_stores > 0, "{st:?}");
+        if tier {
+            assert!(st.frontswap_stores > 0 && st.frontswap_loads > 0, "{st}");
+        }
+        drop(mem);
+        let st = cache.stats();
+        assert_eq!(st.swap_pages, 0);
+        assert_eq!(st.anon_pages, 0);
+        assert_eq!(st.swap_bytes_used, 0);
+        cache.check_invariants();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn model_no_tier_4k() {
+        model(false, 4096, 1);
+    }
+
+    #[test]
+    fn model_tier_4k() {
+        model(true, 4096, 2);
+    }
+
+    #[test]
+    fn model_tier_16k() {
+        model(true, 16384, 3);
+    }
+
+    #[test]
+    fn model_no_tier_16k() {
+        model(false, 16384, 4);
+    }
+}
