@@ -716,22 +716,67 @@ fn rw() -> std::fs::OpenOptions {
 }
 
 /// A file in the same cache still reads its bytes, takes a write and
-/// syncs it to disk.
-fn file_still_works(cache: &PageCache, dir: &Path, what: &str) {
+/// syncs it to disk; the first thing that failed, if any. Wrong bytes panic.
+fn file_still_works(cache: &PageCache, dir: &Path, what: &str) -> Result<(), String> {
     let path = dir.join("still-works");
     let content = pattern(99, 96 << 10);
     std::fs::write(&path, &content).unwrap();
-    let f = cache.open_with(&path, &rw()).unwrap();
-    check_all(&format!("{what}: file read"), &f, &content, 0);
+    let f = cache.open_with(&path, &rw()).map_err(|e| format!("{what}: opening a file: {e}"))?;
+    let read_back = |want: &[u8], when: &str| -> Result<(), String> {
+        let mut buf = vec![0u8; want.len()];
+        f.read_exact_at(&mut buf, 0).map_err(|e| format!("{what}: file read {when}: {e} ({:?})", e.kind()))?;
+        assert_same(&format!("{what}: file read {when}"), &buf, want, 0);
+        Ok(())
+    };
+    read_back(&content, "before a write")?;
     let new = pattern(100, 40 << 10);
-    f.write_all_at(&new, 20 << 10).unwrap_or_else(|e| panic!("{what}: file write: {e}"));
-    f.sync_data().unwrap_or_else(|e| panic!("{what}: file sync: {e}"));
+    f.write_all_at(&new, 20 << 10).map_err(|e| format!("{what}: file write: {e} ({:?})", e.kind()))?;
+    f.sync_data().map_err(|e| format!("{what}: file sync: {e}"))?;
     let mut want = content.clone();
     want[20 << 10..60 << 10].copy_from_slice(&new);
-    check_all(&format!("{what}: file after a write"), &f, &want, 0);
+    read_back(&want, "after a write")?;
     drop(f);
     assert_same(&format!("{what}: file on disk"), &std::fs::read(&path).unwrap(), &want, 0);
     std::fs::remove_file(&path).unwrap();
+    Ok(())
+}
+
+/// With the swap area full: pages in memory must read right; the others
+/// read right or fail with StorageFull/OutOfMemory (never wrong bytes).
+/// Returns the reads that failed (it stops trying pages out of memory
+/// after 2 failures: each takes reclaim's whole bounded effort).
+fn read_back_when_full(what: &str, m: &CachedFile, model: &[u8]) -> Vec<String> {
+    let mut failed = Vec::new();
+    let mut buf = vec![0u8; PAGE_SIZE];
+    for p in 0..model.len() as u64 / PS {
+        let want = &model[(p * PS) as usize..((p + 1) * PS) as usize];
+        let resident = m.mapping().find_get_page(p).is_some();
+        if !resident && failed.len() >= 2 {
+            continue;
+        }
+        match m.read_exact_at(&mut buf, p * PS) {
+            Ok(()) => assert_same(&format!("{what}, page {p}"), &buf, want, p * PS),
+            Err(e) => {
+                assert!(!resident, "{what}: page {p}, in memory, failed to read: {e}");
+                assert!(is_out_of_room(&e), "{what}: page {p}: an unclear error {e:?}");
+                failed.push(format!("{what}: reading page {p}: {e} ({:?})", e.kind()));
+            }
+        }
+    }
+    failed
+}
+
+/// The contract with the swap area full: every byte written before reads
+/// back, and files keep working (`problems` lists what did not).
+#[track_caller]
+fn assert_full_contract(what: &str, problems: &[String]) {
+    assert!(
+        problems.is_empty(),
+        "{what}: {} failures of the contract \"what was written before stays readable; files keep working\" \
+         (nothing was lost: all read right once there was room again). First ones: {:#?}",
+        problems.len(),
+        &problems[..problems.len().min(4)]
+    );
 }
 
 /// Writes page after page of `mems` (in order) until a write fails;
@@ -774,25 +819,30 @@ fn swap_limit_reached_is_an_error_and_nothing_is_lost() {
     // Still refused (no hang), and the same region again.
     let again = [&a, &b][w].write_at(&noise(1, PAGE_SIZE), p * PS);
     assert!(again.as_ref().is_err_and(is_out_of_room), "the retry: {again:?}");
-    // Everything written before stays readable.
-    check_all("region a after the limit was reached", &a, &models[0], 0);
-    check_all("region b after the limit was reached", &b, &models[1], 0);
-    // Files keep working in the same cache.
-    file_still_works(&cache, dir.path(), "swap limit reached");
+    // Everything written before stays readable (checked at the end, after
+    // the rest), and files keep working in the same cache.
+    let mut problems = read_back_when_full("swap limit reached: region a", &a, &models[0]);
+    problems.extend(read_back_when_full("swap limit reached: region b", &b, &models[1]));
+    problems.extend(file_still_works(&cache, dir.path(), "swap limit reached").err());
 
-    // Room again: b goes; a can be written to its end; nothing lost.
+    // Room again (b dropped, a truncated to half): the half left reads
+    // right, and takes writes again.
     drop(b);
-    for p in 0..each / PS {
+    a.set_len(each / 2).unwrap();
+    models[0].truncate((each / 2) as usize);
+    check_all("region a after truncating it to half", &a, &models[0], 0);
+    for p in 0..each / 2 / PS {
         let data = noise(7 << 40 | p, PAGE_SIZE);
         write_tracked(&a, &data, p * PS, &mut models[0])
-            .unwrap_or_else(|e| panic!("after freeing region b, page {p} of a: {e}"));
+            .unwrap_or_else(|e| panic!("after making room, page {p} of a: {e}"));
     }
-    check_all("region a rewritten after b was freed", &a, &models[0], 0);
+    check_all("region a rewritten after making room", &a, &models[0], 0);
     drop(a);
     assert_all_freed("both regions dropped", &cache, swap_dir.path());
     settle(&cache);
     cache.check_invariants();
     drop_cache_and_check(cache, swap_dir.path());
+    assert_full_contract("swap limit reached", &problems);
 }
 
 #[test]
@@ -815,8 +865,8 @@ fn swap_on_a_full_file_system_is_enospc_and_nothing_is_lost() {
     assert!(!e.to_string().is_empty());
     assert!(p * PS > capacity as u64, "refused after {} bytes, before the swap file took anything", p * PS);
     assert!(cache.stats().swap_outs > 0, "{:?}", cache.stats());
-    check_all("written before ENOSPC", &mem, &models[0], 0);
-    file_still_works(&cache, dir.path(), "swap file system full");
+    let mut problems = read_back_when_full("swap file system full", &mem, &models[0]);
+    problems.extend(file_still_works(&cache, dir.path(), "swap file system full").err());
 
     // Room again (the second half truncated): the first half rewritten, all right.
     mem.set_len(len / 8).unwrap();
@@ -832,6 +882,7 @@ fn swap_on_a_full_file_system_is_enospc_and_nothing_is_lost() {
     // The tmpfs has all its room back: the swap file is gone.
     let st = statvfs(&mnt);
     assert_eq!(st.0, st.1, "tmpfs blocks free {} of {} after the cache dropped", st.0, st.1);
+    assert_full_contract("swap file system full", &problems);
 }
 
 /// (free blocks, total blocks) of the file system at `path`.
@@ -988,22 +1039,26 @@ mod faulty {
         let len = 1u64 << 20;
         let mem = s.cache.anonymous(len).unwrap();
         let mut model = vec![0u8; len as usize];
+        let t0 = std::time::Instant::now();
 
         // Every swap write fails (ENOSPC): writes succeed while frames
-        // last, then fail cleanly; none hangs.
+        // last, then fail cleanly (the first 3 failures: each takes
+        // reclaim's whole bounded effort); none hangs.
         s.plan.set_fail_writes(true);
         let mut failed = Vec::new();
-        for p in 0..len / PS {
-            let data = noise(seed ^ p, PAGE_SIZE);
-            if let Err(e) = write_tracked(&mem, &data, p * PS, &mut model) {
-                failed.push((p, data, e));
+        let mut next = 0;
+        while next < len / PS && failed.len() < 3 {
+            let data = noise(seed ^ next, PAGE_SIZE);
+            if let Err(e) = write_tracked(&mem, &data, next * PS, &mut model) {
+                failed.push((next, data, e));
             }
+            next += 1;
         }
         let injected = s.plan.errors_injected();
         eprintln!(
-            "swap writes failing: {} of {} page writes failed, {injected} swap writes refused",
+            "swap writes failing: {} of {next} page writes failed, {injected} swap writes refused ({:?})",
             failed.len(),
-            len / PS
+            t0.elapsed()
         );
         assert!(injected > 0, "4x the cache written and no swap write tried: {:?}", s.cache.stats());
         assert!(!failed.is_empty(), "4x the cache written with every swap write failing, and no write_at failed");
@@ -1022,6 +1077,10 @@ mod faulty {
         }
         for (p, data, _) in &failed {
             write_tracked(&mem, data, p * PS, &mut model)
+                .unwrap_or_else(|e| panic!("page {p} once the faults stopped: {e}"));
+        }
+        for p in next..len / PS {
+            write_tracked(&mem, &noise(seed ^ p, PAGE_SIZE), p * PS, &mut model)
                 .unwrap_or_else(|e| panic!("page {p} once the faults stopped: {e}"));
         }
         check_all("once swap writes work again", &mem, &model, 0);
@@ -1059,7 +1118,10 @@ mod faulty {
         }
         s.plan.clear();
         let injected = s.plan.errors_injected() - before;
-        eprintln!("one-shot EIOs: {injected} injected, {write_errors} write_at and {read_errors} read errors");
+        eprintln!(
+            "one-shot EIOs: {injected} injected, {write_errors} write_at and {read_errors} read errors ({:?})",
+            t0.elapsed()
+        );
         assert!(injected > 0, "no one-shot swap write fault fired: {:?}", s.cache.stats());
         check_all(&format!("after one-shot faults (seed {seed:#x})"), &mem, &model, 0);
         drop(mem);
