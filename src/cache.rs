@@ -54,6 +54,7 @@ pub struct Builder {
     /// A backing of the user's for the swap area.
     swap_backing: Option<Arc<dyn Backing>>,
     swappiness: u8,
+    frontswap_exclusive: bool,
 }
 
 impl std::fmt::Debug for Builder {
@@ -76,6 +77,7 @@ impl std::fmt::Debug for Builder {
             .field("swap_limit", &self.swap_limit)
             .field("swap_backing", &self.swap_backing.is_some())
             .field("swappiness", &self.swappiness)
+            .field("frontswap_exclusive_loads", &self.frontswap_exclusive)
             .finish()
     }
 }
@@ -100,6 +102,7 @@ impl Default for Builder {
             swap_limit: None,
             swap_backing: None,
             swappiness: 60,
+            frontswap_exclusive: true,
         }
     }
 }
@@ -255,6 +258,17 @@ impl Builder {
         self
     }
 
+    /// Whether a page of anonymous memory read back from the compressed
+    /// tier leaves it (zswap's exclusive loads: the tier holds each page
+    /// once, and the page comes back dirty, to be compressed again when
+    /// reclaim takes it) or stays there too (the page comes back clean,
+    /// and reclaim drops it again for nothing, as a page read back from
+    /// its swap slot). Default: exclusive.
+    pub fn frontswap_exclusive_loads(mut self, on: bool) -> Builder {
+        self.frontswap_exclusive = on;
+        self
+    }
+
     /// Builds the cache: maps the arena and starts kswapd, the flusher and
     /// the readahead workers.
     pub fn build(self) -> io::Result<PageCache> {
@@ -307,6 +321,7 @@ impl Builder {
             backing: self.swap_backing.clone(),
             swappiness: u32::from(self.swappiness),
             tier: frontswap,
+            exclusive_loads: self.frontswap_exclusive,
         };
         let zone = Arc::new(Zone::new(
             frames,

@@ -429,3 +429,92 @@ fn tier_put_vs_invalidation() {
         let _ = kept;
     });
 }
+
+/// frontswap: a load of a page of anonymous memory from the compressed
+/// tier against the tier's writeback of that page to the swap area
+/// (`io::anon::commit_load` / `commit_writeback`), with a store of the
+/// page anew after the load. Whatever the interleaving, exactly one copy
+/// of the newest bytes is reachable from the entry (in the tier or in the
+/// slot), nothing else is kept (no slot leaked, no tier copy the map
+/// forgot), and a writeback of the older bytes never replaces the newer
+/// store.
+#[test]
+fn frontswap_load_vs_writeback() {
+    use crate::io::anon::{commit_load, commit_writeback, Entry};
+    loom::model(|| {
+        // The tier: one entry (seq, bytes); the map: one entry.
+        let tier = Arc::new(loom::sync::Mutex::new(Some((1u64, 10u8))));
+        let map = Arc::new(loom::sync::Mutex::new(Some(Entry::Tier(1))));
+        // Bytes in slot 7 of the swap area once written.
+        let swap = Arc::new(loom::sync::Mutex::new(None::<u8>));
+        let writer = {
+            let (tier, map, swap) = (tier.clone(), map.clone(), swap.clone());
+            thread::spawn(move || {
+                // Copy the coldest entry out, write it, then commit.
+                let Some((seq, bytes)) = *tier.lock().unwrap() else { return false };
+                *swap.lock().unwrap() = Some(bytes);
+                let mut e = map.lock().unwrap();
+                let slot = Entry::Slot { unit: 7, len: 1, packed: true };
+                let done = commit_writeback(
+                    &mut e,
+                    seq,
+                    || {
+                        let mut t = tier.lock().unwrap();
+                        match *t {
+                            Some((s, _)) if s == seq => {
+                                *t = None;
+                                true
+                            }
+                            _ => false,
+                        }
+                    },
+                    slot,
+                );
+                if !done {
+                    *swap.lock().unwrap() = None; // freed
+                }
+                done
+            })
+        };
+        // The loader: takes the page, dirties it, stores it anew (seq 2).
+        let loaded = {
+            let mut e = map.lock().unwrap();
+            let mut got = None;
+            let ok = commit_load(&mut e, |seq| {
+                let mut t = tier.lock().unwrap();
+                match *t {
+                    Some((s, b)) if s == seq => {
+                        got = Some(b);
+                        *t = None;
+                        true
+                    }
+                    _ => false,
+                }
+            });
+            if ok {
+                assert_eq!(got, Some(10));
+                // Dirtied, then reclaim stores the new bytes.
+                *tier.lock().unwrap() = Some((2, 20));
+                *e = Some(Entry::Tier(2));
+            }
+            ok
+        };
+        let _wrote = writer.join().unwrap();
+        let e = *map.lock().unwrap();
+        let t = *tier.lock().unwrap();
+        let slot = *swap.lock().unwrap();
+        // The newest bytes: the store after the load, else the first.
+        let newest = if loaded { 20 } else { 10 };
+        match e {
+            Some(Entry::Tier(seq)) => {
+                assert_eq!(t, Some((seq, newest)), "the entry names a tier copy that is not there");
+                assert_eq!(slot, None, "a slot leaked");
+            }
+            Some(Entry::Slot { .. }) => {
+                assert_eq!(slot, Some(newest), "the slot holds older bytes");
+                assert_eq!(t, None, "the tier kept a copy the map forgot");
+            }
+            other => panic!("the page was lost: {other:?}"),
+        }
+    });
+}

@@ -181,6 +181,9 @@ pub struct AddressSpace {
     pub(crate) anon: Option<Arc<crate::io::anon::Anon>>,
 }
 
+/// The largest readahead window of anonymous memory, in bytes.
+const ANON_RA_MAX: u64 = 64 << 10;
+
 impl AddressSpace {
     pub(crate) fn new(zone: Arc<Zone>, backing: Arc<dyn Backing>, size: u64, order: u32) -> Arc<AddressSpace> {
         Self::new_with(zone, backing, size, order, None)
@@ -259,9 +262,18 @@ impl AddressSpace {
     }
 
     /// The readahead maximum, in this file's pages (at least one).
+    /// Anonymous memory reads ahead at most 64 KiB (the kernel's swap
+    /// readahead reads 8 pages by default): its reads are swap-ins, and
+    /// with a sort's many runs read in turn, windows of the files' size
+    /// outgrew the cache and were evicted before use (`benches/anon.rs`:
+    /// 2.1 pages read back per page swapped out at 2 MiB).
     #[inline]
     pub(crate) fn ra_max_pages(&self) -> u64 {
-        (self.zone.ra_max_pages >> self.order).max(1).min(self.zone.ra_max_pages)
+        let max = (self.zone.ra_max_pages >> self.order).max(1).min(self.zone.ra_max_pages);
+        match self.anon {
+            Some(_) => max.min((ANON_RA_MAX >> self.shift).max(1)),
+            None => max,
+        }
     }
 
     /// The file size as the cache sees it.
@@ -436,9 +448,7 @@ impl AddressSpace {
     /// is taken.
     pub fn add_to_page_cache_lru(&self, page: &LockedPage<'_>, index: u64) -> io::Result<()> {
         self.add_to_page_cache(page, index)?;
-        if self.zone.lru_cache_add(page.page()) {
-            self.zone.balance.note(self.anon.is_some(), 1);
-        }
+        self.zone.lru_cache_add(page.page());
         Ok(())
     }
 
@@ -459,12 +469,8 @@ impl AddressSpace {
                 inserted.push(self.insert_locked(&mut tree, page.page(), first + i as u64));
             }
         }
-        let mut refaults = 0;
         for (page, _) in pages.iter().zip(&inserted[inserted.len() - pages.len()..]).filter(|(_, &ok)| ok) {
-            refaults += u64::from(self.zone.lru_cache_add(page.page()));
-        }
-        if refaults > 0 {
-            self.zone.balance.note(self.anon.is_some(), refaults);
+            self.zone.lru_cache_add(page.page());
         }
         Ok(())
     }

@@ -38,7 +38,7 @@ use crate::io::swap::{SwapArea, UNIT};
 use crate::mem::page::{LockedPage, Page, PageFlags};
 use crate::mem::zone::Zone;
 use crate::stats::Event;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 use crate::tier::compressed::{unpack, AnonData, AnonStore, CompressedTier};
 use crate::tier::{FileKey, ANON_DEV};
 
@@ -51,7 +51,7 @@ const WRITEBACK_BATCH: usize = 32;
 /// Where a page of anonymous memory is while it is not in memory (or,
 /// for a clean page in memory, the copy it matches).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Entry {
+pub(crate) enum Entry {
     /// In the compressed tier as its entry `seq`.
     Tier(u64),
     /// In the swap area from unit `unit`: `len` bytes, the page itself or
@@ -69,6 +69,11 @@ pub(crate) struct Anon {
     zone: Arc<Zone>,
     swap: Arc<SwapArea>,
     tier: Option<Arc<CompressedTier>>,
+    /// Loads from the tier take the entry out (`Builder::frontswap_exclusive_loads`).
+    exclusive: bool,
+    /// Entries in the map, so that dirtying a page of memory that was never
+    /// swapped out (a run being written) takes no lock.
+    entries: AtomicUsize,
     map: Box<[Mutex<HashMap<u64, Entry>>]>,
 }
 
@@ -89,6 +94,9 @@ pub(crate) struct SwapConfig {
     pub(crate) swappiness: u32,
     /// The compressed tier frontswap stores into, if the cache has one.
     pub(crate) tier: Option<Arc<CompressedTier>>,
+    /// Whether a load from the tier takes the entry out (zswap's
+    /// exclusive loads) or leaves it, the page clean in memory.
+    pub(crate) exclusive_loads: bool,
 }
 
 impl Zone {
@@ -127,6 +135,8 @@ impl Anon {
             zone: zone.clone(),
             swap,
             tier: zone.swap_cfg.tier.clone(),
+            exclusive: zone.swap_cfg.exclusive_loads,
+            entries: AtomicUsize::new(0),
             map: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         });
         zone.anon_objects.lock().insert(ino, Arc::downgrade(&anon));
@@ -167,15 +177,35 @@ impl Anon {
             // Relaxed: a statistic.
             self.swap.slots.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(old) = g.insert(index, e) {
-            self.release(index, old);
+        match g.insert(index, e) {
+            Some(old) => self.release(index, old),
+            // Relaxed: see `dirtied`.
+            None => _ = self.entries.fetch_add(1, Ordering::Relaxed),
         }
     }
 
+    /// Takes the entry at `index` out of its (locked) shard.
+    fn take(&self, g: &mut HashMap<u64, Entry>, index: u64) -> Option<Entry> {
+        let e = g.remove(&index);
+        if e.is_some() {
+            // Relaxed: see `dirtied`.
+            self.entries.fetch_sub(1, Ordering::Relaxed);
+        }
+        e
+    }
+
     /// A page in memory went from clean to dirty: its copy is stale.
+    #[inline]
     pub(crate) fn dirtied(&self, index: u64) {
+        // Relaxed: the caller holds the page lock, and only a holder of it
+        // puts an entry at this index (reclaim's store), before its unlock:
+        // the lock orders that increment before this load. Other indices'
+        // entries do not matter here.
+        if self.entries.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let mut g = self.shard(index).lock();
-        if let Some(e) = g.remove(&index) {
+        if let Some(e) = self.take(&mut g, index) {
             self.release(index, e);
         }
     }
@@ -185,6 +215,16 @@ impl Anon {
     /// area. On success the caller marks the page clean and frees it; on
     /// an error (the swap area full or failing) it stays dirty.
     pub(crate) fn swap_out(&self, index: u64, data: &[u8]) -> io::Result<()> {
+        if self.store_in_tier(index, data) {
+            return Ok(());
+        }
+        self.write_slots(&[(index, data)])
+    }
+
+    /// frontswap's store of a dirty page (locked by the caller): true if
+    /// the compressed tier kept it (after writing its coldest entries back
+    /// to the swap area if it was full).
+    fn store_in_tier(&self, index: u64, data: &[u8]) -> bool {
         debug_assert_eq!(data.len(), self.page_size);
         if let Some(tier) = &self.tier {
             for attempt in 0..2 {
@@ -193,7 +233,7 @@ impl Anon {
                     AnonStore::Stored(seq) => {
                         self.set(&mut g, index, Entry::Tier(seq));
                         self.zone.count(Event::FrontswapStores, 1);
-                        return Ok(());
+                        return true;
                     }
                     AnonStore::Refused => {
                         self.zone.count(Event::FrontswapRejects, 1);
@@ -209,33 +249,56 @@ impl Anon {
                 }
             }
         }
-        let n = SwapArea::units(data.len());
+        false
+    }
+
+    /// Writes whole pages (locked and dirty, `(index, bytes)`) to one
+    /// extent of the swap area in one call, and points their entries at
+    /// it. On an error none of them is stored.
+    fn write_slots(&self, pages: &[(u64, &[u8])]) -> io::Result<()> {
+        if pages.is_empty() {
+            return Ok(());
+        }
+        let per = SwapArea::units(self.page_size);
+        let n = per * pages.len() as u64;
         let unit = self.swap.alloc(n)?;
-        if let Err(e) = self.swap.write(unit, &[IoSlice::new(data)]) {
+        let bufs: Vec<IoSlice<'_>> = pages.iter().map(|(_, d)| IoSlice::new(d)).collect();
+        if let Err(e) = self.swap.write(unit, &bufs) {
             self.swap.free(unit, n);
             self.zone.count(Event::SwapWriteErrors, 1);
             return Err(e);
         }
-        self.zone.count(Event::SwapOuts, 1);
+        self.zone.count(Event::SwapOuts, pages.len() as u64);
         self.zone.count(Event::SwapBytesWritten, n * UNIT);
-        let mut g = self.shard(index).lock();
-        self.set(&mut g, index, Entry::Slot { unit, len: data.len() as u32, packed: false });
+        for (i, &(index, data)) in pages.iter().enumerate() {
+            let mut g = self.shard(index).lock();
+            self.set(&mut g, index, Entry::Slot { unit: unit + i as u64 * per, len: data.len() as u32, packed: false });
+        }
         Ok(())
     }
 
     /// frontswap's load for a new, locked page at `index`: if the tier
-    /// holds it, takes it out into `out` and returns true (the caller
-    /// marks the page dirty: memory now holds the only copy).
-    pub(crate) fn load_from_tier(&self, index: u64, out: &mut [u8]) -> bool {
-        let Some(tier) = &self.tier else { return false };
+    /// holds it, copies it into `out` and returns `Some(dirty)`. An
+    /// exclusive load takes the entry out and says dirty (memory now holds
+    /// the only copy); otherwise the entry stays and the page is clean.
+    pub(crate) fn load_from_tier(&self, index: u64, out: &mut [u8]) -> Option<bool> {
+        let tier = self.tier.as_ref()?;
         let mut g = self.shard(index).lock();
-        let Some(&Entry::Tier(seq)) = g.get(&index) else { return false };
-        if !tier.load_anon(&self.key, index, seq, out) {
-            return false;
+        if !self.exclusive {
+            let Some(&Entry::Tier(seq)) = g.get(&index) else { return None };
+            if !tier.read_anon(&self.key, index, seq, out) {
+                return None;
+            }
+            self.zone.count(Event::FrontswapLoads, 1);
+            return Some(false);
         }
-        g.remove(&index);
+        let mut e = g.get(&index).copied();
+        if !commit_load(&mut e, |seq| tier.load_anon(&self.key, index, seq, out)) {
+            return None;
+        }
+        self.take(&mut g, index);
         self.zone.count(Event::FrontswapLoads, 1);
-        true
+        Some(true)
     }
 
     /// Reads bytes `[offset, offset + out.len())` of the memory from where
@@ -367,7 +430,7 @@ impl Anon {
             let mut g = shard.lock();
             let gone: Vec<u64> = g.keys().copied().filter(|&i| i >= first_gone).collect();
             for index in gone {
-                if let Some(e) = g.remove(&index) {
+                if let Some(e) = self.take(&mut g, index) {
                     self.release(index, e);
                 }
             }
@@ -419,6 +482,9 @@ impl Anon {
 
     /// Panics unless every entry names something that holds it.
     pub(crate) fn check_invariants(&self) {
+        let total: usize = self.map.iter().map(|s| s.lock().len()).sum();
+        // Relaxed: tests call this when the cache is quiet.
+        assert_eq!(total, self.entries.load(Ordering::Relaxed), "anon: entry count");
         for (s, shard) in self.map.iter().enumerate() {
             for (&index, e) in shard.lock().iter() {
                 assert_eq!(index as usize % SHARDS, s, "anon: entry in the wrong shard");
@@ -444,6 +510,8 @@ impl Drop for Anon {
     fn drop(&mut self) {
         for shard in self.map.iter() {
             let entries: Vec<(u64, Entry)> = shard.lock().drain().collect();
+            // Relaxed: nothing else uses the map any more.
+            self.entries.fetch_sub(entries.len(), Ordering::Relaxed);
             for (index, e) in entries {
                 self.release(index, e);
             }
@@ -456,6 +524,35 @@ impl Drop for Anon {
         if objects.get(&self.key.ino).is_some_and(|w| w.strong_count() == 0) {
             objects.remove(&self.key.ino);
         }
+    }
+}
+
+/// frontswap's load, under the lock of the page's entry `e`: if the tier
+/// holds the page, `load` takes that entry (by its `seq`) out of the tier
+/// and the entry goes. True if the page was loaded. (loom model
+/// `frontswap_load_vs_writeback`.)
+pub(crate) fn commit_load(e: &mut Option<Entry>, load: impl FnOnce(u64) -> bool) -> bool {
+    match *e {
+        Some(Entry::Tier(seq)) if load(seq) => {
+            *e = None;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// frontswap writeback's commit, under the lock of the page's entry `e`,
+/// once the copy of tier entry `seq` is written to the swap area as
+/// `slot`: the slot takes the entry's place only if the entry still names
+/// that tier entry and `remove` took it out of the tier; otherwise the
+/// page was loaded, cut or stored anew meanwhile and the slot is not
+/// needed. True if the slot took its place.
+pub(crate) fn commit_writeback(e: &mut Option<Entry>, seq: u64, remove: impl FnOnce() -> bool, slot: Entry) -> bool {
+    if *e == Some(Entry::Tier(seq)) && remove() {
+        *e = Some(slot);
+        true
+    } else {
+        false
     }
 }
 
@@ -508,9 +605,10 @@ fn writeback(zone: &Zone, tier: &CompressedTier, key: &FileKey, index: u64) -> u
         let owner = zone.anon_object(v.key.ino);
         let replaced = owner.as_ref().is_some_and(|anon| {
             let mut g = anon.shard(v.index).lock();
-            if g.get(&v.index) == Some(&Entry::Tier(v.seq)) && tier.remove_anon(&v.key, v.index, v.seq) {
-                // The tier entry is gone already: put the slot in its place.
-                g.remove(&v.index);
+            let mut e = g.get(&v.index).copied();
+            if commit_writeback(&mut e, v.seq, || tier.remove_anon(&v.key, v.index, v.seq), entry) {
+                // The tier entry is gone already: the slot takes its place.
+                anon.take(&mut g, v.index);
                 anon.set(&mut g, v.index, entry);
                 true
             } else {
@@ -617,19 +715,72 @@ pub(crate) fn pageout(m: &AddressSpace, anon: &Anon, page: &Page) -> bool {
     }
 }
 
+/// Reclaim's `pageout` for a batch of locked pages of anonymous memory
+/// (dirty, from one reclaim batch, mostly neighbours): each is offered to
+/// the compressed tier, and the ones it refuses are written to the swap
+/// area together, in one extent and one call (sorted by index, so a
+/// later read of neighbours is one read too). Returns per page whether it
+/// is clean now.
+pub(crate) fn pageout_batch(m: &AddressSpace, anon: &Anon, pages: &[&Page]) -> Vec<bool> {
+    let mut done = vec![false; pages.len()];
+    let mut rest: Vec<(usize, u64, &[u8])> = Vec::new();
+    for (i, page) in pages.iter().enumerate() {
+        if page.test(PageFlags::WRITEBACK) || !page.test(PageFlags::DIRTY) {
+            done[i] = !page.test(PageFlags::DIRTY);
+            continue;
+        }
+        // SAFETY: as in `pageout`: the caller holds the page lock, which
+        // every writer of the bytes holds.
+        let data = unsafe { &*m.zone.frame(page) };
+        if anon.store_in_tier(page.index(), data) {
+            done[i] = true;
+        } else {
+            rest.push((i, page.index(), data));
+        }
+    }
+    rest.sort_unstable_by_key(|&(_, index, _)| index);
+    let slots: Vec<(u64, &[u8])> = rest.iter().map(|&(_, index, data)| (index, data)).collect();
+    let failed = match anon.write_slots(&slots) {
+        Ok(()) => {
+            rest.iter().for_each(|&(i, _, _)| done[i] = true);
+            false
+        }
+        Err(e) => {
+            *m.zone.swap_error.lock() = Some((e.kind(), e.to_string()));
+            true
+        }
+    };
+    let mut stored = 0;
+    for (page, &ok) in pages.iter().zip(&done) {
+        if ok && page.test(PageFlags::DIRTY) {
+            m.clean_after_swap_out(page);
+            stored += 1;
+        }
+    }
+    if stored > 0 {
+        m.zone.balance.note(true, stored);
+        if !failed {
+            *m.zone.swap_error.lock() = None;
+        }
+    }
+    done
+}
+
 /// frontswap's load into a new, locked, not-uptodate page of anonymous
 /// memory (in `fill_from_tier`'s place): true if the tier held it; the
-/// page is then uptodate and dirty.
+/// page is then uptodate, and dirty if the load was exclusive.
 pub(crate) fn fill_from_tier(m: &AddressSpace, anon: &Anon, page: &mut LockedPage<'_>) -> bool {
     if !anon.has_tier() || m.zone.blocks_uptodate(page.page()) != 0 {
         return false;
     }
-    if !anon.load_from_tier(page.index(), page.data_mut()) {
+    let Some(dirty) = anon.load_from_tier(page.index(), page.data_mut()) else {
         return false;
-    }
+    };
     page.page().clear(PageFlags::ERROR);
     page.set_uptodate();
-    m.set_blocks_dirty(page.page(), m.zone.all_blocks(page.page()));
+    if dirty {
+        m.set_blocks_dirty(page.page(), m.zone.all_blocks(page.page()));
+    }
     true
 }
 

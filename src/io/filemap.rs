@@ -734,6 +734,7 @@ fn read_cache_page_slow<'a>(
         };
         let Some(page) = lookup else {
             m.zone.count(Event::Miss, 1);
+            m.zone.balance.note(m.anon.is_some(), 1);
             let (start, nr, marker) = ra.on_miss(index, req, max);
             // The page comes back from the read itself; if someone else
             // cached it meanwhile (or reclaim took it already), look again.
@@ -774,6 +775,7 @@ fn read_cache_page_slow<'a>(
             return Err(readahead::read_error_for(m, index));
         }
         m.zone.count(Event::Miss, 1);
+        m.zone.balance.note(m.anon.is_some(), 1);
         read_one(m, &mut locked)?;
         return Ok(locked.unlock());
     }

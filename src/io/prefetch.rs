@@ -61,6 +61,7 @@ fn read_batch(m: &AddressSpace, pages: &mut Vec<LockedPage<'_>>) -> io::Result<(
     }
     m.zone.count(Event::PrefetchPages, pages.len() as u64);
     m.zone.count(Event::Miss, pages.len() as u64);
+    m.zone.balance.note(m.anon.is_some(), pages.len() as u64);
     if m.has_tier() {
         // Pages the second tier holds come from it (dropped here:
         // unlocked, uptodate); the rest are read from the file together.

@@ -448,14 +448,12 @@ impl Zone {
     /// page that comes back inside its test period (`workingset_refault`)
     /// goes to the active list if it has also come in more often than the
     /// active list's oldest page (TinyLFU's admission test); a refault that
-    /// loses wears that page's credit down (`Lru::victim_won`). Returns
-    /// whether the page refaulted (for reclaim's balance of costs).
+    /// loses wears that page's credit down (`Lru::victim_won`).
     #[inline]
-    pub(crate) fn lru_cache_add(&self, page: &Page) -> bool {
+    pub(crate) fn lru_cache_add(&self, page: &Page) {
         let h = workingset::hash(page.mapping_id(), page.index());
         let freq = if page.test(RA_FRESH) { self.lru.sketch.frequency(h) } else { self.lru.sketch.increment(h) };
-        let shadow = self.shadows.take(page.mapping_id(), page.index());
-        if let Some(stamp) = shadow {
+        if let Some(stamp) = self.shadows.take(page.mapping_id(), page.index()) {
             self.count(Event::Refaults, 1);
             if workingset::in_test_period(stamp, self.lru.hand()) {
                 if freq > self.lru.victim_freq() {
@@ -467,6 +465,5 @@ impl Zone {
             }
         }
         self.lru.cache_add(self, page, thread_slot());
-        shadow.is_some()
     }
 }

@@ -25,7 +25,9 @@ pub(crate) const SWAP_CLUSTER_MAX: usize = 32;
 /// for both): dropping a clean file page costs nothing now but a read if it
 /// refaults; moving a dirty anonymous page out costs a store (compression,
 /// or a write to the swap area) now and a load if it refaults. Each kind
-/// keeps a cost: its refaults, plus for anonymous memory its stores. A
+/// keeps a cost: its misses (pages read back in: a file page from the
+/// file, an anonymous one from the tier or the swap area), plus for
+/// anonymous memory its stores. A
 /// dirty anonymous page at the inactive tail is moved out with weight
 /// `swappiness * total / anon_cost` against `(200 - swappiness) * total /
 /// file_cost` for the clean file pages beside it, and otherwise rotated to
@@ -33,7 +35,7 @@ pub(crate) const SWAP_CLUSTER_MAX: usize = 32;
 /// than anonymous memory costs. Costs halve once their sum passes a
 /// quarter of memory, so the balance follows the workload. When the last
 /// round freed no file page (nothing clean to take instead), anonymous
-/// pages are never rotated.
+/// pages are never passed over.
 pub(crate) struct Balance {
     swappiness: u64,
     anon_cost: AtomicU64,
@@ -42,6 +44,8 @@ pub(crate) struct Balance {
     credit: AtomicU64,
     /// The last reclaim round freed a file page.
     file_freed: AtomicBool,
+    /// File pages freed by the rounds running now.
+    round_file: AtomicU64,
     decay_at: AtomicU64,
 }
 
@@ -53,6 +57,7 @@ impl Balance {
             file_cost: AtomicU64::new(0),
             credit: AtomicU64::new(0),
             file_freed: AtomicBool::new(false),
+            round_file: AtomicU64::new(0),
             decay_at: AtomicU64::new(u64::MAX),
         }
     }
@@ -119,6 +124,10 @@ pub(crate) enum Reclaimer {
 enum Verdict {
     Ready,
     Keep,
+    /// A dirty page of anonymous memory to swap out with the others of
+    /// its batch (`io::anon::pageout_batch`: the tier first, the rest in
+    /// one write).
+    SwapOut,
 }
 
 impl Zone {
@@ -151,8 +160,6 @@ impl Zone {
         .min(max_scan);
         let mut freed = 0;
         let mut scanned = 0;
-        // Relaxed: a heuristic (`Balance`); set again when a file page goes.
-        self.balance.file_freed.store(false, Ordering::Relaxed);
         while freed < nr && scanned <= total {
             {
                 let mut lists = self.lru.lock();
@@ -187,6 +194,10 @@ impl Zone {
                 self.lru.age_active(&mut self.lru.lock(), &self.pages, SWAP_CLUSTER_MAX);
             }
         }
+        // Relaxed: a heuristic (`Balance`): whether this round found clean
+        // file pages to take is what the next one goes by.
+        let file = self.balance.round_file.swap(0, Ordering::Relaxed);
+        self.balance.file_freed.store(file > 0, Ordering::Relaxed);
         if freed > 0 {
             let e = match who {
                 Reclaimer::Kswapd => Event::KswapdReclaims,
@@ -246,6 +257,7 @@ impl Zone {
         // The mapping of the previous page: a batch is mostly one file's.
         let mut last: Option<Arc<AddressSpace>> = None;
         let mut run: Vec<(u32, u64)> = Vec::with_capacity(batch.len());
+        let mut swap: Vec<(u32, u64)> = Vec::new();
         for (pfn, stamp) in batch {
             let page = self.pfn_to_page(pfn);
             if page.test(PageFlags::ACTIVE) || !wait::trylock_page(page) {
@@ -255,6 +267,7 @@ impl Zone {
             let id = page.mapping_id();
             if last.as_ref().is_none_or(|m| m.id != id) {
                 if let Some(m) = last.take() {
+                    self.swap_out_batch(&m, &mut swap, &mut run, keep);
                     freed += self.remove_run(&m, &mut run, who, keep);
                 }
                 last = self.mapping(id);
@@ -279,12 +292,43 @@ impl Zone {
                     wait::unlock_page(page);
                     keep.push(pfn);
                 }
+                Verdict::SwapOut => swap.push((pfn, stamp)),
             }
         }
         if let Some(m) = last {
+            self.swap_out_batch(&m, &mut swap, &mut run, keep);
             freed += self.remove_run(&m, &mut run, who, keep);
         }
         freed
+    }
+
+    /// Swaps out the locked, dirty pages of anonymous memory gathered from
+    /// one batch: those stored go on to `run` (clean now), the others are
+    /// unlocked into `keep`, still dirty.
+    fn swap_out_batch(
+        &self,
+        m: &AddressSpace,
+        swap: &mut Vec<(u32, u64)>,
+        run: &mut Vec<(u32, u64)>,
+        keep: &mut Vec<u32>,
+    ) {
+        if swap.is_empty() {
+            return;
+        }
+        let Some(anon) = &m.anon else {
+            unreachable!("a swap-out batch of a file's pages");
+        };
+        let pages: Vec<&Page> = swap.iter().map(|&(pfn, _)| self.pfn_to_page(pfn)).collect();
+        let done = crate::io::anon::pageout_batch(m, anon, &pages);
+        for (&(pfn, stamp), ok) in swap.iter().zip(done) {
+            if ok {
+                run.push((pfn, stamp));
+            } else {
+                wait::unlock_page(self.pfn_to_page(pfn));
+                keep.push(pfn);
+            }
+        }
+        swap.clear();
     }
 
     /// Whether a locked, isolated page can be removed now: not under
@@ -307,10 +351,7 @@ impl Zone {
                     self.count(Event::AnonRotations, 1);
                     return Verdict::Keep;
                 }
-                return match crate::io::writeback::pageout(mapping, page) {
-                    true => Verdict::Ready,
-                    false => Verdict::Keep,
-                };
+                return Verdict::SwapOut;
             }
             if who != Reclaimer::Kswapd {
                 // Dirty pages at the tail: the flusher writes them in
@@ -374,7 +415,7 @@ impl Zone {
             } else {
                 self.count(Event::FileReclaims, freed as u64);
                 // Relaxed: a heuristic (`Balance`).
-                self.balance.file_freed.store(true, Ordering::Relaxed);
+                self.balance.round_file.fetch_add(freed as u64, Ordering::Relaxed);
             }
         }
         freed
