@@ -705,10 +705,12 @@ impl AddressSpace {
                     tree.set_mark(page.index(), Mark::Dirty);
                 }
             }
-            // Relaxed: a counter. Not the zone's: anonymous memory is
-            // never written back, so it does not count against the dirty
-            // limits (writers would wait for a flusher that cannot help).
+            // Relaxed: counters. Not the zone's dirty pages: anonymous
+            // memory is never written back, so it does not count against
+            // the dirty limits (writers would wait for a flusher that
+            // cannot help); it has a limit of its own (`anon::charge_dirty`).
             self.nr_dirty.fetch_add(1, Ordering::Relaxed);
+            self.zone.nr_anon_dirty.fetch_add(1 << self.order, Ordering::Relaxed);
             return;
         }
         self.cleancache_invalidate_page(page.index());
@@ -733,8 +735,9 @@ impl AddressSpace {
     /// Accounts a page that stopped being dirty.
     pub(crate) fn account_cleaned(&self) {
         if self.anon.is_some() {
-            // Relaxed: a counter (see `set_blocks_dirty`).
+            // Relaxed: counters (see `set_blocks_dirty`).
             self.nr_dirty.fetch_sub(1, Ordering::Relaxed);
+            self.zone.nr_anon_dirty.fetch_sub(1 << self.order, Ordering::Relaxed);
             return;
         }
         // Relaxed: counters.

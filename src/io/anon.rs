@@ -709,7 +709,7 @@ pub(crate) fn pageout(m: &AddressSpace, anon: &Anon, page: &Page) -> bool {
             true
         }
         Err(e) => {
-            *m.zone.swap_error.lock() = Some((e.kind(), e.to_string()));
+            m.zone.note_swap_error(&e);
             false
         }
     }
@@ -746,7 +746,7 @@ pub(crate) fn pageout_batch(m: &AddressSpace, anon: &Anon, pages: &[&Page]) -> V
             false
         }
         Err(e) => {
-            *m.zone.swap_error.lock() = Some((e.kind(), e.to_string()));
+            m.zone.note_swap_error(&e);
             true
         }
     };
@@ -764,6 +764,53 @@ pub(crate) fn pageout_batch(m: &AddressSpace, anon: &Anon, pages: &[&Page]) -> V
         }
     }
     done
+}
+
+/// Before a write dirties a clean page of anonymous memory (`write_page`,
+/// with the page locked and not changed yet): dirty anonymous pages may
+/// hold no more than `Zone::anon_dirty_limit` frames (all but an eighth),
+/// so that reads, swap-ins and files keep frames of their own when the
+/// swap area cannot take more. Over it, reclaim swaps dirty anonymous
+/// pages out here (whatever the balance); if it cannot, the write fails
+/// with the swap area's error (`StorageFull`, an I/O error) before it
+/// changes anything, or `OutOfMemory` after 500 ms.
+pub(crate) fn charge_dirty(m: &AddressSpace) -> io::Result<()> {
+    let zone = &m.zone;
+    let frames = 1usize << m.order;
+    // Relaxed: a threshold on a counter, as `balance_dirty_pages`.
+    if zone.nr_anon_dirty.load(Ordering::Relaxed) + frames <= zone.anon_dirty_limit {
+        return Ok(());
+    }
+    charge_dirty_slow(m, frames)
+}
+
+#[cold]
+fn charge_dirty_slow(m: &AddressSpace, frames: usize) -> io::Result<()> {
+    let zone = &m.zone;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    loop {
+        // Relaxed: a count compared with itself below (a failure noted
+        // under the lock the error is read under).
+        let failures = zone.swap_failures.load(Ordering::Relaxed);
+        zone.shrink_lists(crate::reclaim::vmscan::SWAP_CLUSTER_MAX, crate::reclaim::vmscan::Reclaimer::AnonLimit);
+        // Relaxed: as above.
+        if zone.nr_anon_dirty.load(Ordering::Relaxed) + frames <= zone.anon_dirty_limit {
+            return Ok(());
+        }
+        // A swap-out failed while this round ran (not an older failure):
+        // the write fails with its error.
+        let failed = zone.swap_failures.load(Ordering::Relaxed) != failures;
+        if let Some((kind, msg, _)) = zone.swap_error.lock().as_ref().filter(|_| failed) {
+            return Err(io::Error::new(*kind, format!("page cache: anonymous memory cannot be swapped out: {msg}")));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "page cache: anonymous memory holds its share of the frames, and none of it can be swapped out now",
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 /// frontswap's load into a new, locked, not-uptodate page of anonymous

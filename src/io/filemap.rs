@@ -209,6 +209,10 @@ impl CachedFile {
         // Written pages start inactive even while the cache fills, as the
         // kernel starts them: a second write or a read activates them.
         let mut page = m.find_or_create_page_with(index, crate::mem::page::FILL_INACTIVE)?;
+        if m.anon.is_some() && !page.is_dirty() {
+            // Anonymous memory's share of the frames, before anything changes.
+            crate::io::anon::charge_dirty(m)?;
+        }
         let whole = src.len() == m.page_size();
         if !page.is_uptodate() && whole {
             // A new frame, overwritten whole: its old bytes are cold and

@@ -276,7 +276,14 @@ pub(crate) struct Zone {
     pub(crate) anon_objects: Mutex<std::collections::HashMap<u64, std::sync::Weak<crate::io::anon::Anon>>>,
     /// The last failed swap-out's error, for allocations that find nothing
     /// to reclaim (cleared by the next swap-out that works).
-    pub(crate) swap_error: Mutex<Option<(io::ErrorKind, String)>>,
+    pub(crate) swap_error: Mutex<Option<(io::ErrorKind, String, std::time::Instant)>>,
+    /// Failed swap-outs so far.
+    pub(crate) swap_failures: AtomicU64,
+    /// Frames of dirty anonymous pages: held under `anon_dirty_limit`, so
+    /// that when the swap area is full the rest of the frames still serve
+    /// reads and files (`io::anon::charge_dirty`).
+    pub(crate) nr_anon_dirty: AtomicUsize,
+    pub(crate) anon_dirty_limit: usize,
     /// The next anonymous mapping's tier key number.
     pub(crate) next_anon: AtomicU64,
     /// Reclaim's balance of file and anonymous pages (`reclaim::vmscan`).
@@ -327,6 +334,9 @@ impl Zone {
             anon_objects: Mutex::new(std::collections::HashMap::new()),
             next_anon: AtomicU64::new(1),
             swap_error: Mutex::new(None),
+            swap_failures: AtomicU64::new(0),
+            nr_anon_dirty: AtomicUsize::new(0),
+            anon_dirty_limit: nr_frames - (nr_frames / 8).max(4).min(nr_frames / 2),
             pages,
         })
     }

@@ -119,6 +119,10 @@ pub(crate) enum Reclaimer {
     Direct,
     /// `PageCache::shrink`: clean pages only.
     Shrink,
+    /// A writer of anonymous memory over its share of the frames
+    /// (`io::anon::charge_dirty`): as `Direct`, and dirty anonymous pages
+    /// go whatever the balance says.
+    AnonLimit,
 }
 
 enum Verdict {
@@ -344,10 +348,10 @@ impl Zone {
                 // allocating thread does so too (a store into the tier
                 // or one write to the swap area), unless the balance
                 // gives this round to file pages.
-                if who == Reclaimer::Shrink {
+                if who == Reclaimer::Shrink || (who != Reclaimer::AnonLimit && self.swap_backing_off()) {
                     return Verdict::Keep;
                 }
-                if !self.balance.take_anon() {
+                if who != Reclaimer::AnonLimit && !self.balance.take_anon() {
                     self.count(Event::AnonRotations, 1);
                     return Verdict::Keep;
                 }
@@ -492,13 +496,31 @@ impl Zone {
         }
     }
 
+    /// Whether a swap-out failed moments ago (1 ms): reclaim then leaves
+    /// dirty anonymous pages alone for that long instead of retrying the
+    /// write for every page it meets (a failing device took 42,000
+    /// attempts per failed write in the tests).
+    #[inline]
+    pub(crate) fn swap_backing_off(&self) -> bool {
+        self.swap_error.lock().as_ref().is_some_and(|(_, _, at)| at.elapsed() < Duration::from_millis(1))
+    }
+
+    /// Keeps a failed swap-out's error for the allocations and writers
+    /// that wait on reclaim.
+    #[cold]
+    pub(crate) fn note_swap_error(&self, e: &io::Error) {
+        *self.swap_error.lock() = Some((e.kind(), e.to_string(), std::time::Instant::now()));
+        // Relaxed: see `io::anon::charge_dirty_slow`.
+        self.swap_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The error of an allocation reclaim could not serve: `OutOfMemory`,
     /// or the swap area's error (`StorageFull`, an I/O error) when
     /// anonymous memory could not be swapped out.
     #[cold]
     fn full_error(&self, why: String) -> io::Error {
         match &*self.swap_error.lock() {
-            Some((kind, msg)) => {
+            Some((kind, msg, _)) => {
                 io::Error::new(*kind, format!("page cache full: anonymous memory cannot be swapped out: {msg}"))
             }
             None => io::Error::new(io::ErrorKind::OutOfMemory, format!("page cache full: {why}")),
