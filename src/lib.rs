@@ -56,6 +56,14 @@
 //! I/O and no system allocation happens under the tree, LRU or buddy locks;
 //! file I/O happens under page locks and with pages under writeback.
 //!
+//! Anonymous memory ([`PageCache::anonymous`], `io::anon`): page lock →
+//! a swap map shard → a compressed tier shard → the swap area's allocator.
+//! Swap writes and reads run under page locks (and, for the one page a
+//! cut rewrites, its swap map shard), never under the tier's or the
+//! allocator's locks; the tier's writeback copies entries out under its
+//! shard lock, writes them with no lock held, then takes each entry's
+//! swap map shard and the tier shard again to commit.
+//!
 //! An engine's [`WriteAheadLog::flush_to`] runs with no lock of the cache
 //! held, only with the pages of the run about to be written under
 //! writeback (kswapd, which writes with a page locked, never calls it: it

@@ -4,6 +4,10 @@
 //! cache for `SOAK_SECS` seconds (default 20), checking every read against
 //! an exact model. With the `fault-injection` feature the files sit on
 //! faulty backings that fail or cut short reads, writes and syncs at random.
+//! Two more threads each write, read and cut a region of anonymous memory
+//! (`PageCache::anonymous`, 4x the cache each) against a model of their
+//! own, so file pages, anonymous pages, the compressed tier (frontswap and
+//! cleancache) and the swap area all compete for the same 64 frames.
 //! A watchdog aborts the process if any thread makes no progress for 10 s.
 //! At the end, with faults off, every file is synced and compared with its
 //! model on disk.
@@ -28,6 +32,102 @@ const FILE_SIZE: usize = 2 << 20;
 const CACHE_PAGES: usize = 64;
 const MAX_IO: u64 = 64 * 1024;
 const STALL: Duration = Duration::from_secs(10);
+/// Threads that use anonymous memory, each its own region.
+const ANON_THREADS: usize = 2;
+
+/// One thread's work on anonymous memory: random writes, reads, `set_len`
+/// down and back up, checked against a `Vec<u8>`; errors from a full swap
+/// area (`StorageFull`) or a full cache (`OutOfMemory`) are acceptable
+/// and leave the model as it was.
+fn anon_worker(id: usize, seed: u64, cache: PageCache, stop: Arc<AtomicBool>, c: Arc<Counters>, p: Arc<Progress>) {
+    let len = (4 * CACHE_PAGES * PAGE_SIZE) as u64;
+    let mem = cache.anonymous(len).unwrap();
+    let mut model = vec![0u8; len as usize];
+    let mut s = seed ^ (0xa11 + id as u64);
+    let mut cut = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let off = xorshift(&mut s) % (len - MAX_IO);
+        let n = 1 + (xorshift(&mut s) % MAX_IO) as usize;
+        match xorshift(&mut s) % 16 {
+            0 => {
+                // Cut and grow back: the cut bytes read as zeros.
+                let at = xorshift(&mut s) % len;
+                *lock(&p.doing) = format!("anon {id}: set_len {at}");
+                match mem.set_len(at).and_then(|()| mem.set_len(len)) {
+                    Ok(()) => {
+                        model[at as usize..].fill(0);
+                        cut += 1;
+                    }
+                    Err(e) => panic!("anon {id}: set_len {at}: {e}"),
+                }
+            }
+            1..=7 => {
+                *lock(&p.doing) = format!("anon {id}: write {n} at {off}");
+                let v = xorshift(&mut s);
+                // Half compressible (a pattern), half random bytes.
+                let data: Vec<u8> = if v % 2 == 0 {
+                    (0..n).map(|i| (v >> (i % 7 * 8)) as u8 ^ (i / 512) as u8).collect()
+                } else {
+                    let mut r = v;
+                    (0..n).map(|_| xorshift(&mut r) as u8).collect()
+                };
+                match mem.write_all_at(&data, off) {
+                    Ok(()) => {
+                        model[off as usize..off as usize + n].copy_from_slice(&data);
+                        c.writes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) if matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::OutOfMemory) => {
+                        // A page-sized write either landed or not; longer
+                        // ones may have landed in part: read back the truth
+                        // of what was asked and take it when it is either.
+                        let mut got = vec![0u8; n];
+                        mem.read_exact_at(&mut got, off).unwrap();
+                        for (i, (g, (old, new))) in got.iter().zip(model[off as usize..].iter().zip(&data)).enumerate()
+                        {
+                            assert!(g == old || g == new, "anon {id}: byte {} after a failed write", off + i as u64);
+                        }
+                        model[off as usize..off as usize + n].copy_from_slice(&got);
+                        c.out_of_memory.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => panic!("anon {id}: write {n} at {off}: {e}"),
+                }
+            }
+            _ => {
+                *lock(&p.doing) = format!("anon {id}: read {n} at {off}");
+                let mut got = vec![0u8; n];
+                match mem.read_exact_at(&mut got, off) {
+                    Ok(()) => {
+                        let want = &model[off as usize..off as usize + n];
+                        if got != want {
+                            let i = got.iter().zip(want).position(|(a, b)| a != b).unwrap();
+                            panic!(
+                                "anon {id}: read {n} at {off}: byte {} is {} not {}",
+                                off + i as u64,
+                                got[i],
+                                want[i]
+                            );
+                        }
+                        c.reads.fetch_add(1, Ordering::Relaxed);
+                        c.bytes_verified.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(e) if e.kind() == ErrorKind::OutOfMemory => {
+                        c.out_of_memory.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => panic!("anon {id}: read {n} at {off}: {e}"),
+                }
+            }
+        }
+        c.ops.fetch_add(1, Ordering::Relaxed);
+        p.ops.fetch_add(1, Ordering::Relaxed);
+    }
+    // Everything once more, then the memory goes.
+    let mut all = vec![0u8; len as usize];
+    mem.read_exact_at(&mut all, 0).unwrap();
+    assert!(all == model, "anon {id}: the memory differs from its model at the end");
+    c.bytes_verified.fetch_add(len, Ordering::Relaxed);
+    println!("soak: anonymous memory {id}: {cut} cuts");
+    *lock(&p.doing) = "done".into();
+}
 
 fn xorshift(state: &mut u64) -> u64 {
     let mut x = *state;
@@ -315,6 +415,8 @@ fn soak() {
         .readahead_max(32 * PAGE_SIZE)
         .huge_pages(false)
         .dirty_expire(Duration::from_millis(200))
+        .compressed_tier(16 * PAGE_SIZE)
+        .swap_dir(dir.path())
         .build()
         .unwrap();
     let files: Arc<Vec<SoakFile>> =
@@ -326,7 +428,7 @@ fn soak() {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(Counters::default());
-    let progress: Vec<Arc<Progress>> = (0..THREADS)
+    let progress: Vec<Arc<Progress>> = (0..THREADS + ANON_THREADS)
         .map(|_| Arc::new(Progress { ops: AtomicU64::new(0), doing: Mutex::new("start".into()) }))
         .collect();
 
@@ -355,7 +457,7 @@ fn soak() {
         })
     };
 
-    let workers: Vec<_> = (0..THREADS)
+    let mut workers: Vec<_> = (0..THREADS)
         .map(|id| {
             let (cache, files, stop, c, p) =
                 (cache.clone(), files.clone(), stop.clone(), counters.clone(), progress[id].clone());
@@ -365,6 +467,13 @@ fn soak() {
                 .unwrap()
         })
         .collect();
+    workers.extend((0..ANON_THREADS).map(|id| {
+        let (cache, stop, c, p) = (cache.clone(), stop.clone(), counters.clone(), progress[THREADS + id].clone());
+        std::thread::Builder::new()
+            .name(format!("soak-anon-{id}"))
+            .spawn(move || anon_worker(id, seed, cache, stop, c, p))
+            .unwrap()
+    }));
     std::thread::sleep(Duration::from_secs(secs));
     stop.store(true, Ordering::Relaxed);
     let mut panicked = false;
@@ -406,6 +515,18 @@ fn soak() {
     cache.shrink(usize::MAX);
     std::thread::sleep(Duration::from_millis(300));
     cache.check_invariants();
+    let st = cache.stats();
+    assert_eq!(st.swap_pages, 0, "swap slots left after the anonymous memory went");
+    assert_eq!(st.anon_pages, 0, "anonymous pages left after the memory went");
+    assert_eq!(
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_file()
+                && !e.as_ref().unwrap().file_name().to_string_lossy().starts_with("soak"))
+            .count(),
+        0,
+        "a swap file left behind"
+    );
     watchdog_done.store(true, Ordering::Relaxed);
     watchdog.join().unwrap();
 
