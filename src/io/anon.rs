@@ -414,6 +414,62 @@ impl Anon {
         Ok(())
     }
 
+    /// Reads whole pages at scattered offsets (`prefetch`): the ones in
+    /// whole slots all at once on io_uring (where the cache uses it and
+    /// the swap area is a plain file), the others as `read` does.
+    fn read_batch(&self, reqs: &mut [(u64, &mut [u8])]) -> Vec<io::Result<usize>> {
+        let ps = self.page_size as u64;
+        let mut results: Vec<Option<io::Result<usize>>> = (0..reqs.len()).map(|_| None).collect();
+        let ring = self.swap.raw_fd().filter(|_| self.zone.uring.enabled());
+        let mut ops = Vec::new();
+        let mut on_ring = Vec::new();
+        if let Some(fd) = ring {
+            for (i, (offset, buf)) in reqs.iter_mut().enumerate() {
+                if *offset % ps != 0 || buf.len() != self.page_size {
+                    continue;
+                }
+                let index = *offset / ps;
+                let g = self.shard(index).lock();
+                if let Some(&Entry::Slot { unit, packed: false, .. }) = g.get(&index) {
+                    // Pinned under the lock (see `read`).
+                    self.swap.pin(unit);
+                    ops.push(crate::io::uring::Op::Read { buf: buf.as_mut_ptr(), len: buf.len(), offset: unit * UNIT });
+                    on_ring.push((i, unit));
+                }
+            }
+            // SAFETY: each buffer is a distinct request's (the caller's
+            // locked, not-uptodate frames, which outlive this call) and is
+            // touched by nothing else until the call returns; `fd` is the
+            // swap area's, open while `self.swap` lives; `run` returns
+            // only once every operation completed.
+            let done = unsafe { self.zone.uring.run(fd, &ops) };
+            for (k, &(i, unit)) in on_ring.iter().enumerate() {
+                if let Some(r) = done.as_ref().map(|d| &d[k]) {
+                    results[i] = Some(match r {
+                        Ok(n) if *n == self.page_size => {
+                            self.zone.count(Event::SwapIns, 1);
+                            self.zone.count(Event::SwapBytesRead, *n as u64);
+                            Ok(*n)
+                        }
+                        Ok(_) => Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "page cache: the swap file ended inside a slot",
+                        )),
+                        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                    });
+                }
+                self.swap.unpin(unit);
+            }
+            if done.is_some() {
+                self.zone.count(Event::UringOps, ops.len() as u64);
+            }
+        }
+        reqs.iter_mut()
+            .zip(results)
+            .map(|((offset, buf), r)| r.unwrap_or_else(|| self.read(*offset, buf).map(|()| buf.len())))
+            .collect()
+    }
+
     fn swap_backing_read(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
         self.swap.read_some(pos, &mut [IoSliceMut::new(buf)])
     }
@@ -653,6 +709,10 @@ impl Backing for AnonBacking {
             pos += b.len() as u64;
         }
         Ok((pos - offset) as usize)
+    }
+
+    fn read_batch(&self, reqs: &mut [(u64, &mut [u8])]) -> Vec<io::Result<usize>> {
+        self.anon.read_batch(reqs)
     }
 
     fn write_vectored_at(&self, _bufs: &[IoSlice<'_>], _offset: u64) -> io::Result<usize> {
@@ -895,6 +955,34 @@ mod tests {
         assert_eq!(st.swap_bytes_used, 0);
         cache.check_invariants();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// `prefetch` of pages in the swap area reads them on io_uring, all at
+    /// once, and gets their bytes right.
+    #[test]
+    fn prefetch_reads_swapped_pages_on_the_ring() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = PageCache::builder().capacity(256 << 10).swap_dir(dir.path()).readahead_max(0).build().unwrap();
+        let len = 1u64 << 20;
+        let mem = cache.anonymous(len).unwrap();
+        for i in 0..len / 4096 {
+            mem.write_all_at(&[(i % 251) as u8 + 1; 4096], i * 4096).unwrap();
+        }
+        assert!(cache.stats().swap_outs > 0);
+        let offsets: Vec<u64> = (0..16).map(|k| k * 4096 * 13 % len).collect();
+        let before = cache.stats();
+        mem.prefetch(&offsets).unwrap();
+        let after = cache.stats();
+        if after.io_uring {
+            assert!(after.uring_ops > before.uring_ops, "{after}");
+        }
+        assert!(after.swap_ins > before.swap_ins);
+        for &o in &offsets {
+            let mut b = [0u8; 4096];
+            mem.read_exact_at(&mut b, o).unwrap();
+            assert!(b.iter().all(|&x| x == ((o / 4096) % 251) as u8 + 1), "page at {o}");
+        }
+        cache.check_invariants();
     }
 
     #[test]

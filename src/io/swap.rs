@@ -246,6 +246,11 @@ impl SwapArea {
         Ok(())
     }
 
+    /// The swap file's descriptor, for reads on io_uring.
+    pub(crate) fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.backing.raw_fd()
+    }
+
     /// One read at byte `pos` (may be short).
     pub(crate) fn read_some(&self, pos: u64, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
         self.backing.read_vectored_at(bufs, pos)
