@@ -218,7 +218,7 @@ impl Anon {
         if self.store_in_tier(index, data) {
             return Ok(());
         }
-        self.write_slots(&[(index, data)])
+        self.write_slots(&[(index, data)]).map_err(|(_, e)| e)
     }
 
     /// frontswap's store of a dirty page (locked by the caller): true if
@@ -252,28 +252,52 @@ impl Anon {
         false
     }
 
-    /// Writes whole pages (locked and dirty, `(index, bytes)`) to one
-    /// extent of the swap area in one call, and points their entries at
-    /// it. On an error none of them is stored.
-    fn write_slots(&self, pages: &[(u64, &[u8])]) -> io::Result<()> {
+    /// Writes whole pages (locked and dirty, `(index, bytes)`) to the
+    /// swap area and points their entries at their slots: one extent and
+    /// one call for the batch, or, when no free extent is that long (the
+    /// area is fragmented), an extent and a call per page. On an error,
+    /// how many pages (the first ones) were written, and the error; those
+    /// not written keep no entry.
+    fn write_slots(&self, pages: &[(u64, &[u8])]) -> Result<(), (usize, io::Error)> {
         if pages.is_empty() {
             return Ok(());
         }
         let per = SwapArea::units(self.page_size);
         let n = per * pages.len() as u64;
-        let unit = self.swap.alloc(n)?;
-        let bufs: Vec<IoSlice<'_>> = pages.iter().map(|(_, d)| IoSlice::new(d)).collect();
-        if let Err(e) = self.swap.write(unit, &bufs) {
+        match self.swap.alloc(n) {
+            Ok(unit) => {
+                let bufs: Vec<IoSlice<'_>> = pages.iter().map(|(_, d)| IoSlice::new(d)).collect();
+                self.write_extent(unit, n, &bufs).map_err(|e| (0, e))?;
+                self.zone.count(Event::SwapOuts, pages.len() as u64);
+                for (i, &(index, data)) in pages.iter().enumerate() {
+                    let mut g = self.shard(index).lock();
+                    let slot = Entry::Slot { unit: unit + i as u64 * per, len: data.len() as u32, packed: false };
+                    self.set(&mut g, index, slot);
+                }
+                Ok(())
+            }
+            Err(_) if pages.len() > 1 => {
+                for (k, &(index, data)) in pages.iter().enumerate() {
+                    let unit = self.swap.alloc(per).map_err(|e| (k, e))?;
+                    self.write_extent(unit, per, &[IoSlice::new(data)]).map_err(|e| (k, e))?;
+                    self.zone.count(Event::SwapOuts, 1);
+                    let mut g = self.shard(index).lock();
+                    self.set(&mut g, index, Entry::Slot { unit, len: data.len() as u32, packed: false });
+                }
+                Ok(())
+            }
+            Err(e) => Err((0, e)),
+        }
+    }
+
+    /// Writes `bufs` at the `n` units from `unit` (freed again on an error).
+    fn write_extent(&self, unit: u64, n: u64, bufs: &[IoSlice<'_>]) -> io::Result<()> {
+        if let Err(e) = self.swap.write(unit, bufs) {
             self.swap.free(unit, n);
             self.zone.count(Event::SwapWriteErrors, 1);
             return Err(e);
         }
-        self.zone.count(Event::SwapOuts, pages.len() as u64);
         self.zone.count(Event::SwapBytesWritten, n * UNIT);
-        for (i, &(index, data)) in pages.iter().enumerate() {
-            let mut g = self.shard(index).lock();
-            self.set(&mut g, index, Entry::Slot { unit: unit + i as u64 * per, len: data.len() as u32, packed: false });
-        }
         Ok(())
     }
 
@@ -622,41 +646,66 @@ fn writeback(zone: &Zone, tier: &CompressedTier, key: &FileKey, index: u64) -> u
         return 0;
     }
     let Ok(swap) = zone.swap_area() else { return 0 };
-    // Each packed block at a unit boundary, all in one buffer.
-    let mut offsets = Vec::with_capacity(victims.len());
-    let mut total = 0u64;
-    for v in &victims {
-        offsets.push(total);
-        if let AnonData::Packed(b) = &v.data {
-            total += SwapArea::units(b.len());
-        }
-    }
-    let start = if total > 0 {
-        let Ok(start) = swap.alloc(total) else { return 0 };
-        let mut buf = vec![0u8; (total * UNIT) as usize];
-        for (v, &off) in victims.iter().zip(&offsets) {
-            if let AnonData::Packed(b) = &v.data {
-                buf[(off * UNIT) as usize..][..b.len()].copy_from_slice(b);
-            }
+    // Where each victim's block goes: all in one extent and one write,
+    // each at a unit boundary; or, when no free extent is that long, an
+    // extent and a write each. `None`: not written (it stays in the tier).
+    let units: Vec<u64> = victims
+        .iter()
+        .map(|v| match &v.data {
+            AnonData::Packed(b) => SwapArea::units(b.len()),
+            AnonData::Filled(_) => 0,
+        })
+        .collect();
+    let total: u64 = units.iter().sum();
+    let mut at: Vec<Option<u64>> = vec![None; victims.len()];
+    let write = |start: u64, n: u64, blocks: &[(&[u8], u64)]| -> bool {
+        let mut buf = vec![0u8; (n * UNIT) as usize];
+        for &(b, off) in blocks {
+            buf[(off * UNIT) as usize..][..b.len()].copy_from_slice(b);
         }
         if swap.write(start, &[IoSlice::new(&buf)]).is_err() {
-            swap.free(start, total);
+            swap.free(start, n);
             zone.count(Event::SwapWriteErrors, 1);
+            return false;
+        }
+        zone.count(Event::SwapBytesWritten, n * UNIT);
+        true
+    };
+    if let Ok(start) = swap.alloc(total.max(1)) {
+        let mut blocks = Vec::with_capacity(victims.len());
+        let mut off = 0;
+        for (i, v) in victims.iter().enumerate() {
+            at[i] = Some(start + off);
+            if let AnonData::Packed(b) = &v.data {
+                blocks.push((b.as_slice(), off));
+            }
+            off += units[i];
+        }
+        // The unit a batch of same-filled pages took is not needed.
+        if total == 0 {
+            swap.free(start, 1);
+        } else if !write(start, total, &blocks) {
             return 0;
         }
-        zone.count(Event::SwapBytesWritten, total * UNIT);
-        start
     } else {
-        0
-    };
+        for (i, v) in victims.iter().enumerate() {
+            match &v.data {
+                AnonData::Filled(_) => at[i] = Some(0),
+                AnonData::Packed(b) => match swap.alloc(units[i]) {
+                    Ok(start) if write(start, units[i], &[(b.as_slice(), 0)]) => at[i] = Some(start),
+                    Ok(_) => break,
+                    Err(_) => break,
+                },
+            }
+        }
+    }
     let mut moved = 0;
-    for (v, &off) in victims.iter().zip(&offsets) {
+    for (i, v) in victims.iter().enumerate() {
+        let Some(unit) = at[i] else { continue };
+        let n = units[i];
         let (entry, units) = match &v.data {
             AnonData::Filled(x) => (Entry::Filled(*x), 0),
-            AnonData::Packed(b) => {
-                let n = SwapArea::units(b.len());
-                (Entry::Slot { unit: start + off, len: b.len() as u32, packed: true }, n)
-            }
+            AnonData::Packed(b) => (Entry::Slot { unit, len: b.len() as u32, packed: true }, n),
         };
         let owner = zone.anon_object(v.key.ino);
         let replaced = owner.as_ref().is_some_and(|anon| {
@@ -679,7 +728,7 @@ fn writeback(zone: &Zone, tier: &CompressedTier, key: &FileKey, index: u64) -> u
             }
         } else if units > 0 {
             // Loaded, cut or freed meanwhile: its copy is not needed.
-            swap.free(start + off, units);
+            swap.free(unit, units);
         }
     }
     moved
@@ -805,7 +854,8 @@ pub(crate) fn pageout_batch(m: &AddressSpace, anon: &Anon, pages: &[&Page]) -> V
             rest.iter().for_each(|&(i, _, _)| done[i] = true);
             false
         }
-        Err(e) => {
+        Err((written, e)) => {
+            rest.iter().take(written).for_each(|&(i, _, _)| done[i] = true);
             m.zone.note_swap_error(&e);
             true
         }
@@ -982,6 +1032,38 @@ mod tests {
             mem.read_exact_at(&mut b, o).unwrap();
             assert!(b.iter().all(|&x| x == ((o / 4096) % 251) as u8 + 1), "page at {o}");
         }
+        cache.check_invariants();
+    }
+
+    /// A swap area just large enough, fragmented by pages rewritten one in
+    /// two: batches that find no extent long enough go a page at a time,
+    /// and nothing fails for want of contiguous space.
+    #[test]
+    fn a_fragmented_swap_area_still_takes_every_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = 1u64 << 20;
+        let cache = PageCache::builder()
+            .capacity(256 << 10)
+            .swap_dir(dir.path())
+            .swap_limit(len + (64 << 10))
+            .readahead_max(0)
+            .build()
+            .unwrap();
+        let mem = cache.anonymous(len).unwrap();
+        let pages = len / 4096;
+        let mut model = vec![0u8; len as usize];
+        for round in 0..6u64 {
+            for i in 0..pages {
+                if round == 0 || (i + round) % 2 == 0 {
+                    let b = [(i as u8) ^ (round as u8 * 37) | 1; 4096];
+                    mem.write_all_at(&b, i * 4096).unwrap_or_else(|e| panic!("round {round} page {i}: {e}"));
+                    model[(i * 4096) as usize..][..4096].copy_from_slice(&b);
+                }
+            }
+        }
+        let mut all = vec![0u8; len as usize];
+        mem.read_exact_at(&mut all, 0).unwrap();
+        assert!(all == model);
         cache.check_invariants();
     }
 
