@@ -138,6 +138,9 @@ struct Run {
     refaults: u64,
     refault_activations: u64,
     readahead_pages: u64,
+    /// Mean inactive list target (the climber's share) as a fraction of
+    /// the pages on the lists, sampled as `resident_avg` is.
+    inactive_share_avg: f64,
     secs: f64,
 }
 
@@ -153,7 +156,7 @@ fn replay(trace: &[u64], file_path: &Path, args: &Args, capacity_pages: usize) -
     let frames = cache.stats().total_pages;
     let mut buf = vec![0u8; args.read_bytes];
     let ps = args.page_size as u64;
-    let (mut samples, mut sum) = (0u64, 0u64);
+    let (mut samples, mut sum, mut share_sum) = (0u64, 0u64, 0f64);
     let mut filled = false;
     let start = Instant::now();
     for (i, &index) in trace.iter().enumerate() {
@@ -165,6 +168,7 @@ fn replay(trace: &[u64], file_path: &Path, args: &Args, capacity_pages: usize) -
             if filled {
                 samples += 1;
                 sum += s.cached_pages;
+                share_sum += s.inactive_target as f64 / (s.active_pages + s.inactive_pages).max(1) as f64;
             }
         }
     }
@@ -183,6 +187,7 @@ fn replay(trace: &[u64], file_path: &Path, args: &Args, capacity_pages: usize) -
         refaults: s.refaults,
         refault_activations: s.refault_activations,
         readahead_pages: s.readahead_pages,
+        inactive_share_avg: if samples > 0 { share_sum / samples as f64 } else { 0.0 },
         secs,
     })
 }
@@ -225,7 +230,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "trace={name} capacity_pages={cap} capacity_percent={percent} frames={} distinct={distinct} \
              accesses={accesses} hits={} misses={} miss_ratio={:.6} resident_avg={:.1} resident_end={} \
-             evictions={} refaults={} refault_activations={} readahead_pages={} secs={:.2}",
+             evictions={} refaults={} refault_activations={} readahead_pages={} inactive_share_avg={:.4} secs={:.2}",
             r.frames,
             r.hits,
             r.misses,
@@ -236,6 +241,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             r.refaults,
             r.refault_activations,
             r.readahead_pages,
+            r.inactive_share_avg,
             r.secs,
         );
     }

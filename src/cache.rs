@@ -785,9 +785,10 @@ impl PageCache {
         let zone = &self.inner.zone;
         let mut s = Stats::default();
         s.fill_events(&zone.counters);
-        let (active, inactive) = zone.lru.sizes();
+        let (active, inactive, target) = zone.lru.sizes_and_target();
         s.active_pages = active as u64;
         s.inactive_pages = inactive as u64;
+        s.inactive_target = target as u64;
         // Relaxed: statistics.
         s.dirty_pages = zone.nr_dirty.load(Ordering::Relaxed) as u64;
         s.writeback_now = zone.nr_writeback.load(Ordering::Relaxed) as u64;

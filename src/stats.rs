@@ -194,6 +194,10 @@ pub struct Stats {
     pub active_pages: u64,
     /// Pages on the inactive list (of any size).
     pub inactive_pages: u64,
+    /// Pages reclaim keeps the inactive list at now: the share of the
+    /// lists' pages the hill climber chose (1/32 to 1/8, from hit ratios),
+    /// or two readahead windows if that is more.
+    pub inactive_target: u64,
     /// Total frames.
     pub total_pages: u64,
     /// Free blocks per order, like /proc/buddyinfo.
@@ -343,6 +347,7 @@ impl fmt::Display for Stats {
         writeln!(f, "Cached:         {:>10} kB", self.cached_bytes / 1024)?;
         writeln!(f, "Active(file):   {:>10} pages", self.active_pages)?;
         writeln!(f, "Inactive(file): {:>10} pages", self.inactive_pages)?;
+        writeln!(f, "InactiveTarget: {:>10} pages", self.inactive_target)?;
         writeln!(f, "Dirty:          {:>10} kB", kb(self.dirty_pages))?;
         writeln!(f, "Writeback:      {:>10} kB", kb(self.writeback_now))?;
         writeln!(f, "pgcache_hit {}", self.hits)?;

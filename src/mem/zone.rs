@@ -309,7 +309,7 @@ impl Zone {
         Ok(Zone {
             arena,
             buddy,
-            lru: Lru::new(shards, nr_frames),
+            lru: Lru::new(shards, nr_frames, 2 * ra_max_pages as usize),
             shadows: Shadows::new(nr_frames),
             counters: Counters::new(),
             watermarks: Watermarks::for_frames(nr_frames),

@@ -13,9 +13,10 @@ use parking_lot::{Mutex, MutexGuard};
 use crate::mem::page::{Page, PageFlags, NO_PFN};
 use crate::mem::page::{FILL_INACTIVE, RA_FRESH};
 use crate::mem::zone::{thread_slot, Zone};
+use crate::reclaim::climber::{Climber, SHARE_ONE, SHARE_START};
 use crate::reclaim::sketch::Sketch;
 use crate::reclaim::workingset;
-use crate::stats::Event;
+use crate::stats::{Counters, Event};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// Pages a batch holds before it is drained (the kernel's `PAGEVEC_SIZE`).
@@ -76,9 +77,12 @@ impl List {
     }
 }
 
-/// The inactive list is kept at no less than 1/`INACTIVE_RATIO` of the
-/// pages on the lists: the rest may be active. A small inactive list lets
-/// the active list hold a loop nearly as large as the cache; refault
+/// While the cache fills, pages asked for start active up to all but
+/// 1/`INACTIVE_RATIO` of the frames, and a readahead window is at most half
+/// of that share. Once reclaim runs, the inactive list's share is the
+/// climber's (`climber`), from 1/32 to 1/8 of the pages on the lists, but
+/// never below two readahead windows (up to 1/8). A small inactive list
+/// lets the active list hold a loop nearly as large as the cache; refault
 /// activation (`workingset`) gives new pages a second chance the inactive
 /// list alone would not.
 pub(crate) const INACTIVE_RATIO: usize = 8;
@@ -97,17 +101,33 @@ pub(crate) struct LruLists {
     clock: u64,
     /// The stamp of the last active page the aging hand passed.
     hand: u64,
+    /// The inactive list's share of the pages on the lists, in
+    /// 1/`SHARE_ONE`s (set by the climber).
+    share: u32,
+    /// Pages the inactive list keeps whatever the share (two readahead
+    /// windows, so a window is read before it is evicted), up to
+    /// 1/`INACTIVE_RATIO` of the pages on the lists.
+    min_inactive: usize,
 }
 
 impl LruLists {
     /// Whether the inactive list has fallen below its share.
     pub(crate) fn inactive_is_low(&self) -> bool {
-        self.inactive.len * INACTIVE_RATIO < self.inactive.len + self.active.len
+        let total = self.inactive.len + self.active.len;
+        self.inactive.len * (SHARE_ONE as usize) < total * self.share as usize
+            || self.inactive.len < self.min_inactive.min(total / INACTIVE_RATIO)
     }
 
     /// Active pages to age to bring the inactive list back to its share.
     pub(crate) fn inactive_deficit(&self) -> usize {
-        ((self.inactive.len + self.active.len) / INACTIVE_RATIO).saturating_sub(self.inactive.len)
+        self.inactive_target().saturating_sub(self.inactive.len)
+    }
+
+    /// The pages the inactive list is kept at: its share of the pages on
+    /// the lists, or the readahead floor.
+    pub(crate) fn inactive_target(&self) -> usize {
+        let total = self.inactive.len + self.active.len;
+        (total * self.share as usize / SHARE_ONE as usize).max(self.min_inactive.min(total / INACTIVE_RATIO))
     }
 
     /// The page's LRU stamp.
@@ -221,12 +241,16 @@ pub(crate) struct Lru {
     victim_freq: AtomicU32,
     /// How often pages came into the cache lately (TinyLFU).
     pub(crate) sketch: Sketch,
+    /// Sets the inactive list's share from hit ratios.
+    climber: Climber,
     add: Box<[CachePadded<Batch>]>,
     activate: Box<[CachePadded<Batch>]>,
 }
 
 impl Lru {
-    pub(crate) fn new(shards: usize, frames: usize) -> Lru {
+    /// Lists for `frames` frames whose inactive list keeps at least
+    /// `min_inactive` pages (two readahead windows; see `min_inactive`).
+    pub(crate) fn new(shards: usize, frames: usize, min_inactive: usize) -> Lru {
         let batches = || (0..shards).map(|_| CachePadded::new(Mutex::new(Vec::with_capacity(PAGEVEC_SIZE)))).collect();
         Lru {
             lists: Mutex::new(LruLists {
@@ -235,10 +259,13 @@ impl Lru {
                 stamps: vec![0; frames].into_boxed_slice(),
                 clock: 1,
                 hand: 0,
+                share: SHARE_START,
+                min_inactive,
             }),
             hand: AtomicU64::new(0),
             victim_freq: AtomicU32::new(0),
             sketch: Sketch::new(frames),
+            climber: Climber::new(frames),
             add: batches(),
             activate: batches(),
         }
@@ -259,6 +286,14 @@ impl Lru {
         // Relaxed: a hint too.
         self.victim_freq.store(lists.victim_frequency(pages, &self.sketch), Ordering::Relaxed);
         moved
+    }
+
+    /// Ends a reclaim round that freed `freed` frames: the climber may
+    /// move the inactive list's share (at the end of a sample period).
+    pub(crate) fn on_reclaim(&self, counters: &Counters, freed: usize) {
+        if let Some(share) = self.climber.on_reclaim(counters, freed) {
+            self.lists.lock().share = share;
+        }
     }
 
     /// What a refault must beat to displace the active tail (see `victim_freq`).
@@ -380,10 +415,11 @@ impl Lru {
         }
     }
 
-    /// (active, inactive) list lengths.
-    pub(crate) fn sizes(&self) -> (usize, usize) {
+    /// (active, inactive) list lengths and the pages the inactive list is
+    /// kept at now (the climber's share, or the readahead floor).
+    pub(crate) fn sizes_and_target(&self) -> (usize, usize, usize) {
         let l = self.lists.lock();
-        (l.active.len, l.inactive.len)
+        (l.active.len, l.inactive.len, l.inactive_target())
     }
 
     /// Panics unless list membership matches the LRU and ACTIVE flags and

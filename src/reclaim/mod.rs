@@ -9,6 +9,7 @@
 //! a dirty page out through the writeback layer (`pageout`) and wakes the
 //! flusher.
 
+pub(crate) mod climber;
 pub(crate) mod lru;
 pub(crate) mod pagevec;
 pub(crate) mod sketch;

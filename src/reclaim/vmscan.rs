@@ -167,7 +167,7 @@ impl Zone {
         while freed < nr && scanned <= total {
             {
                 let mut lists = self.lru.lock();
-                // Keep the inactive list at its share (`INACTIVE_RATIO`).
+                // Keep the inactive list at its share (the climber's).
                 if lists.inactive_is_low() {
                     let deficit = lists.inactive_deficit();
                     self.lru.age_active(&mut lists, &self.pages, deficit.clamp(1, SWAP_CLUSTER_MAX));
@@ -202,6 +202,9 @@ impl Zone {
         // file pages to take is what the next one goes by.
         let file = self.balance.round_file.swap(0, Ordering::Relaxed);
         self.balance.file_freed.store(file > 0, Ordering::Relaxed);
+        if who != Reclaimer::Shrink {
+            self.lru.on_reclaim(&self.counters, freed);
+        }
         if freed > 0 {
             let e = match who {
                 Reclaimer::Kswapd => Event::KswapdReclaims,
