@@ -119,6 +119,10 @@ pub(crate) enum Reclaimer {
     Direct,
     /// `PageCache::shrink`: clean pages only.
     Shrink,
+    /// An allocating thread between the low and min watermarks
+    /// (`reclaim_on_alloc`): as `Direct`, but dirty anonymous pages are
+    /// left to kswapd, which compresses and writes them on another core.
+    Light,
     /// A writer of anonymous memory over its share of the frames
     /// (`io::anon::charge_dirty`): as `Direct`, and dirty anonymous pages
     /// go whatever the balance says.
@@ -354,6 +358,10 @@ impl Zone {
                 if who == Reclaimer::Shrink || (who != Reclaimer::AnonLimit && self.swap_backing_off()) {
                     return Verdict::Keep;
                 }
+                if who == Reclaimer::Light {
+                    self.wake_kswapd();
+                    return Verdict::Keep;
+                }
                 if who != Reclaimer::AnonLimit && !self.balance.take_anon() {
                     self.count(Event::AnonRotations, 1);
                     return Verdict::Keep;
@@ -365,7 +373,7 @@ impl Zone {
                 // order, and kswapd pages them out if they are still there
                 // (an allocating thread never does I/O in reclaim).
                 self.flusher.wake();
-                if who == Reclaimer::Direct {
+                if matches!(who, Reclaimer::Direct | Reclaimer::Light) {
                     self.wake_kswapd();
                 }
                 return Verdict::Keep;
@@ -477,7 +485,7 @@ impl Zone {
     #[cold]
     fn reclaim_on_alloc(&self) {
         let batch = self.watermarks.batch(SWAP_CLUSTER_MAX);
-        let freed = self.shrink_lists_scan(batch, Reclaimer::Direct, 4 * SWAP_CLUSTER_MAX);
+        let freed = self.shrink_lists_scan(batch, Reclaimer::Light, 4 * SWAP_CLUSTER_MAX);
         if freed < batch.div_ceil(2) {
             self.wake_kswapd();
         }
