@@ -412,21 +412,7 @@ impl Anon {
                         }
                     }
                     let bytes = (next - first) as usize;
-                    let mut done = 0;
-                    while done < bytes {
-                        let buf = &mut out[at + done..at + bytes];
-                        match self.swap_backing_read(first + done as u64, buf) {
-                            Ok(0) => {
-                                return Err(io::Error::new(
-                                    io::ErrorKind::UnexpectedEof,
-                                    "page cache: the swap file ended inside a slot",
-                                ))
-                            }
-                            Ok(n) => done += n,
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
+                    self.swap.read_bytes(first, &mut out[at..at + bytes])?;
                     self.zone.count(Event::SwapIns, (end - i) as u64);
                     self.zone.count(Event::SwapBytesRead, bytes as u64);
                     i = end;
@@ -492,10 +478,6 @@ impl Anon {
             .zip(results)
             .map(|((offset, buf), r)| r.unwrap_or_else(|| self.read(*offset, buf).map(|()| buf.len())))
             .collect()
-    }
-
-    fn swap_backing_read(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
-        self.swap.read_some(pos, &mut [IoSliceMut::new(buf)])
     }
 
     /// The memory is cut to `new` bytes: entries past it go, and the

@@ -251,16 +251,16 @@ impl SwapArea {
         self.backing.raw_fd()
     }
 
-    /// One read at byte `pos` (may be short).
-    pub(crate) fn read_some(&self, pos: u64, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        self.backing.read_vectored_at(bufs, pos)
-    }
-
     /// Reads `buf` whole from unit `start`; a short read is an error.
     pub(crate) fn read(&self, start: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.read_bytes(start * UNIT, buf)
+    }
+
+    /// Reads `buf` whole from byte `pos`; a short read is an error.
+    pub(crate) fn read_bytes(&self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
         let mut done = 0;
         while done < buf.len() {
-            match self.backing.read_vectored_at(&mut [IoSliceMut::new(&mut buf[done..])], start * UNIT + done as u64) {
+            match self.backing.read_vectored_at(&mut [IoSliceMut::new(&mut buf[done..])], pos + done as u64) {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,

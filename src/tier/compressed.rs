@@ -1256,10 +1256,26 @@ impl CompressedTier {
     /// Copies the page of anonymous memory stored as entry `seq` into
     /// `out`, leaving it stored; false if it is not there or does not decode.
     pub(crate) fn read_anon(&self, key: &FileKey, index: u64, seq: u64, out: &mut [u8]) -> bool {
-        if self.page_size(key) != Some(out.len()) {
+        self.fetch(key, index, out, |g, id| g.nodes[id as usize].seq == seq, |_, _| {})
+    }
+
+    /// Decodes entry `(file, index)` into `out` (a whole page of the key's
+    /// size): under the shard's lock, finds it, asks `accept` whether it
+    /// is the one wanted, copies its bytes out and lets `after` touch or
+    /// remove it; decompresses outside the lock. False if it is not there,
+    /// not accepted, or does not decode.
+    fn fetch(
+        &self,
+        file: &FileKey,
+        index: u64,
+        out: &mut [u8],
+        accept: impl FnOnce(&Shard, u32) -> bool,
+        after: impl FnOnce(&mut Shard, u32),
+    ) -> bool {
+        if self.page_size(file) != Some(out.len()) {
             return false;
         }
-        let shard = self.shard(key, index);
+        let shard = self.shard(file, index);
         SCRATCH
             .try_with(|cell| {
                 let mut scratch = cell.borrow_mut();
@@ -1267,9 +1283,13 @@ impl CompressedTier {
                     scratch.resize(COMPRESS_BOUND, 0);
                 }
                 let found = {
-                    let g = lock_spinning(shard);
-                    match g.lookup(key, index) {
-                        Some(id) if g.nodes[id as usize].seq == seq => g.copy_out(id, &mut scratch),
+                    let mut g = lock_spinning(shard);
+                    match g.lookup(file, index) {
+                        Some(id) if accept(&g, id) => {
+                            let found = g.copy_out(id, &mut scratch);
+                            after(&mut g, id);
+                            found
+                        }
                         _ => return false,
                     }
                 };
@@ -1378,43 +1398,20 @@ impl SecondTier for CompressedTier {
     }
 
     fn get_page(&self, file: &FileKey, index: u64, out: &mut [u8]) -> bool {
-        let Some(ps) = self.page_size(file) else {
-            return false;
-        };
-        if out.len() != ps {
-            return false;
-        }
-        let shard = self.shard(file, index);
-        SCRATCH
-            .try_with(|cell| {
-                let mut scratch = cell.borrow_mut();
-                if scratch.len() < COMPRESS_BOUND {
-                    scratch.resize(COMPRESS_BOUND, 0);
+        let exclusive = self.exclusive;
+        self.fetch(
+            file,
+            index,
+            out,
+            |_, _| true,
+            |g, id| {
+                if exclusive {
+                    g.remove_node(id);
+                } else {
+                    g.touch(id);
                 }
-                let found = {
-                    let mut g = lock_spinning(shard);
-                    let Some(id) = g.lookup(file, index) else {
-                        return false;
-                    };
-                    let found = g.copy_out(id, &mut scratch);
-                    if self.exclusive {
-                        g.remove_node(id);
-                    } else {
-                        g.touch(id);
-                    }
-                    found
-                };
-                match found {
-                    Prepared::Filled(x) => {
-                        out.fill(x);
-                        true
-                    }
-                    Prepared::Packed(len) => {
-                        matches!(lz4::block::decompress_to_buffer(&scratch[..len], Some(ps as i32), out), Ok(n) if n == ps)
-                    }
-                }
-            })
-            .unwrap_or(false)
+            },
+        )
     }
 
     fn invalidate_page(&self, file: &FileKey, index: u64) {
