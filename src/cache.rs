@@ -902,6 +902,11 @@ impl FileTable for CacheInner {
             };
             if entry.is_some() {
                 mapping.truncate_pages_from(0);
+                if let Some(anon) = &mapping.anon {
+                    // Its swap space too, even if a readahead job or a
+                    // reclaim batch holds the mapping a moment longer.
+                    anon.release_all();
+                }
             }
             return;
         }

@@ -544,9 +544,13 @@ impl Anon {
 
     /// Panics unless every entry names something that holds it.
     pub(crate) fn check_invariants(&self) {
-        let total: usize = self.map.iter().map(|s| s.lock().len()).sum();
-        // Relaxed: tests call this when the cache is quiet.
-        assert_eq!(total, self.entries.load(Ordering::Relaxed), "anon: entry count");
+        {
+            // Every shard held: the count changes only under them.
+            let all: Vec<_> = self.map.iter().map(|s| s.lock()).collect();
+            let total: usize = all.iter().map(|g| g.len()).sum();
+            // Relaxed: changed only under the shard locks held here.
+            assert_eq!(total, self.entries.load(Ordering::Relaxed), "anon: entry count");
+        }
         for (s, shard) in self.map.iter().enumerate() {
             for (&index, e) in shard.lock().iter() {
                 assert_eq!(index as usize % SHARDS, s, "anon: entry in the wrong shard");
@@ -567,13 +571,19 @@ impl Anon {
     }
 }
 
-impl Drop for Anon {
-    /// The memory is gone: so are its slots and tier entries.
-    fn drop(&mut self) {
+impl Anon {
+    /// The memory is gone (its last handle closed, its pages dropped): so
+    /// are its slots and tier entries, now, whoever still holds the
+    /// mapping for a moment (a readahead job, reclaim's batch).
+    pub(crate) fn release_all(&self) {
         for shard in self.map.iter() {
-            let entries: Vec<(u64, Entry)> = shard.lock().drain().collect();
-            // Relaxed: nothing else uses the map any more.
-            self.entries.fetch_sub(entries.len(), Ordering::Relaxed);
+            let entries: Vec<(u64, Entry)> = {
+                let mut g = shard.lock();
+                // Relaxed: a count kept beside the map, changed under its
+                // shard's lock (see `dirtied`).
+                self.entries.fetch_sub(g.len(), Ordering::Relaxed);
+                g.drain().collect()
+            };
             for (index, e) in entries {
                 self.release(index, e);
             }
@@ -582,6 +592,13 @@ impl Drop for Anon {
             use crate::tier::SecondTier;
             t.invalidate_file(&self.key);
         }
+    }
+}
+
+impl Drop for Anon {
+    /// The memory is gone: so are its slots and tier entries.
+    fn drop(&mut self) {
+        self.release_all();
         let mut objects = self.zone.anon_objects.lock();
         if objects.get(&self.key.ino).is_some_and(|w| w.strong_count() == 0) {
             objects.remove(&self.key.ino);
