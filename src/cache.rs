@@ -240,8 +240,8 @@ impl Builder {
     }
 
     /// The swap area on a backing of your own (a raw device, a file of
-    /// your choosing, or a [`FaultyBacking`](crate::fault::FaultyBacking)
-    /// in tests) in place of the unlinked file in
+    /// your choosing, or, in tests, a `fault::FaultyBacking` of the
+    /// `fault-injection` feature) in place of the unlinked file in
     /// [`swap_dir`](Self::swap_dir).
     pub fn swap_backing(mut self, backing: Arc<dyn Backing>) -> Builder {
         self.swap_backing = Some(backing);
