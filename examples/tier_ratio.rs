@@ -40,25 +40,9 @@ use redb::{Database, TableDefinition};
 
 const TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("kv");
 
-/// splitmix64: a small, fixed-seed generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
-            v.swap(i, j);
-        }
-    }
-}
+#[path = "shared/rng.rs"]
+mod rng;
+use rng::Rng;
 
 /// Builds a redb database of `keys` shuffled keys with 128-byte values, as
 /// `examples/record_redb.rs` loads it, closes it and returns its bytes.

@@ -6,7 +6,7 @@
 //! (`PAGE_CACHE_MOTO_SERVER`, else `moto_server` on the `PATH`).
 #![cfg(feature = "object-store")]
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +18,10 @@ use page_cache::object::object_store::path::Path;
 use page_cache::object::object_store::{ObjectStore, ObjectStoreExt, RetryConfig};
 use page_cache::object::ObjectBacking;
 use page_cache::{Backing, PageCache};
+
+#[path = "common/s3.rs"]
+mod s3;
+use s3::create_bucket;
 
 /// The shared server's endpoint, or `None` (and a note) to skip.
 fn endpoint(test: &str) -> Option<String> {
@@ -35,18 +39,6 @@ fn endpoint(test: &str) -> Option<String> {
 fn bucket_name(test: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     format!("pc-{}-{}-{}", test.replace('_', "-"), std::process::id(), N.fetch_add(1, Ordering::Relaxed))
-}
-
-/// Creates a bucket with a plain HTTP PUT (object_store cannot; moto takes
-/// it unsigned).
-fn create_bucket(endpoint: &str, bucket: &str) {
-    let host = endpoint.strip_prefix("http://").expect("an http:// endpoint");
-    let mut s = TcpStream::connect(host).expect("connect to the S3 server");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    assert!(answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"), "create bucket: {answer}");
 }
 
 fn store(endpoint: &str, bucket: &str) -> Arc<dyn ObjectStore> {
