@@ -307,6 +307,13 @@ impl Anon {
     /// the only copy); otherwise the entry stays and the page is clean.
     pub(crate) fn load_from_tier(&self, index: u64, out: &mut [u8]) -> Option<bool> {
         let tier = self.tier.as_ref()?;
+        // Relaxed: as in `dirtied`; the caller holds the new page's lock,
+        // and an entry at this index was put under an older page's lock,
+        // which the tree lock (its removal, then this page's insertion)
+        // orders before this load.
+        if self.entries.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         let mut g = self.shard(index).lock();
         if !self.exclusive {
             let Some(&Entry::Tier(seq)) = g.get(&index) else { return None };

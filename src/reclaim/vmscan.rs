@@ -513,7 +513,9 @@ impl Zone {
     /// attempts per failed write in the tests).
     #[inline]
     pub(crate) fn swap_backing_off(&self) -> bool {
-        self.swap_error.lock().as_ref().is_some_and(|(_, _, at)| at.elapsed() < Duration::from_millis(1))
+        // Relaxed: a hint; with no failure ever, no lock per page.
+        self.swap_failures.load(Ordering::Relaxed) != 0
+            && self.swap_error.lock().as_ref().is_some_and(|(_, _, at)| at.elapsed() < Duration::from_millis(1))
     }
 
     /// Keeps a failed swap-out's error for the allocations and writers
