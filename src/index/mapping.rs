@@ -171,8 +171,8 @@ pub struct AddressSpace {
     /// Checks pages as they are read in (`io::wal::verify`).
     pub(crate) verifier: RwLock<Option<ReadVerifier>>,
     /// The last failed read-in of a page, so readers that waited on it get
-    /// its error kind: (index, kind, message).
-    pub(crate) read_error: Mutex<Option<(u64, io::ErrorKind, String)>>,
+    /// its error: (index, kind, OS error code, message).
+    pub(crate) read_error: Mutex<Option<(u64, io::ErrorKind, Option<i32>, String)>>,
     /// This mapping, for jobs handed to worker threads.
     pub(crate) self_weak: Weak<AddressSpace>,
     /// Anonymous memory (`PageCache::anonymous`): its swap map. Its dirty

@@ -916,8 +916,18 @@ fn charge_dirty_slow(m: &AddressSpace, frames: usize) -> io::Result<()> {
         // A swap-out failed while this round ran (not an older failure):
         // the write fails with its error.
         let failed = zone.swap_failures.load(Ordering::Relaxed) != failures;
-        if let Some((kind, msg, _)) = zone.swap_error.lock().as_ref().filter(|_| failed) {
-            return Err(io::Error::new(*kind, format!("page cache: anonymous memory cannot be swapped out: {msg}")));
+        let error = zone.swap_error.lock().as_ref().filter(|_| failed).map(|(kind, msg, _)| (*kind, msg.clone()));
+        if let Some((kind, msg)) = error {
+            // The failure may be another reclaimer's (kswapd's) whose
+            // batch stored most of its pages and cleans them right after
+            // noting it: look once more after a moment (CI saw a write
+            // refused with a quarter of the frames free).
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            // Relaxed: as above.
+            if zone.nr_anon_dirty.load(Ordering::Relaxed) + frames <= zone.anon_dirty_limit {
+                return Ok(());
+            }
+            return Err(io::Error::new(kind, format!("page cache: anonymous memory cannot be swapped out: {msg}")));
         }
         if std::time::Instant::now() >= deadline {
             return Err(io::Error::new(

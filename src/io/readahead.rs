@@ -490,18 +490,22 @@ fn finish_run<'a>(
 }
 
 /// Remembers why the read of page `index` failed, so readers that waited
-/// for it get the same kind of error (`read_error_for`).
+/// for it get the same error (`read_error_for`).
 pub(crate) fn note_read_error(m: &AddressSpace, index: u64, e: Option<&io::Error>) {
     if let Some(e) = e {
-        *m.read_error.lock() = Some((index, e.kind(), e.to_string()));
+        *m.read_error.lock() = Some((index, e.kind(), e.raw_os_error(), e.to_string()));
     }
 }
 
 /// The error a reader that waited for page `index` gets when the read it
-/// waited for failed.
+/// waited for failed: the same OS error (`raw_os_error` is what callers
+/// match on: EIO's kind is uncategorized) or the same kind and message.
 pub(crate) fn read_error_for(m: &AddressSpace, index: u64) -> io::Error {
     match &*m.read_error.lock() {
-        Some((i, kind, msg)) if *i == index => io::Error::new(*kind, format!("read of page {index} failed: {msg}")),
+        Some((i, _, Some(code), _)) if *i == index => io::Error::from_raw_os_error(*code),
+        Some((i, kind, None, msg)) if *i == index => {
+            io::Error::new(*kind, format!("read of page {index} failed: {msg}"))
+        }
         _ => io::Error::other(format!("read of page {index} failed")),
     }
 }
