@@ -624,10 +624,9 @@ impl PageCache {
         }
         if truncated && m.size() > 0 {
             let _size = m.size_lock.lock();
-            m.cleancache_invalidate_file();
+            let _tier = m.cleancache_begin_change(None);
             m.set_size(0);
             m.truncate_pages_from(0);
-            m.cleancache_invalidate_file();
         }
         m.cleancache_open_file(&stat);
         Ok(file)

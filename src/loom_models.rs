@@ -430,6 +430,82 @@ fn tier_put_vs_invalidation() {
     });
 }
 
+/// The second tier across a truncation (`index::cleancache::open_window`,
+/// `guarded_get`, `close_window`): reclaim puts the page resident at an
+/// index and evicts it, a reader brings the index back (from the tier or
+/// the file), and a truncation opens a window, changes the file, fixes
+/// the page if it is resident (`cut_pages_past`) and closes the window.
+/// Bytes are 1 (before the change) or 0 (after). Whatever the
+/// interleaving, once all are done neither the resident page nor the
+/// tier holds the old bytes: no page the change made stale is served.
+#[test]
+fn tier_get_vs_change() {
+    use crate::index::cleancache::{close_window, guarded_get, guarded_put_from, open_window};
+    use crate::sync::{AtomicU64, AtomicU8};
+    loom::model(|| {
+        let tier = Arc::new(loom::sync::Mutex::new(None::<u8>));
+        // The page at the index: `Some(bytes)` when resident; its mutex is
+        // the page lock (reclaim puts and evicts under it; a reader fills
+        // a new page under it; the truncation fixes the page under it).
+        let page = Arc::new(loom::sync::Mutex::new(Some(1u8)));
+        let file = Arc::new(AtomicU8::new(1));
+        let (gen, busy) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let reclaim = {
+            let (tier, page, gen, busy) = (tier.clone(), page.clone(), gen.clone(), busy.clone());
+            thread::spawn(move || {
+                let mut p = page.lock().unwrap();
+                let Some(bytes) = *p else { return };
+                if busy.load(Ordering::SeqCst) != 0 {
+                    return; // `cleancache_put` refuses; the page stays
+                }
+                let kept = guarded_put_from(
+                    &gen,
+                    gen.load(Ordering::SeqCst),
+                    || {
+                        *tier.lock().unwrap() = Some(bytes);
+                        true
+                    },
+                    || *tier.lock().unwrap() = None,
+                );
+                if kept {
+                    *p = None; // evicted
+                }
+            })
+        };
+        let reader = {
+            let (tier, page, file, gen, busy) = (tier.clone(), page.clone(), file.clone(), gen.clone(), busy.clone());
+            thread::spawn(move || {
+                let mut p = page.lock().unwrap();
+                if p.is_some() {
+                    return; // a hit
+                }
+                let mut got = None;
+                if !guarded_get(&busy, &gen, || {
+                    got = *tier.lock().unwrap();
+                    got.is_some()
+                }) {
+                    got = Some(file.load(Ordering::SeqCst));
+                }
+                *p = got;
+            })
+        };
+        // The truncation.
+        open_window(&busy, &gen, || *tier.lock().unwrap() = None);
+        file.store(0, Ordering::SeqCst);
+        {
+            let mut p = page.lock().unwrap();
+            if p.is_some() {
+                *p = Some(0);
+            }
+        }
+        close_window(&busy, &gen, || *tier.lock().unwrap() = None);
+        reclaim.join().unwrap();
+        reader.join().unwrap();
+        assert_ne!(*page.lock().unwrap(), Some(1), "a resident page kept bytes the change made stale");
+        assert_ne!(*tier.lock().unwrap(), Some(1), "the tier kept bytes the change made stale");
+    });
+}
+
 /// frontswap: a load of a page of anonymous memory from the compressed
 /// tier against the tier's writeback of that page to the swap area
 /// (`io::anon::commit_load` / `commit_writeback`), with a store of the

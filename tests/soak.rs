@@ -415,12 +415,7 @@ fn soak() {
         .readahead_max(32 * PAGE_SIZE)
         .huge_pages(false)
         .dirty_expire(Duration::from_millis(200))
-        // No compressed tier here yet: with one, two 120 s runs of this
-        // soak found a file differing from its model after a good sync
-        // (file 2, the direct one; seed 1796593905224520335) and a read
-        // error of the wrong kind on a faulty file; open, see the closing
-        // note of 2026-12-06. The tier's own stress and model tests are in
-        // tests/tier.rs, frontswap's in tests/anon.rs.
+        .compressed_tier(16 * PAGE_SIZE)
         .swap_dir(dir.path())
         .build()
         .unwrap();

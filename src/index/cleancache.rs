@@ -12,12 +12,15 @@
 //! - the invalidations from every writer of bytes or sizes, before the new
 //!   bytes can be seen through the tier.
 //!
-//! Invalidations of a range or a file run twice around the removal of
-//! the cached pages: before, so no page dropped from memory comes back
-//! from the tier, and after, for puts of pages the walk had not reached
-//! yet. A put that overlaps either sees `tier_gen` move and takes its page
-//! back out. Pages left cached because they were busy get `TIER_COPY`, so
-//! reclaim never puts their (maybe stale) bytes.
+//! A change to a range of the file or its size (truncation, invalidation,
+//! a stale open) is a window (`cleancache_begin_change`): the tier forgets
+//! the pages before the cached ones are cut, so none dropped from memory
+//! comes back, and again after, for puts of pages the walk had not
+//! reached yet. While the window is open no page of the file is put or
+//! got, and a put or get that overlaps its edges sees `tier_gen` move:
+//! the put takes its page back out, the get reads the file instead. Pages
+//! left cached because they were busy get `TIER_COPY`, so reclaim never
+//! puts their (maybe stale) bytes.
 //!
 //! A tier that panics once is never called again (`Zone::tier_broken`):
 //! an invalidation lost to a panic would let it serve stale bytes later.
@@ -50,6 +53,29 @@ pub(crate) fn guarded_put_from(gen: &AtomicU64, before: u64, put: impl FnOnce() 
         return false;
     }
     true
+}
+
+/// A get the tier may serve: none while a change window is open (`busy`),
+/// and none whose bytes an invalidation overlapped (`gen` moved while
+/// `get` ran); false means the caller reads the file. (loom model
+/// `tier_get_vs_change`.)
+pub(crate) fn guarded_get(busy: &AtomicU64, gen: &AtomicU64, get: impl FnOnce() -> bool) -> bool {
+    let before = gen.load(Ordering::SeqCst);
+    busy.load(Ordering::SeqCst) == 0 && get() && gen.load(Ordering::SeqCst) == before
+}
+
+/// Opens a change window: no put or get from here on (`busy`), and
+/// `invalidate` runs as a `guarded_invalidate`.
+pub(crate) fn open_window(busy: &AtomicU64, gen: &AtomicU64, invalidate: impl FnOnce()) {
+    busy.fetch_add(1, Ordering::SeqCst);
+    guarded_invalidate(gen, invalidate);
+}
+
+/// Closes a change window after `invalidate` ran once more (as a
+/// `guarded_invalidate`).
+pub(crate) fn close_window(busy: &AtomicU64, gen: &AtomicU64, invalidate: impl FnOnce()) {
+    guarded_invalidate(gen, invalidate);
+    busy.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// An invalidation that every overlapping `guarded_put` sees: the
@@ -110,6 +136,12 @@ impl AddressSpace {
         if page.test(TIER_COPY) {
             return true;
         }
+        // Not while a change window is open: the bytes may be what the
+        // change is making stale.
+        if self.tier_busy.load(Ordering::SeqCst) != 0 {
+            self.zone.count(Event::TierRejects, 1);
+            return false;
+        }
         let flags = page.flags();
         if flags.0 & (PageFlags::DIRTY.0 | PageFlags::WRITEBACK.0 | PageFlags::ERROR.0) != 0
             || flags.0 & PageFlags::UPTODATE.0 == 0
@@ -153,10 +185,13 @@ impl AddressSpace {
     pub(crate) fn cleancache_get(&self, page: &mut LockedPage<'_>) -> bool {
         let Some((tier, key)) = self.tier() else { return false };
         let index = page.index();
-        let hit = {
+        // Not while a change window is open, and not bytes an
+        // invalidation overlapped: the file is read instead (a page in
+        // the tier is clean, so the file holds it too).
+        let hit = guarded_get(&self.tier_busy, &self.tier_gen, || {
             let out = page.data_mut();
             self.tier_call(false, || tier.get_page(&key, index, out))
-        };
+        });
         if hit {
             self.zone.count(Event::TierHits, 1);
             if !self.tier_call(false, || tier.exclusive_gets()) {
@@ -209,14 +244,21 @@ impl AddressSpace {
         self.tier_call((), || tier.invalidate_page(&key, index));
     }
 
-    /// Forgets pages `[start, end)` of this file in the tier.
-    pub(crate) fn cleancache_invalidate_range(&self, start: u64, end: u64) {
-        if start >= end {
-            return;
-        }
-        let Some((tier, key)) = self.tier() else { return };
-        self.zone.count(Event::TierInvalidations, 1);
-        guarded_invalidate(&self.tier_gen, || self.tier_call((), || tier.invalidate_range(&key, start, end)));
+    /// Opens a change to pages `[start, end)` (`None`: the whole file)
+    /// that the tier must not serve across (a truncation, an invalidation
+    /// of pages the file changed under): the tier forgets them now and
+    /// again when the returned guard drops, and while it lives no page of
+    /// the file is put to or taken from the tier (`tier_busy`). Without
+    /// the window, a put landing between the two invalidations (after the
+    /// first, of bytes the change then made stale) could be read back by
+    /// a reader before the second took it: a truncated page came back
+    /// with its old bytes past the new end, which a later growth exposed
+    /// (found by the soak test: a file differing from its model after a
+    /// good sync, from the truncation point on).
+    pub(crate) fn cleancache_begin_change(&self, range: Option<(u64, u64)>) -> TierChange<'_> {
+        let change = TierChange { m: self, range };
+        open_window(&self.tier_busy, &self.tier_gen, || change.invalidate_tier());
+        change
     }
 
     /// Forgets every page of this file in the tier
@@ -262,6 +304,41 @@ impl AddressSpace {
         let Some((tier, key)) = self.tier() else { return };
         let v = file_version(stat);
         self.tier_call((), || tier.file_written(&key, &v));
+    }
+}
+
+/// An open change window of a file's tier pages
+/// (`AddressSpace::cleancache_begin_change`): dropping it invalidates
+/// them again and closes the window.
+pub(crate) struct TierChange<'a> {
+    m: &'a AddressSpace,
+    range: Option<(u64, u64)>,
+}
+
+impl TierChange<'_> {
+    /// The tier's side of the invalidation (the generation moves in
+    /// `open_window` / `close_window`).
+    fn invalidate_tier(&self) {
+        let m = self.m;
+        let Some((tier, key)) = m.tier() else { return };
+        m.zone.count(Event::TierInvalidations, 1);
+        match self.range {
+            Some((start, end)) if start < end => m.tier_call((), || tier.invalidate_range(&key, start, end)),
+            Some(_) => {}
+            None => {
+                // Relaxed: a hint (see `tiered`).
+                m.tiered.store(false, Ordering::Relaxed);
+                m.tier_call((), || tier.invalidate_file(&key));
+            }
+        }
+    }
+}
+
+impl Drop for TierChange<'_> {
+    fn drop(&mut self) {
+        // Puts of pages the change had not reached yet (and bytes it made
+        // stale) go before the window closes.
+        close_window(&self.m.tier_busy, &self.m.tier_gen, || self.invalidate_tier());
     }
 }
 

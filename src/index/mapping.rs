@@ -165,14 +165,17 @@ pub struct AddressSpace {
     /// page back out (`cleancache_put`), so no put lands after an
     /// invalidation it raced.
     pub(crate) tier_gen: AtomicU64,
+    /// Change windows open on the file's tier pages
+    /// (`cleancache_begin_change`): no put or get while above zero.
+    pub(crate) tier_busy: AtomicU64,
     /// The engine's write-ahead log: no dirty page reaches the file ahead
     /// of it (`io::wal`).
     pub(crate) wal: RwLock<Option<Arc<dyn WriteAheadLog>>>,
     /// Checks pages as they are read in (`io::wal::verify`).
     pub(crate) verifier: RwLock<Option<ReadVerifier>>,
     /// The last failed read-in of a page, so readers that waited on it get
-    /// its error: (index, kind, OS error code, message).
-    pub(crate) read_error: Mutex<Option<(u64, io::ErrorKind, Option<i32>, String)>>,
+    /// its error.
+    pub(crate) read_error: Mutex<Option<crate::io::readahead::ReadError>>,
     /// This mapping, for jobs handed to worker threads.
     pub(crate) self_weak: Weak<AddressSpace>,
     /// Anonymous memory (`PageCache::anonymous`): its swap map. Its dirty
@@ -221,6 +224,7 @@ impl AddressSpace {
                 tier_key: RwLock::new(None),
                 tiered: AtomicBool::new(false),
                 tier_gen: AtomicU64::new(0),
+                tier_busy: AtomicU64::new(0),
                 wal: RwLock::new(None),
                 verifier: RwLock::new(None),
                 read_error: Mutex::new(None),

@@ -495,9 +495,9 @@ impl CachedFile {
         }
         let _size = m.size_lock.lock();
         // The tier first: pages dropped below must not come back from it.
-        m.cleancache_invalidate_range(m.index_of(offset), m.pages_for(end));
+        let tier = m.cleancache_begin_change(Some((m.index_of(offset), m.pages_for(end))));
         let out = truncate::invalidate_pages(m, m.index_of(offset), m.pages_for(end), false);
-        m.cleancache_invalidate_range(m.index_of(offset), m.pages_for(end));
+        drop(tier);
         // Only a look at the file that no write of ours raced may replace
         // the cache's size (a write in flight has cleared its page's
         // DIRTY, and the file's size lags it until it lands).

@@ -489,23 +489,32 @@ fn finish_run<'a>(
     }
 }
 
+/// The last failed read-in of a page of a mapping (`AddressSpace::read_error`).
+pub(crate) struct ReadError {
+    index: u64,
+    kind: io::ErrorKind,
+    /// The OS error code, when it was one: callers match on it (EIO's
+    /// kind is uncategorized).
+    os: Option<i32>,
+    message: String,
+}
+
 /// Remembers why the read of page `index` failed, so readers that waited
 /// for it get the same error (`read_error_for`).
 pub(crate) fn note_read_error(m: &AddressSpace, index: u64, e: Option<&io::Error>) {
     if let Some(e) = e {
-        *m.read_error.lock() = Some((index, e.kind(), e.raw_os_error(), e.to_string()));
+        *m.read_error.lock() = Some(ReadError { index, kind: e.kind(), os: e.raw_os_error(), message: e.to_string() });
     }
 }
 
 /// The error a reader that waited for page `index` gets when the read it
-/// waited for failed: the same OS error (`raw_os_error` is what callers
-/// match on: EIO's kind is uncategorized) or the same kind and message.
+/// waited for failed: the same OS error, or the same kind and message.
 pub(crate) fn read_error_for(m: &AddressSpace, index: u64) -> io::Error {
     match &*m.read_error.lock() {
-        Some((i, _, Some(code), _)) if *i == index => io::Error::from_raw_os_error(*code),
-        Some((i, kind, None, msg)) if *i == index => {
-            io::Error::new(*kind, format!("read of page {index} failed: {msg}"))
-        }
+        Some(e) if e.index == index => match e.os {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::new(e.kind, format!("read of page {index} failed: {}", e.message)),
+        },
         _ => io::Error::other(format!("read of page {index} failed")),
     }
 }

@@ -20,8 +20,9 @@ pub(crate) fn set_len(m: &AddressSpace, new: u64) -> io::Result<()> {
     let backing = m.backing();
     m.written.store(true, Ordering::SeqCst);
     // Pages from the old end on (the partial last page included) change:
-    // the tier forgets them before the new size can be read.
-    m.cleancache_invalidate_range(new.min(old) >> m.shift, crate::index::mapping::MAX_INDEX + 1);
+    // the tier forgets them before the new size can be read, and serves
+    // none of them until the change is done (`_tier` drops last).
+    let _tier = m.cleancache_begin_change(Some((new.min(old) >> m.shift, crate::index::mapping::MAX_INDEX + 1)));
     if new >= old {
         // The size first: an O_DIRECT writeback that wrote a whole last
         // page trims the file back to the cache's size (`write_runs`); had
@@ -41,7 +42,6 @@ pub(crate) fn set_len(m: &AddressSpace, new: u64) -> io::Result<()> {
     // read from or written to the file from here on.
     m.set_size(new);
     cut_pages_past(m, new);
-    m.cleancache_invalidate_range(new >> m.shift, crate::index::mapping::MAX_INDEX + 1);
     // A writeback that raced the first call may have written past `new`.
     m.needs_trim.store(false, Ordering::SeqCst);
     backing.set_len(new)
@@ -172,12 +172,11 @@ pub(crate) fn adopt_size(m: &AddressSpace, stat: &FileStat) {
     }
     // The page that held the old end (and all after it) changed in the
     // file: the tier forgets them.
-    m.cleancache_invalidate_range(new.min(old) >> m.shift, crate::index::mapping::MAX_INDEX + 1);
+    let _tier = m.cleancache_begin_change(Some((new.min(old) >> m.shift, crate::index::mapping::MAX_INDEX + 1)));
     m.set_size(new);
     if new < old {
         cut_pages_past(m, new);
     }
-    m.cleancache_invalidate_range(new.min(old) >> m.shift, crate::index::mapping::MAX_INDEX + 1);
 }
 
 /// Compares the file as it is now (`now`) with what the cache last knew
@@ -196,8 +195,9 @@ pub(crate) fn revalidate(m: &AddressSpace, now: &FileStat, strict: bool) -> bool
     };
     if changed {
         let end = crate::index::mapping::MAX_INDEX + 1;
-        // Whatever the tier holds of the file no longer describes it.
-        m.cleancache_invalidate_file();
+        // Whatever the tier holds of the file no longer describes it, and
+        // it serves none of it until the cache's view is redone.
+        let tier = m.cleancache_begin_change(None);
         if !record.as_ref().is_none_or(|r| r.same_file(now)) {
             // Another file under the same inode number: its own key.
             m.set_tier_key(Some(crate::index::cleancache::file_key(now, m.shift)));
@@ -213,8 +213,8 @@ pub(crate) fn revalidate(m: &AddressSpace, now: &FileStat, strict: bool) -> bool
         if let Ok(Some(fresh)) = quiet_stat(m) {
             adopt_size(m, &fresh);
         }
-        // Puts of pages the invalidation above had not reached yet.
-        m.cleancache_invalidate_file();
+        // Puts of pages the invalidation above had not reached yet go.
+        drop(tier);
         m.zone.count(Event::StaleOpens, 1);
     }
     *record = Some(*now);
