@@ -231,6 +231,11 @@ fn write_runs(m: &AddressSpace, runs: &mut [Vec<(&Page, u32)>], may_wait: bool) 
             if result.is_ok() && direct && seg.offset + seg.len as u64 > size {
                 // O_DIRECT wrote a whole last block: the file must be cut
                 // back to the cache's size, after the run's writeback ends.
+                // Asked for now, before the writeback ends: a `sync_data`
+                // that waits for it then finds the cut to make (asked for
+                // after, the sync could return with the file a partial
+                // page too long; found by the soak test).
+                m.needs_trim.store(true, Ordering::SeqCst);
                 past_end = true;
             }
         }
