@@ -7,7 +7,9 @@
 //! Two more threads each write, read and cut a region of anonymous memory
 //! (`PageCache::anonymous`, 4x the cache each) against a model of their
 //! own, so file pages, anonymous pages and the swap area all compete for
-//! the same 64 frames.
+//! the same 64 frames. The cache has a compressed tier of 16 pages, so
+//! clean file pages go through cleancache and anonymous ones through
+//! frontswap.
 //! A watchdog aborts the process if any thread makes no progress for 10 s.
 //! At the end, with faults off, every file is synced and compared with its
 //! model on disk.
