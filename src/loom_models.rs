@@ -440,7 +440,7 @@ fn tier_put_vs_invalidation() {
 /// tier holds the old bytes: no page the change made stale is served.
 #[test]
 fn tier_get_vs_change() {
-    use crate::index::cleancache::{close_window, guarded_get, guarded_put_from, open_window};
+    use crate::index::cleancache::{close_window, guarded_get, guarded_put, open_window};
     use crate::sync::{AtomicU64, AtomicU8};
     loom::model(|| {
         let tier = Arc::new(loom::sync::Mutex::new(None::<u8>));
@@ -455,12 +455,10 @@ fn tier_get_vs_change() {
             thread::spawn(move || {
                 let mut p = page.lock().unwrap();
                 let Some(bytes) = *p else { return };
-                if busy.load(Ordering::SeqCst) != 0 {
-                    return; // `cleancache_put` refuses; the page stays
-                }
-                let kept = guarded_put_from(
+                // Refused while the window is open: the page stays.
+                let kept = guarded_put(
+                    &busy,
                     &gen,
-                    gen.load(Ordering::SeqCst),
                     || {
                         *tier.lock().unwrap() = Some(bytes);
                         true

@@ -461,17 +461,24 @@ fn versions_never_go_back_through_the_tier() {
     cache.check_invariants();
 }
 
+/// A file of `pages` zero pages, open in a cache of `frames` frames over
+/// a `MapTier` (the directory lives as long as the first value).
+fn zeroed_file_on_map_tier(pages: u64, frames: usize) -> (tempfile::TempDir, PageCache, CachedFile) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    std::fs::write(&path, vec![0u8; pages as usize * PAGE_SIZE]).unwrap();
+    let tier = Arc::new(MapTier::default());
+    let cache = PageCache::builder().capacity(frames * PAGE_SIZE).second_tier(tier).build().unwrap();
+    let f = cache.open_with(&path, &rw()).unwrap();
+    (dir, cache, f)
+}
+
 /// A put racing writes of the same page: reclaim offers a page while
 /// writers change it; afterwards every page reads as its last write.
 #[test]
 fn puts_racing_writes_never_resurrect_old_bytes() {
     const PAGES: u64 = 96;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("r");
-    std::fs::write(&path, vec![0u8; PAGES as usize * PAGE_SIZE]).unwrap();
-    let tier = Arc::new(MapTier::default());
-    let cache = PageCache::builder().capacity(48 * PAGE_SIZE).second_tier(tier.clone()).build().unwrap();
-    let f = cache.open_with(&path, &rw()).unwrap();
+    let (_dir, cache, f) = zeroed_file_on_map_tier(PAGES, 48);
     let last: Arc<Vec<AtomicU64>> = Arc::new((0..PAGES).map(|_| AtomicU64::new(0)).collect());
     let mut threads = Vec::new();
     for t in 0..2u64 {
@@ -516,12 +523,7 @@ fn truncation_never_brings_back_bytes_past_the_end() {
     const PAGES: u64 = 32;
     const CUT: usize = 1000;
     let ps = PAGE_SIZE as u64;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t");
-    std::fs::write(&path, vec![0u8; PAGES as usize * PAGE_SIZE]).unwrap();
-    let tier = Arc::new(MapTier::default());
-    let cache = PageCache::builder().capacity(16 * PAGE_SIZE).second_tier(tier.clone()).build().unwrap();
-    let f = cache.open_with(&path, &rw()).unwrap();
+    let (_dir, cache, f) = zeroed_file_on_map_tier(PAGES, 16);
     let stop = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..2u64)
         .map(|t| {

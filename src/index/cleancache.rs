@@ -33,14 +33,15 @@ use crate::stats::Event;
 use crate::sync::{AtomicU64, Ordering};
 use crate::tier::{FileKey, SecondTier};
 
-/// A put that no invalidation it overlaps can outlive: `put` stores the
-/// page in the tier; if `gen` moved while it ran (a range or file
-/// invalidation started), `undo` takes the page back out, since the
-/// invalidation's own call into the tier may have run before the put
-/// landed. Returns whether the page stays. (loom model
-/// `tier_put_vs_invalidation`.)
-pub(crate) fn guarded_put(gen: &AtomicU64, put: impl FnOnce() -> bool, undo: impl FnOnce()) -> bool {
-    guarded_put_from(gen, gen.load(Ordering::SeqCst), put, undo)
+/// A put that no invalidation it overlaps can outlive: none while a
+/// change window is open (`busy`: the bytes may be what the change is
+/// making stale); else `put` stores the page in the tier, and if `gen`
+/// moved while it ran (a range or file invalidation started), `undo`
+/// takes the page back out, since the invalidation's own call into the
+/// tier may have run before the put landed. Returns whether the page
+/// stays. (loom models `tier_put_vs_invalidation`, `tier_get_vs_change`.)
+pub(crate) fn guarded_put(busy: &AtomicU64, gen: &AtomicU64, put: impl FnOnce() -> bool, undo: impl FnOnce()) -> bool {
+    busy.load(Ordering::SeqCst) == 0 && guarded_put_from(gen, gen.load(Ordering::SeqCst), put, undo)
 }
 
 /// `guarded_put` from a generation `before` read before the put began.
@@ -136,12 +137,6 @@ impl AddressSpace {
         if page.test(TIER_COPY) {
             return true;
         }
-        // Not while a change window is open: the bytes may be what the
-        // change is making stale.
-        if self.tier_busy.load(Ordering::SeqCst) != 0 {
-            self.zone.count(Event::TierRejects, 1);
-            return false;
-        }
         let flags = page.flags();
         if flags.0 & (PageFlags::DIRTY.0 | PageFlags::WRITEBACK.0 | PageFlags::ERROR.0) != 0
             || flags.0 & PageFlags::UPTODATE.0 == 0
@@ -157,6 +152,7 @@ impl AddressSpace {
         debug_assert_eq!(data.len(), self.page_size());
         let index = page.index();
         let kept = guarded_put(
+            &self.tier_busy,
             &self.tier_gen,
             || self.tier_call(false, || tier.put_page(&key, index, data)),
             || self.tier_call((), || tier.invalidate_page(&key, index)),
