@@ -788,6 +788,7 @@ impl PageCache {
         s.active_pages = active as u64;
         s.inactive_pages = inactive as u64;
         s.inactive_target = target as u64;
+        s.policy_bytes = (zone.shadows.bytes() + zone.lru.policy_bytes()) as u64;
         // Relaxed: statistics.
         s.dirty_pages = zone.nr_dirty.load(Ordering::Relaxed) as u64;
         s.writeback_now = zone.nr_writeback.load(Ordering::Relaxed) as u64;

@@ -60,9 +60,12 @@ pub(crate) enum Event {
     AnonReclaims,
     FileReclaims,
     AnonRotations,
+    Admissions,
+    MainEvictions,
+    PhaseChanges,
 }
 
-const NR_EVENTS: usize = Event::AnonRotations as usize + 1;
+const NR_EVENTS: usize = Event::PhaseChanges as usize + 1;
 
 /// Threads with a shard of their own in each cache's counters; threads
 /// numbered past them share the last shard.
@@ -142,8 +145,23 @@ pub struct Stats {
     pub throttles: u64,
     /// Evicted pages read again while their shadow was still remembered.
     pub refaults: u64,
-    /// Refaults inside their test period, started on the active list.
+    /// Window pages admitted to the main part by the recency test during
+    /// a phase change (they came back from a recent eviction and were used
+    /// after the victim was; `docs/design.md`, "The policy").
     pub refault_activations: u64,
+    /// Window pages admitted to the main part because the frequency
+    /// sketch had seen them more often than the main part's victim
+    /// (W-TinyLFU's admission).
+    pub admissions: u64,
+    /// Main-part pages evicted: victims that lost their place to a
+    /// window page, or were taken while the window was at its share.
+    pub main_evictions: u64,
+    /// Phase changes the detector saw (the hit ratio fell well below its
+    /// recent average), each opening the recency test for a while.
+    pub phase_changes: u64,
+    /// Bytes of the policy's metadata: the shadow table and the frequency
+    /// sketch, stamps (fixed at build time: about 80 bytes a frame).
+    pub policy_bytes: u64,
     /// Pages `CachedFile::copy_from` moved from one file to another instead
     /// of copying them.
     pub pages_moved: u64,
@@ -194,9 +212,9 @@ pub struct Stats {
     pub active_pages: u64,
     /// Pages on the inactive list (of any size).
     pub inactive_pages: u64,
-    /// Pages reclaim keeps the inactive list at now: the share of the
-    /// lists' pages the hill climber chose (1/32 to 1/8, from hit ratios),
-    /// or two readahead windows if that is more.
+    /// Pages reclaim keeps the inactive list (the window) at now: the
+    /// share of the lists' pages the hill climber chose (0.5% to 3.1%,
+    /// from hit ratios), or two readahead windows if that is more.
     pub inactive_target: u64,
     /// Total frames.
     pub total_pages: u64,
@@ -294,6 +312,9 @@ impl Stats {
         self.throttles = c.get(Event::Throttles);
         self.refaults = c.get(Event::Refaults);
         self.refault_activations = c.get(Event::RefaultActivations);
+        self.admissions = c.get(Event::Admissions);
+        self.main_evictions = c.get(Event::MainEvictions);
+        self.phase_changes = c.get(Event::PhaseChanges);
         self.pages_moved = c.get(Event::PagesMoved);
         self.stale_opens = c.get(Event::StaleOpens);
         self.invalidated_pages = c.get(Event::InvalidatedPages);
@@ -348,6 +369,7 @@ impl fmt::Display for Stats {
         writeln!(f, "Active(file):   {:>10} pages", self.active_pages)?;
         writeln!(f, "Inactive(file): {:>10} pages", self.inactive_pages)?;
         writeln!(f, "InactiveTarget: {:>10} pages", self.inactive_target)?;
+        writeln!(f, "PolicyMeta:     {:>10} kB", self.policy_bytes / 1024)?;
         writeln!(f, "Dirty:          {:>10} kB", kb(self.dirty_pages))?;
         writeln!(f, "Writeback:      {:>10} kB", kb(self.writeback_now))?;
         writeln!(f, "pgcache_hit {}", self.hits)?;
@@ -365,6 +387,9 @@ impl fmt::Display for Stats {
         writeln!(f, "throttles {}", self.throttles)?;
         writeln!(f, "workingset_refault {}", self.refaults)?;
         writeln!(f, "workingset_activate {}", self.refault_activations)?;
+        writeln!(f, "lru_admissions {}", self.admissions)?;
+        writeln!(f, "lru_main_evictions {}", self.main_evictions)?;
+        writeln!(f, "lru_phase_changes {}", self.phase_changes)?;
         writeln!(f, "pages_moved {}", self.pages_moved)?;
         writeln!(f, "stale_opens {}", self.stale_opens)?;
         writeln!(f, "pginvalidate {}", self.invalidated_pages)?;

@@ -577,7 +577,10 @@ fn read_pages_returns_the_range_in_order_cached_or_not() {
     }
     assert_eq!(index, pages_in_file);
     let s = cache.stats();
-    assert!(s.read_calls < pages_in_file / 8, "{} read calls for {pages_in_file} pages: no readahead", s.read_calls);
+    // Page by page would be 769 calls. Readahead reads 7-8 pages a call
+    // here (93 calls with 4 frames kept free at least, 100 with 1): the
+    // cache is 256 frames and a batch pins 100 of them.
+    assert!(s.read_calls < pages_in_file / 6, "{} read calls for {pages_in_file} pages: no readahead", s.read_calls);
     pages.clear();
     f.mapping().read_pages(pages_in_file + 5, 4, &mut pages).unwrap();
     assert!(pages.is_empty());

@@ -314,7 +314,9 @@ fn hot_pages_survive_a_large_sequential_scan() {
 fn a_loop_slightly_larger_than_the_cache_mostly_hits() {
     let _serial = serial();
     // LRU misses on every access of such a loop: each page is evicted just
-    // before the loop comes back to it. Refault activation keeps most of it.
+    // before the loop comes back to it. The frequency admission keeps most
+    // of it: every page is seen as often as the others, and ties go to the
+    // pages already in the main part, so it stays put.
     const N: u64 = 1024;
     const LOOP: u64 = N * 11 / 10;
     const PASSES: u64 = 10;
@@ -336,15 +338,68 @@ fn a_loop_slightly_larger_than_the_cache_mostly_hits() {
     let st = cache.stats();
     let accesses = LOOP * PASSES;
     eprintln!(
-        "loop of {LOOP} pages x {PASSES} through {N}: {} misses of {accesses} ({:.1}%); {} refaults, {} activated",
+        "loop of {LOOP} pages x {PASSES} through {N}: {} misses of {accesses} ({:.1}%); {} refaults, {} admitted",
         st.misses,
         st.misses as f64 * 100.0 / accesses as f64,
         st.refaults,
-        st.refault_activations
+        st.admissions
     );
-    assert!(st.refaults > 0 && st.refault_activations > 0, "no refault was seen: {st:?}");
-    // The first pass misses everything; later ones at most 1/3 of the loop.
-    assert!(st.misses <= LOOP + (PASSES - 1) * LOOP / 3, "{} misses of {accesses}", st.misses);
+    assert!(st.refaults > 0, "no refault was seen: {st:?}");
+    // The first pass misses everything; later ones at most 1/4 of the loop
+    // (the 10% the cache lacks, its free frames and its 1% window).
+    assert!(st.misses <= LOOP + (PASSES - 1) * LOOP / 4, "{} misses of {accesses}", st.misses);
+}
+
+#[test]
+fn a_new_working_set_takes_over_from_an_old_frequent_one() {
+    let _serial = serial();
+    // Phase 1: a loop a little larger than the cache, 16 passes: the main
+    // part holds most of it, and the sketch has counted its pages many
+    // times. Phase 2: a loop over other pages that fits. Frequencies alone
+    // would keep the old loop's pages until the sketch halves them away;
+    // the phase-change detector lets the new pages in on recency.
+    const N: u64 = 1024;
+    const OLD: u64 = N * 11 / 10;
+    const NEW: u64 = N * 3 / 4;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("phases");
+    let data = pattern(((OLD + NEW) * PS) as usize);
+    std::fs::write(&path, &data).unwrap();
+    let cache = PageCache::builder().capacity((N * PS) as usize).readahead_max(0).build().unwrap();
+    let file = cache.open(&path).unwrap();
+    let mut page = vec![0u8; PAGE_SIZE];
+    let mut read = |i: u64| {
+        file.read_exact_at(&mut page, i * PS).unwrap();
+        assert_same("phase page", &page, &data[(i * PS) as usize..((i + 1) * PS) as usize]);
+    };
+    for _ in 0..16 {
+        (0..OLD).for_each(&mut read);
+    }
+    let before = cache.stats();
+    let mut misses = Vec::new();
+    for _ in 0..8 {
+        let m0 = cache.stats().misses;
+        (OLD..OLD + NEW).for_each(&mut read);
+        misses.push(cache.stats().misses - m0);
+        cache.check_invariants();
+    }
+    settle(&cache);
+    cache.check_invariants();
+    let st = cache.stats();
+    eprintln!(
+        "new set of {NEW} pages after a loop of {OLD} through {N}: misses per pass {misses:?}; \
+         {} phase changes, {} recency admissions, {} frequency admissions",
+        st.phase_changes - before.phase_changes,
+        st.refault_activations - before.refault_activations,
+        st.admissions - before.admissions
+    );
+    assert!(st.phase_changes > before.phase_changes, "no phase change seen: {st:?}");
+    assert!(st.refault_activations > before.refault_activations, "no recency admission: {st:?}");
+    // The first two passes miss everything (the second brings the pages
+    // back from their shadows); from the fourth on most of the new set is
+    // resident (about 10% missed here; every read, without the detector).
+    let late: u64 = misses[3..].iter().sum();
+    assert!(late <= NEW, "passes 4 to 8 missed {late} of {} reads: {misses:?}", NEW * 5);
 }
 
 #[test]

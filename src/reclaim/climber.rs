@@ -1,14 +1,20 @@
-//! The inactive list's share, set by a hill climber (Caffeine's adaptive
-//! window; `docs/design.md`, "An adaptive inactive share"): every sample
-//! period (`SAMPLE_FACTOR` times the cache's frames in accesses) it compares
-//! the period's hit ratio with the one before and moves the share one step:
-//! on in the same direction if the ratio did not drop, back the other way
-//! if it did. The step starts at `STEP` (6.25% of the pages, towards a
-//! smaller share), shrinks by 2% a period, and restarts at full size when
-//! the ratio swings by 5% or more. The share stays between 1/32 and 1/8 of
-//! the pages on the lists (1/8 was the fixed share before): a smaller
-//! inactive list keeps more of a loop or of a Zipf head active, and a phase
-//! change (the hit ratio drops) sends it back up.
+//! The window's share, set by a hill climber (Caffeine's adaptive window;
+//! `docs/design.md`, "The policy"), and the phase-change detector.
+//!
+//! Every sample period (`SAMPLE_FACTOR` times the cache's frames in
+//! accesses) the climber compares the period's hit ratio with the one
+//! before and moves the share one step: on in the same direction if the
+//! ratio did not drop, back the other way if it did. The step starts at
+//! `STEP` (a quarter of the range), shrinks by 2% a period, and restarts
+//! at full size when the ratio swings by 5% or more. The share starts at
+//! 1% of the pages on the lists (W-TinyLFU's window) and stays between
+//! 0.5% and 3.1%: ranges up to 1/8 cost the Zipf, loop and redb traces
+//! more than they won (`docs/design.md`).
+//!
+//! The detector compares the hit ratio over each short stretch (1/8 of the
+//! frames reclaimed) with its running average; a stretch below
+//! `PHASE_DROP` of the average is a phase change (the working set moved, so
+//! the main part's frequencies are stale; `lru`).
 //!
 //! It runs only on reclaim's slow path, at the end of a reclaim round, and
 //! reads the hit and miss counts the cache keeps anyway (`Counters`, one
@@ -21,16 +27,19 @@ use crate::stats::{Counters, Event};
 
 /// The share is kept in units of 1/`SHARE_ONE` of the pages on the lists.
 pub(crate) const SHARE_ONE: u32 = 1024;
-/// The smallest share: 1/32 of the pages.
-const SHARE_MIN: u32 = SHARE_ONE / 32;
-/// The largest share, and the first: 1/8 of the pages (the fixed share
-/// this replaced). Up to 1/4 or 1/2, the climber's wanderings cost the
-/// loop and phase traces more than they won (`docs/design.md`).
-pub(crate) const SHARE_MAX: u32 = SHARE_ONE / 8;
-/// The first share.
-pub(crate) const SHARE_START: u32 = SHARE_MAX;
-/// A full step: 6.25% of the pages (Caffeine's `HILL_CLIMBER_STEP_PERCENT`).
-const STEP: f64 = SHARE_ONE as f64 / 16.0;
+/// The smallest share: 0.5% of the pages.
+const SHARE_MIN: u32 = 5;
+/// The largest share: 3.1% of the pages.
+pub(crate) const SHARE_MAX: u32 = SHARE_ONE / 32;
+/// The first share: 1% of the pages (W-TinyLFU's window).
+pub(crate) const SHARE_START: u32 = 10;
+/// A full step: a quarter of the range.
+const STEP: f64 = (SHARE_MAX - SHARE_MIN) as f64 / 4.0;
+/// A stretch whose hit ratio falls below this fraction of the running
+/// average is a phase change.
+const PHASE_DROP: f64 = 0.7;
+/// The running average's weight for each new stretch.
+const PHASE_EWMA: f64 = 1.0 / 16.0;
 /// How much a step shrinks every period (Caffeine's decay rate).
 const STEP_DECAY: f64 = 0.98;
 /// A swing of the hit ratio at which the step restarts at full size.
@@ -41,6 +50,15 @@ const SAMPLE_FACTOR: u64 = 10;
 /// The climber's state; see the module's doc.
 pub(crate) struct Climber {
     inner: Mutex<State>,
+}
+
+/// What a reclaim round's look at the counters found.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct News {
+    /// The new share, in 1/`SHARE_ONE`s (a sample period ended).
+    pub(crate) share: Option<u32>,
+    /// The hit ratio fell: a phase change.
+    pub(crate) phase_change: bool,
 }
 
 struct State {
@@ -60,6 +78,11 @@ struct State {
     step: f64,
     /// The share, in 1/`SHARE_ONE`s, kept fractional between moves.
     share: f64,
+    /// Hits and misses at the last look (the detector's stretch starts).
+    last: (u64, u64),
+    /// The running average of the stretches' hit ratios (NaN before the
+    /// first).
+    average: f64,
 }
 
 impl Climber {
@@ -76,14 +99,17 @@ impl Climber {
                 // Caffeine starts by shrinking its window.
                 step: -STEP,
                 share: f64::from(SHARE_START),
+                last: (0, 0),
+                average: f64::NAN,
             }),
         }
     }
 
-    /// Notes a reclaim round that freed `freed` frames; at the end of a
-    /// sample period returns the new share, in 1/`SHARE_ONE`s. Skips (and
-    /// returns `None`) when another reclaimer is in the climber.
-    pub(crate) fn on_reclaim(&self, counters: &Counters, freed: usize) -> Option<u32> {
+    /// Notes a reclaim round that freed `freed` frames; every 1/8 of the
+    /// frames reclaimed looks at the counters and returns what it found
+    /// (`None` when it did not look). Skips when another reclaimer is in
+    /// the climber.
+    pub(crate) fn on_reclaim(&self, counters: &Counters, freed: usize) -> Option<News> {
         let mut s = self.inner.try_lock()?;
         s.tally += freed as u64;
         if s.tally < s.check_every && s.start.is_some() {
@@ -92,27 +118,49 @@ impl Climber {
         s.tally = 0;
         let hits = counters.get(Event::Hit) + counters.get(Event::OptimisticHits);
         let misses = counters.get(Event::Miss);
+        let mut news = News { share: None, phase_change: s.stretch(hits, misses) };
         let Some((h0, m0)) = s.start else {
             s.start = Some((hits, misses));
-            return None;
+            return Some(news);
         };
         let (h, m) = (hits.saturating_sub(h0), misses.saturating_sub(m0));
         if h + m < s.sample {
-            return None;
+            return Some(news);
         }
         s.start = Some((hits, misses));
         let ratio = h as f64 / (h + m) as f64;
         if s.prev.is_nan() {
             // The first period: nothing to compare with yet.
             s.prev = ratio;
-            return None;
+            return Some(news);
         }
         let change = ratio - s.prev;
         let amount = if change >= 0.0 { s.step } else { -s.step };
         s.step = if change.abs() >= RESTART { STEP.copysign(amount) } else { STEP_DECAY * amount };
         s.prev = ratio;
         s.share = (s.share + amount).clamp(f64::from(SHARE_MIN), f64::from(SHARE_MAX));
-        Some(s.share.round() as u32)
+        news.share = Some(s.share.round() as u32);
+        Some(news)
+    }
+}
+
+impl State {
+    /// Ends the detector's stretch at these counts: whether its hit ratio
+    /// fell below `PHASE_DROP` of the running average.
+    fn stretch(&mut self, hits: u64, misses: u64) -> bool {
+        let (h, m) = (hits.saturating_sub(self.last.0), misses.saturating_sub(self.last.1));
+        self.last = (hits, misses);
+        if h + m == 0 {
+            return false;
+        }
+        let ratio = h as f64 / (h + m) as f64;
+        if self.average.is_nan() {
+            self.average = ratio;
+            return false;
+        }
+        let fell = ratio < PHASE_DROP * self.average;
+        self.average += (ratio - self.average) * PHASE_EWMA;
+        fell
     }
 }
 
@@ -124,30 +172,56 @@ mod tests {
     fn the_share_moves_each_period_and_stays_in_bounds() {
         let c = Counters::new();
         let climber = Climber::new(100);
+        let share = |news: Option<News>| news.and_then(|n| n.share);
         let period = |hits: u64, misses: u64| {
             // 1000 accesses: a period of a 100-frame cache.
             c.add(0, Event::Hit, hits);
             c.add(0, Event::Miss, misses);
             climber.on_reclaim(&c, 32)
         };
-        assert_eq!(climber.on_reclaim(&c, 32), None, "the first round starts the first period");
-        assert_eq!(period(900, 100), None, "the first period has nothing to compare with");
+        assert_eq!(share(climber.on_reclaim(&c, 32)), None, "the first round starts the first period");
+        assert_eq!(share(period(900, 100)), None, "the first period has nothing to compare with");
         // At a steady hit ratio the climber keeps going the way it started
         // (down), a step at a time, to the floor.
         let mut last = SHARE_START;
         for _ in 0..40 {
-            let share = period(900, 100).expect("a period ended");
-            assert!(share <= last && share >= SHARE_MIN, "{share} after {last}");
-            last = share;
+            let now = share(period(900, 100)).expect("a period ended");
+            assert!(now <= last && now >= SHARE_MIN, "{now} after {last}");
+            last = now;
         }
         assert_eq!(last, SHARE_MIN);
         // Too few accesses: no period ends.
-        assert_eq!(period(10, 0), None);
+        assert_eq!(share(period(10, 0)), None);
         // A drop in the hit ratio turns it around, up to the ceiling.
-        let share = period(0, 1000).expect("a period ended");
-        assert!(share > SHARE_MIN, "{share}");
+        let now = share(period(0, 1000)).expect("a period ended");
+        assert!(now > SHARE_MIN, "{now}");
         for _ in 0..40 {
-            assert!(period(900, 100).expect("a period ended") <= SHARE_MAX);
+            assert!(share(period(900, 100)).expect("a period ended") <= SHARE_MAX);
         }
+    }
+
+    #[test]
+    fn a_fall_in_the_hit_ratio_is_a_phase_change_and_a_steady_one_is_not() {
+        let c = Counters::new();
+        // 800 frames: the counters are read every 100 frames reclaimed.
+        let climber = Climber::new(800);
+        let stretch = |hits: u64, misses: u64| {
+            c.add(0, Event::Hit, hits);
+            c.add(0, Event::Miss, misses);
+            climber.on_reclaim(&c, 100).expect("a look at the counters").phase_change
+        };
+        // Steady and low (a loop larger than the cache): never a change.
+        for _ in 0..50 {
+            assert!(!stretch(10, 90));
+        }
+        // Up to a steady high ratio, slowly: no change either.
+        for _ in 0..100 {
+            assert!(!stretch(90, 10));
+        }
+        // The working set moves: the ratio falls below 70% of its average.
+        assert!(stretch(20, 80));
+        // A look between stretches' ends (another reclaimer's round) sees
+        // nothing.
+        assert_eq!(climber.on_reclaim(&c, 1), None);
     }
 }

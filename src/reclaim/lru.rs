@@ -1,6 +1,26 @@
-//! The active and inactive LRU lists, following `mm/swap.c`: two-touch
-//! promotion (`mark_page_accessed`), and batched additions and activations so
-//! the LRU lock is taken once per batch rather than once per page.
+//! The LRU lists, following `mm/swap.c` (two-touch promotion in
+//! `mark_page_accessed`, and batched additions and activations so the LRU
+//! lock is taken once per batch rather than once per page), with the
+//! admission of W-TinyLFU (Caffeine) at the inactive list's tail.
+//!
+//! The inactive list is the *window*: new pages, about 1% of the pages on
+//! the lists (the climber's share; `climber`). The active list is the
+//! *main* part. When reclaim reaches a window page at the inactive tail
+//! and the window is over its share, that page (the candidate) meets the
+//! main part's victim: the first page from the active tail that the CLOCK
+//! hand finds unreferenced (a referenced page is counted once more in the
+//! frequency sketch and rotated to the head). The candidate takes the
+//! victim's place only if the sketch has seen it more often, by a margin
+//! (`ADMIT_MARGIN`); the victim then goes to the inactive tail and is
+//! evicted in its stead. A page hit twice while in the window still moves
+//! to the main part at once (two-touch promotion), and while the window is
+//! under its share reclaim evicts main victims instead of window pages.
+//!
+//! On a phase change (the hit ratio falls well below its recent average;
+//! `climber`) the main part's frequencies are stale, so for a while a
+//! candidate that came back from a recent eviction is admitted too when it
+//! was used after the victim was (LIRS's test: its reuse distance is below
+//! the victim's recency), whatever the sketch says.
 //!
 //! Lists are doubly linked through the descriptors' `lru_prev`/`lru_next`
 //! under the LRU lock; the head is the most recent end, the tail the oldest.
@@ -17,10 +37,24 @@ use crate::reclaim::climber::{Climber, SHARE_ONE, SHARE_START};
 use crate::reclaim::sketch::Sketch;
 use crate::reclaim::workingset;
 use crate::stats::{Counters, Event};
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 
 /// Pages a batch holds before it is drained (the kernel's `PAGEVEC_SIZE`).
 pub const PAGEVEC_SIZE: usize = 14;
+
+/// How many more counts than the main victim a window candidate needs to
+/// take its place. Ties and near ties go to the resident page: the sketch
+/// is an estimate, and on a loop every page is seen equally often, so with
+/// a margin of 0 its noise alone flushed the main part (a loop of 1.2x a
+/// 4,000-page cache missed 0.671 instead of 0.618).
+const ADMIT_MARGIN: u32 = 1;
+
+/// Referenced pages the CLOCK hand rotates at most looking for a victim.
+const VICTIM_SCAN: usize = 32;
+
+/// How long a phase change lets the recency test admit, in pages added to
+/// the lists per frame of the cache.
+const PHASE_FRAMES: u64 = 4;
 
 #[derive(Clone, Copy, Default)]
 pub(crate) struct List {
@@ -43,6 +77,20 @@ impl List {
             pages[self.head as usize].lru_prev.store(pfn, Ordering::Relaxed);
         }
         self.head = pfn;
+        self.len += 1;
+    }
+
+    fn push_tail(&mut self, pages: &[Page], pfn: u32) {
+        let p = &pages[pfn as usize];
+        // Relaxed: guarded by the LRU lock.
+        p.lru_next.store(NO_PFN, Ordering::Relaxed);
+        p.lru_prev.store(self.tail, Ordering::Relaxed);
+        if self.tail == NO_PFN {
+            self.head = pfn;
+        } else {
+            pages[self.tail as usize].lru_next.store(pfn, Ordering::Relaxed);
+        }
+        self.tail = pfn;
         self.len += 1;
     }
 
@@ -79,12 +127,9 @@ impl List {
 
 /// While the cache fills, pages asked for start active up to all but
 /// 1/`INACTIVE_RATIO` of the frames, and a readahead window is at most half
-/// of that share. Once reclaim runs, the inactive list's share is the
-/// climber's (`climber`), from 1/32 to 1/8 of the pages on the lists, but
-/// never below two readahead windows (up to 1/8). A small inactive list
-/// lets the active list hold a loop nearly as large as the cache; refault
-/// activation (`workingset`) gives new pages a second chance the inactive
-/// list alone would not.
+/// of that share. Once reclaim runs, the window's share is the climber's
+/// (`climber`, about 1% of the pages on the lists), but never below two
+/// readahead windows (up to 1/8), so a window is read before it is evicted.
 pub(crate) const INACTIVE_RATIO: usize = 8;
 
 /// The two lists, under one lock, with the LRU stamps of CLOCK-Pro's test
@@ -101,8 +146,8 @@ pub(crate) struct LruLists {
     clock: u64,
     /// The stamp of the last active page the aging hand passed.
     hand: u64,
-    /// The inactive list's share of the pages on the lists, in
-    /// 1/`SHARE_ONE`s (set by the climber).
+    /// The inactive list's (the window's) share of the pages on the
+    /// lists, in 1/`SHARE_ONE`s (set by the climber).
     share: u32,
     /// Pages the inactive list keeps whatever the share (two readahead
     /// windows, so a window is read before it is evicted), up to
@@ -111,18 +156,6 @@ pub(crate) struct LruLists {
 }
 
 impl LruLists {
-    /// Whether the inactive list has fallen below its share.
-    pub(crate) fn inactive_is_low(&self) -> bool {
-        let total = self.inactive.len + self.active.len;
-        self.inactive.len * (SHARE_ONE as usize) < total * self.share as usize
-            || self.inactive.len < self.min_inactive.min(total / INACTIVE_RATIO)
-    }
-
-    /// Active pages to age to bring the inactive list back to its share.
-    pub(crate) fn inactive_deficit(&self) -> usize {
-        self.inactive_target().saturating_sub(self.inactive.len)
-    }
-
     /// The pages the inactive list is kept at: its share of the pages on
     /// the lists, or the readahead floor.
     pub(crate) fn inactive_target(&self) -> usize {
@@ -160,18 +193,6 @@ impl LruLists {
         p.clear(PageFlags::LRU);
     }
 
-    /// The estimated frequency of the active list's oldest page (0 if the
-    /// list is empty): what a page must beat to displace it.
-    pub(crate) fn victim_frequency(&self, pages: &[Page], sketch: &Sketch) -> u32 {
-        match self.active.tail {
-            NO_PFN => 0,
-            pfn => {
-                let p = &pages[pfn as usize];
-                sketch.frequency(workingset::hash(p.mapping_id(), p.index()))
-            }
-        }
-    }
-
     /// Moves an inactive page to the active list.
     pub(crate) fn activate(&mut self, pages: &[Page], pfn: u32) {
         let p = &pages[pfn as usize];
@@ -182,6 +203,42 @@ impl LruLists {
             self.stamps[pfn as usize] = self.clock - 1;
             self.active.push_head(pages, pfn);
         }
+    }
+
+    /// The main part's victim: the first page from the active tail that
+    /// the CLOCK hand finds unreferenced, or `NO_PFN` if the list is empty
+    /// or the first `VICTIM_SCAN` pages were all referenced. A referenced
+    /// page is counted once more in the sketch (hits write nothing; the
+    /// hand counts them lazily, at most once a round), gets a new stamp and
+    /// goes to the head. The hand moves past each page it looks at.
+    pub(crate) fn main_victim(&mut self, pages: &[Page], sketch: &Sketch) -> u32 {
+        for _ in 0..VICTIM_SCAN {
+            let pfn = self.active.tail;
+            if pfn == NO_PFN {
+                return NO_PFN;
+            }
+            let p = &pages[pfn as usize];
+            self.hand = self.hand.max(self.stamps[pfn as usize]);
+            if !p.test_and_clear(PageFlags::REFERENCED) {
+                return pfn;
+            }
+            sketch.increment(workingset::hash(p.mapping_id(), p.index()));
+            self.active.unlink(pages, pfn);
+            self.stamps[pfn as usize] = self.clock - 1;
+            self.active.push_head(pages, pfn);
+        }
+        NO_PFN
+    }
+
+    /// Moves an active page to the inactive tail, where reclaim takes it
+    /// next (a main victim that lost its place).
+    pub(crate) fn demote_to_tail(&mut self, pages: &[Page], pfn: u32) {
+        let p = &pages[pfn as usize];
+        debug_assert!(p.test(PageFlags::ACTIVE) && p.test(PageFlags::LRU));
+        self.active.unlink(pages, pfn);
+        p.clear(PageFlags::ACTIVE);
+        self.stamps[pfn as usize] = 0;
+        self.inactive.push_tail(pages, pfn);
     }
 
     /// The oldest inactive page.
@@ -232,13 +289,18 @@ type Batch = Mutex<Vec<u32>>;
 /// LRU lists plus the per-thread batches feeding them.
 pub(crate) struct Lru {
     lists: Mutex<LruLists>,
-    /// A copy of `LruLists::hand`, read without the lock by refaults.
+    /// A copy of `LruLists::hand`, read without the lock by reclaim's
+    /// shadow test (`remove_run`).
     hand: AtomicU64,
-    /// What a refault must beat to displace the active tail: the tail's
-    /// estimated frequency when the hand last moved, worn down by one for
-    /// each refault it turned away since (see `lru_cache_add`). Read and
-    /// written without the lock.
-    victim_freq: AtomicU32,
+    /// Per frame: the stamp of the shadow the page came back with (its
+    /// last eviction inside its test period), 0 if none; written when the
+    /// page is added, read at the window's tail under the LRU lock.
+    refault_stamp: Box<[AtomicU64]>,
+    /// Until the clock reaches this, a phase change lets the recency test
+    /// admit window candidates (`PHASE_FRAMES`).
+    phase_until: AtomicU64,
+    /// Frames of the cache.
+    frames: u64,
     /// How often pages came into the cache lately (TinyLFU).
     pub(crate) sketch: Sketch,
     /// Sets the inactive list's share from hit ratios.
@@ -263,7 +325,9 @@ impl Lru {
                 min_inactive,
             }),
             hand: AtomicU64::new(0),
-            victim_freq: AtomicU32::new(0),
+            refault_stamp: (0..frames).map(|_| AtomicU64::new(0)).collect(),
+            phase_until: AtomicU64::new(0),
+            frames: frames as u64,
             sketch: Sketch::new(frames),
             climber: Climber::new(frames),
             add: batches(),
@@ -278,37 +342,109 @@ impl Lru {
     }
 
     /// Ages up to `nr` active pages under the held LRU lock (see
-    /// `LruLists::shrink_active`) and publishes the hand for refaults.
+    /// `LruLists::shrink_active`) and publishes the hand.
     pub(crate) fn age_active(&self, lists: &mut LruLists, pages: &[Page], nr: usize) -> usize {
         let moved = lists.shrink_active(pages, nr, &self.sketch);
-        // Relaxed: a hint for refault activation; no memory is published with it.
+        // Relaxed: a hint for the shadow test; no memory is published with it.
         self.hand.store(lists.hand, Ordering::Relaxed);
-        // Relaxed: a hint too.
-        self.victim_freq.store(lists.victim_frequency(pages, &self.sketch), Ordering::Relaxed);
         moved
     }
 
+    /// Reclaim reached window page `pfn` at the inactive tail (W-TinyLFU's
+    /// admission; see the module's doc). Returns the page to take instead:
+    /// `pfn` itself (a candidate that lost, or any page while the window
+    /// is at its share and the main part has no victim), or a main victim
+    /// moved to the inactive tail; `None` when `pfn` went to the main part
+    /// without a contest (the window is far over its share), so the caller
+    /// looks at the new inactive tail.
+    pub(crate) fn window_tail(
+        &self,
+        lists: &mut LruLists,
+        pages: &[Page],
+        counters: &Counters,
+        pfn: u32,
+    ) -> Option<u32> {
+        let p = &pages[pfn as usize];
+        if lists.stamps[pfn as usize] == 0 || p.test(RA_FRESH) {
+            // A main victim already demoted, or readahead nobody read yet.
+            return Some(pfn);
+        }
+        let target = lists.inactive_target();
+        if lists.inactive.len > target + crate::reclaim::vmscan::SWAP_CLUSTER_MAX {
+            // The main part has room (the cache filled, or the share
+            // shrank): the window's excess moves there without a contest.
+            lists.activate(pages, pfn);
+            return None;
+        }
+        let victim = lists.main_victim(pages, &self.sketch);
+        // Relaxed: a hint (see `age_active`).
+        self.hand.store(lists.hand, Ordering::Relaxed);
+        if victim == NO_PFN {
+            return Some(pfn);
+        }
+        if lists.inactive.len <= target {
+            // The window is at its share: the main part gives a page.
+            counters.add(thread_slot(), Event::MainEvictions, 1);
+            lists.demote_to_tail(pages, victim);
+            return Some(victim);
+        }
+        let v = &pages[victim as usize];
+        let candidate = self.sketch.frequency(workingset::hash(p.mapping_id(), p.index()));
+        let resident = self.sketch.frequency(workingset::hash(v.mapping_id(), v.index()));
+        let admit = if candidate > resident + ADMIT_MARGIN {
+            counters.add(thread_slot(), Event::Admissions, 1);
+            true
+        } else if self.recency_admits(lists, pfn, victim) {
+            counters.add(thread_slot(), Event::RefaultActivations, 1);
+            true
+        } else {
+            false
+        };
+        if !admit {
+            return Some(pfn);
+        }
+        lists.activate(pages, pfn);
+        lists.demote_to_tail(pages, victim);
+        counters.add(thread_slot(), Event::MainEvictions, 1);
+        Some(victim)
+    }
+
+    /// LIRS's test, during a phase change only: the candidate came back
+    /// from an eviction (it has a shadow's stamp) and was last used after
+    /// the victim was last found referenced.
+    #[cold]
+    fn recency_admits(&self, lists: &LruLists, candidate: u32, victim: u32) -> bool {
+        // Relaxed (both): hints; a stale value admits or refuses one page.
+        if lists.clock >= self.phase_until.load(Ordering::Relaxed) {
+            return false;
+        }
+        let last_use = self.refault_stamp[candidate as usize].load(Ordering::Relaxed);
+        last_use != 0 && workingset::in_test_period(last_use, lists.stamps[victim as usize])
+    }
+
     /// Ends a reclaim round that freed `freed` frames: the climber may
-    /// move the inactive list's share (at the end of a sample period).
+    /// move the window's share (at the end of a sample period) or report a
+    /// phase change, which opens the recency test for a while.
     pub(crate) fn on_reclaim(&self, counters: &Counters, freed: usize) {
-        if let Some(share) = self.climber.on_reclaim(counters, freed) {
-            self.lists.lock().share = share;
+        let Some(news) = self.climber.on_reclaim(counters, freed) else { return };
+        let mut lists = self.lists.lock();
+        if let Some(share) = news.share {
+            lists.share = share;
+        }
+        if news.phase_change {
+            counters.add(thread_slot(), Event::PhaseChanges, 1);
+            // Relaxed: a hint read under the LRU lock.
+            self.phase_until.store(lists.clock + PHASE_FRAMES * self.frames, Ordering::Relaxed);
         }
     }
 
-    /// What a refault must beat to displace the active tail (see `victim_freq`).
+    /// Records the shadow stamp page `pfn` came back with (`None`: it had
+    /// no shadow) for the recency test.
     #[inline]
-    pub(crate) fn victim_freq(&self) -> u32 {
-        // Relaxed: a hint (see `age_active`).
-        self.victim_freq.load(Ordering::Relaxed)
-    }
-
-    /// A refault lost to the active tail: wears the tail's credit down by
-    /// one, so a tail that stopped being used (a phase change) gives way
-    /// after as many refaults as its count, without waiting for a halving.
-    pub(crate) fn victim_won(&self) {
-        // Relaxed: a hint; a lost race costs one refault's worth of credit.
-        let _ = self.victim_freq.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+    pub(crate) fn note_refault(&self, pfn: u32, stamp: Option<u64>) {
+        // Relaxed: read under the LRU lock after the page is added, which
+        // the batch's lock orders after this store.
+        self.refault_stamp[pfn as usize].store(stamp.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// The aging hand's stamp (see `workingset`).
@@ -415,6 +551,12 @@ impl Lru {
         }
     }
 
+    /// Bytes of the sketch and the per-frame policy state (stamps and
+    /// refault stamps).
+    pub(crate) fn policy_bytes(&self) -> usize {
+        self.sketch.bytes() + self.refault_stamp.len() * 16
+    }
+
     /// (active, inactive) list lengths and the pages the inactive list is
     /// kept at now (the climber's share, or the readahead floor).
     pub(crate) fn sizes_and_target(&self) -> (usize, usize, usize) {
@@ -481,25 +623,20 @@ impl Zone {
 
     /// Queues a new page for the LRU (`lru_cache_add`) and counts it in the
     /// frequency sketch (readahead's pages are not counted until read). A
-    /// page that comes back inside its test period (`workingset_refault`)
-    /// goes to the active list if it has also come in more often than the
-    /// active list's oldest page (TinyLFU's admission test); a refault that
-    /// loses wears that page's credit down (`Lru::victim_won`).
+    /// page that comes back while its shadow is remembered
+    /// (`workingset_refault`) is counted as a refault, and the shadow's
+    /// stamp is kept for the recency test at the window's tail.
     #[inline]
     pub(crate) fn lru_cache_add(&self, page: &Page) {
         let h = workingset::hash(page.mapping_id(), page.index());
-        let freq = if page.test(RA_FRESH) { self.lru.sketch.frequency(h) } else { self.lru.sketch.increment(h) };
-        if let Some(stamp) = self.shadows.take(page.mapping_id(), page.index()) {
-            self.count(Event::Refaults, 1);
-            if workingset::in_test_period(stamp, self.lru.hand()) {
-                if freq > self.lru.victim_freq() {
-                    self.count(Event::RefaultActivations, 1);
-                    page.set(PageFlags::ACTIVE);
-                } else {
-                    self.lru.victim_won();
-                }
-            }
+        if !page.test(RA_FRESH) {
+            self.lru.sketch.increment(h);
         }
+        let shadow = self.shadows.take(page.mapping_id(), page.index());
+        if shadow.is_some() {
+            self.count(Event::Refaults, 1);
+        }
+        self.lru.note_refault(self.page_to_pfn(page), shadow);
         self.lru.cache_add(self, page, thread_slot());
     }
 }

@@ -8,8 +8,9 @@
 //! it whether a page about to be evicted, or a page coming back, has been
 //! wanted more often than the active list's oldest page.
 //!
-//! Layout: one word of sixteen 4-bit counters per slot, a power of two of
-//! slots no larger than the cache's frames (at most 8 bytes a frame). A
+//! Layout: one word of sixteen 4-bit counters per slot, four slots per
+//! frame rounded down to a power of two (at most 32 bytes a frame), and at
+//! least 512 slots. A
 //! page's four counters sit in four slots picked by four hashes of its
 //! identity; its estimate is their minimum, and an increment raises only
 //! the counters at that minimum (conservative update). Every `period`
@@ -21,6 +22,16 @@ use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 
 /// The largest value a counter holds.
 pub(crate) const MAX_FREQ: u32 = 15;
+
+/// Slots (words of sixteen counters) per frame, rounded down to a power
+/// of two: 32 bytes a frame, 16 counters a page of the cache. With one slot a frame the
+/// collisions' noise let window pages beat resident ones on loops, which
+/// the sketch should call a tie (`docs/design.md`, "The policy").
+const SLOTS_PER_FRAME: usize = 4;
+
+/// The fewest slots (4 KiB): a cache of 100 frames with 8 slots flushed a
+/// loop 100 times its size on noise alone.
+const MIN_SLOTS: usize = 512;
 
 /// Increments between halvings, per frame of the cache.
 const PERIOD_PER_FRAME: usize = 10;
@@ -42,9 +53,9 @@ impl Sketch {
     /// A sketch for a cache of `frames` frames.
     pub(crate) fn new(frames: usize) -> Sketch {
         let frames = frames.max(1);
-        // The largest power of two not above `frames` (and at least 8
-        // slots, 64 bytes, so a tiny cache still has 128 counters).
-        let n = (1usize << (usize::BITS - 1 - frames.leading_zeros())).max(8);
+        // `SLOTS_PER_FRAME` times the largest power of two not above
+        // `frames`, and at least `MIN_SLOTS`.
+        let n = ((1usize << (usize::BITS - 1 - frames.leading_zeros())) * SLOTS_PER_FRAME).max(MIN_SLOTS);
         Sketch {
             table: (0..n).map(|_| AtomicU64::new(0)).collect(),
             mask: n - 1,
@@ -116,12 +127,15 @@ impl Sketch {
         }
     }
 
-    /// Panics unless the table is a power of two of slots, at most 8 bytes
-    /// a frame of a cache of `frames` frames (but for the 8-slot floor),
-    /// and the period's count is in range.
+    /// Panics unless the table is a power of two of slots, at most
+    /// `SLOTS_PER_FRAME` words a frame of a cache of `frames` frames (but
+    /// for the `MIN_SLOTS` floor), and the period's count is in range.
     pub(crate) fn check_invariants(&self, frames: usize) {
         assert!(self.table.len().is_power_of_two(), "sketch table not a power of two");
-        assert!(self.bytes() <= 8 * frames.max(8), "sketch larger than a word a frame");
+        assert!(
+            self.table.len() <= (SLOTS_PER_FRAME * frames).max(MIN_SLOTS),
+            "sketch larger than {SLOTS_PER_FRAME} words a frame"
+        );
         // Relaxed: a quiet cache.
         assert!(self.additions.load(Ordering::Relaxed) < self.period, "sketch missed its halving");
     }
@@ -178,11 +192,13 @@ mod tests {
     }
 
     #[test]
-    fn at_most_a_word_a_frame() {
-        for frames in [1, 7, 8, 100, 1000, 1024, 1025] {
+    fn at_most_four_words_a_frame_and_4_kib_at_least() {
+        for frames in [1, 7, 8, 100, 1000, 1024, 1025, 100_000] {
             let s = Sketch::new(frames);
-            assert!(s.bytes() <= 8 * frames.max(8));
+            assert!(s.bytes() <= (32 * frames).max(8 * MIN_SLOTS), "{frames}: {}", s.bytes());
+            assert!(s.bytes() >= 8 * MIN_SLOTS);
             s.check_invariants(frames);
         }
+        assert_eq!(Sketch::new(1025).bytes(), 32 * 1024);
     }
 }

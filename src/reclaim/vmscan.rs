@@ -169,18 +169,10 @@ impl Zone {
         let mut freed = 0;
         let mut scanned = 0;
         while freed < nr && scanned <= total {
-            {
-                let mut lists = self.lru.lock();
-                // Keep the inactive list at its share (the climber's).
-                if lists.inactive_is_low() {
-                    let deficit = lists.inactive_deficit();
-                    self.lru.age_active(&mut lists, &self.pages, deficit.clamp(1, SWAP_CLUSTER_MAX));
-                }
-            }
             // A batch of at most what is still wanted, in frames (one
             // large page at least): 32 pages of 64 KiB would free 16x the
             // frames asked for and evict read-ahead pages before their use.
-            let batch = self.isolate_inactive(SWAP_CLUSTER_MAX, (nr - freed).clamp(1, SWAP_CLUSTER_MAX));
+            let batch = self.isolate_inactive(SWAP_CLUSTER_MAX, (nr - freed).clamp(1, SWAP_CLUSTER_MAX), who);
             if batch.is_empty() {
                 let moved = self.lru.age_active(&mut self.lru.lock(), &self.pages, SWAP_CLUSTER_MAX);
                 if moved == 0 {
@@ -222,8 +214,10 @@ impl Zone {
 
     /// Takes up to `nr` pages holding up to `frames` frames (at least one
     /// page) off the inactive tail, each with a reference and with its LRU
-    /// stamp.
-    fn isolate_inactive(&self, nr: usize, frames: usize) -> Vec<(u32, u64)> {
+    /// stamp. Each window page reached there first meets the main part's
+    /// victim (`Lru::window_tail`, W-TinyLFU's admission), unless `shrink`
+    /// drops pages on request: that takes the inactive list as it is.
+    fn isolate_inactive(&self, nr: usize, frames: usize, who: Reclaimer) -> Vec<(u32, u64)> {
         let mut out = Vec::with_capacity(nr);
         let mut lists = self.lru.lock();
         let mut pfn = lists.inactive_tail();
@@ -231,6 +225,13 @@ impl Zone {
         let mut taken = 0usize;
         while pfn != crate::mem::page::NO_PFN && out.len() < nr && taken < frames && scanned < 4 * nr {
             scanned += 1;
+            if who != Reclaimer::Shrink {
+                let Some(take) = self.lru.window_tail(&mut lists, &self.pages, &self.counters, pfn) else {
+                    pfn = lists.inactive_tail();
+                    continue;
+                };
+                pfn = take;
+            }
             let prev = crate::reclaim::lru::LruLists::prev(&self.pages, pfn);
             let page = self.pfn_to_page(pfn);
             if page.get_page_unless_zero() {

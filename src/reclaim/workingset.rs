@@ -1,29 +1,32 @@
 //! Refault detection, following `mm/workingset.c` with the test period of
-//! CLOCK-Pro: when reclaim evicts a page it leaves a shadow of the page's
-//! LRU stamp; when the same file page comes back, the shadow says whether
-//! it was still "in its test period", i.e. inserted after the oldest page
-//! the active list's aging hand has passed. A page that refaults inside its
-//! test period was reused sooner than the coldest active page: it starts
-//! on the active list instead of the inactive one, if it has also come in
-//! more often than the active list's oldest page by the frequency sketch
-//! (`sketch`; see `Zone::lru_cache_add`).
-//!
-//! This is what lets the cache keep a stable set on a loop a little larger
-//! than itself, where plain LRU (and the two-touch rule alone) misses on
-//! every access: once the hand has passed the loop's first pass, refaults
-//! no longer displace active pages, so most of the loop stays resident.
+//! CLOCK-Pro: when reclaim evicts a page inside its test period (its LRU
+//! stamp is newer than the last stamp the active list's hand passed) it
+//! leaves a shadow of that stamp; when the same file page comes back, the
+//! shadow is consumed, the refault counted, and its stamp kept with the
+//! page (`Lru::note_refault`). During a phase change the window's tail
+//! admits such a page over a main victim last found referenced before the
+//! page was last used (LIRS's test: its reuse distance is below the
+//! victim's recency; see `lru`).
 //!
 //! Shadows live in a direct-mapped table of one word per slot (a tag from
-//! the page's hash and its stamp), one slot per frame rounded up to a power
-//! of two. A shadow lost to a collision only costs an activation; a false
-//! match needs a 24-bit tag collision and costs one activation too. The
-//! table is a hint: no lock, relaxed atomics.
+//! the page's hash and its stamp), four slots per frame rounded up to a
+//! power of two (the memory is fixed when the cache is built). A shadow
+//! lost to a collision only costs a recency admission; a false match needs
+//! a 24-bit tag collision and costs one admission too. The table is a
+//! hint: no lock, relaxed atomics.
 
 use crate::sync::{AtomicU64, Ordering};
 
 /// Bits of the stamp kept in a shadow (the rest is the tag).
 const STAMP_BITS: u32 = 40;
 const STAMP_MASK: u64 = (1 << STAMP_BITS) - 1;
+
+/// Shadow slots per frame of the cache (32 bytes a frame). A loop
+/// slightly larger than the cache leaves a shadow per page it evicts, and
+/// with one slot a frame nearly half of them were overwritten before the
+/// loop came back to them: on the phases trace at 40% the switch to its
+/// loop took four passes instead of two (`docs/design.md`, "The policy").
+const SLOTS_PER_FRAME: usize = 4;
 
 /// The shadow table.
 pub(crate) struct Shadows {
@@ -41,10 +44,16 @@ pub(crate) fn hash(mapping: u32, index: u64) -> u64 {
 }
 
 impl Shadows {
-    /// A table for a cache of `frames` frames.
+    /// A table for a cache of `frames` frames: `SLOTS_PER_FRAME` slots a
+    /// frame, rounded up to a power of two.
     pub(crate) fn new(frames: usize) -> Shadows {
-        let n = frames.max(1).next_power_of_two();
+        let n = (SLOTS_PER_FRAME * frames.max(1)).next_power_of_two();
         Shadows { slots: (0..n).map(|_| AtomicU64::new(0)).collect(), mask: n - 1 }
+    }
+
+    /// Bytes the table takes.
+    pub(crate) fn bytes(&self) -> usize {
+        self.slots.len() * 8
     }
 
     #[inline]
