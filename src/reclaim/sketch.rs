@@ -36,7 +36,7 @@ const MIN_SLOTS: usize = 2048;
 
 /// Increments between halvings, per frame of the cache (Caffeine halves
 /// every 10 per entry; with 20 the Zipf rows of the policy table missed up
-/// to 0.0015 less, and the loops did not move).
+/// to 0.003 less, and the loops did not move).
 const PERIOD_PER_FRAME: usize = 20;
 
 /// Multipliers for the four rows (odd; from splitmix and murmur).
