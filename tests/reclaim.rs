@@ -377,7 +377,7 @@ fn a_new_working_set_takes_over_from_an_old_frequent_one() {
     }
     let before = cache.stats();
     let mut misses = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..10 {
         let m0 = cache.stats().misses;
         (OLD..OLD + NEW).for_each(&mut read);
         misses.push(cache.stats().misses - m0);
@@ -395,11 +395,12 @@ fn a_new_working_set_takes_over_from_an_old_frequent_one() {
     );
     assert!(st.phase_changes > before.phase_changes, "no phase change seen: {st:?}");
     assert!(st.refault_activations > before.refault_activations, "no recency admission: {st:?}");
-    // The first two passes miss everything (the second brings the pages
-    // back from their shadows); from the fourth on most of the new set is
-    // resident (about 10% missed here; every read, without the detector).
-    let late: u64 = misses[3..].iter().sum();
-    assert!(late <= NEW, "passes 4 to 8 missed {late} of {} reads: {misses:?}", NEW * 5);
+    // The first three passes miss everything (the detector judges
+    // stretches of at least 2048 accesses: it sees the change in the
+    // third); then the new set comes in. The last three passes miss 108
+    // of their 2304 reads here, and all of them without the detector.
+    let late: u64 = misses[7..].iter().sum();
+    assert!(late * 4 <= NEW * 3, "passes 8 to 10 missed {late} of {} reads: {misses:?}", NEW * 3);
 }
 
 #[test]
