@@ -153,8 +153,9 @@ pub struct Stats {
     /// sketch had seen them more often than the main part's victim
     /// (W-TinyLFU's admission).
     pub admissions: u64,
-    /// Main-part pages evicted: victims that lost their place to a
-    /// window page, or were taken while the window was at its share.
+    /// Main-part pages sent to the inactive tail to be evicted: victims
+    /// that lost their place to a window page, or were taken while the
+    /// window was at its share (a dirty or locked one may stay a while).
     pub main_evictions: u64,
     /// Phase changes the detector saw (the hit ratio fell well below its
     /// recent average), each opening the recency test for a while.

@@ -149,6 +149,9 @@ pub(crate) struct LruLists {
     /// The inactive list's (the window's) share of the pages on the
     /// lists, in 1/`SHARE_ONE`s (set by the climber).
     share: u32,
+    /// Until the clock reaches this, a phase change lets the recency test
+    /// admit window candidates (`PHASE_FRAMES`).
+    phase_until: u64,
     /// Pages the inactive list keeps whatever the share (two readahead
     /// windows, so a window is read before it is evicted), up to
     /// 1/`INACTIVE_RATIO` of the pages on the lists.
@@ -296,9 +299,6 @@ pub(crate) struct Lru {
     /// last eviction inside its test period), 0 if none; written when the
     /// page is added, read at the window's tail under the LRU lock.
     refault_stamp: Box<[AtomicU64]>,
-    /// Until the clock reaches this, a phase change lets the recency test
-    /// admit window candidates (`PHASE_FRAMES`).
-    phase_until: AtomicU64,
     /// Frames of the cache.
     frames: u64,
     /// How often pages came into the cache lately (TinyLFU).
@@ -322,11 +322,11 @@ impl Lru {
                 clock: 1,
                 hand: 0,
                 share: SHARE_START,
+                phase_until: 0,
                 min_inactive,
             }),
             hand: AtomicU64::new(0),
             refault_stamp: (0..frames).map(|_| AtomicU64::new(0)).collect(),
-            phase_until: AtomicU64::new(0),
             frames: frames as u64,
             sketch: Sketch::new(frames),
             climber: Climber::new(frames),
@@ -414,10 +414,10 @@ impl Lru {
     /// the victim was last found referenced.
     #[cold]
     fn recency_admits(&self, lists: &LruLists, candidate: u32, victim: u32) -> bool {
-        // Relaxed (both): hints; a stale value admits or refuses one page.
-        if lists.clock >= self.phase_until.load(Ordering::Relaxed) {
+        if lists.clock >= lists.phase_until {
             return false;
         }
+        // Relaxed: a hint (see `note_refault`).
         let last_use = self.refault_stamp[candidate as usize].load(Ordering::Relaxed);
         last_use != 0 && workingset::in_test_period(last_use, lists.stamps[victim as usize])
     }
@@ -427,14 +427,16 @@ impl Lru {
     /// phase change, which opens the recency test for a while.
     pub(crate) fn on_reclaim(&self, counters: &Counters, freed: usize) {
         let Some(news) = self.climber.on_reclaim(counters, freed) else { return };
+        if news.share.is_none() && !news.phase_change {
+            return;
+        }
         let mut lists = self.lists.lock();
         if let Some(share) = news.share {
             lists.share = share;
         }
         if news.phase_change {
             counters.add(thread_slot(), Event::PhaseChanges, 1);
-            // Relaxed: a hint read under the LRU lock.
-            self.phase_until.store(lists.clock + PHASE_FRAMES * self.frames, Ordering::Relaxed);
+            lists.phase_until = lists.clock + PHASE_FRAMES * self.frames;
         }
     }
 
@@ -628,9 +630,8 @@ impl Zone {
     /// stamp is kept for the recency test at the window's tail.
     #[inline]
     pub(crate) fn lru_cache_add(&self, page: &Page) {
-        let h = workingset::hash(page.mapping_id(), page.index());
         if !page.test(RA_FRESH) {
-            self.lru.sketch.increment(h);
+            self.lru.sketch.increment(workingset::hash(page.mapping_id(), page.index()));
         }
         let shadow = self.shadows.take(page.mapping_id(), page.index());
         if shadow.is_some() {

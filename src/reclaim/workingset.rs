@@ -24,8 +24,8 @@ const STAMP_MASK: u64 = (1 << STAMP_BITS) - 1;
 /// Shadow slots per frame of the cache (32 bytes a frame). A loop
 /// slightly larger than the cache leaves a shadow per page it evicts, and
 /// with one slot a frame nearly half of them were overwritten before the
-/// loop came back to them: on the phases trace at 40% the switch to its
-/// loop took four passes instead of two (`docs/design.md`, "The policy").
+/// loop came back to them: the phases trace at 40% missed 0.187 instead
+/// of 0.171 (`docs/design.md`, "The policy").
 const SLOTS_PER_FRAME: usize = 4;
 
 /// The shadow table.
