@@ -41,7 +41,7 @@ use std::time::Instant;
 use page_cache::PageCache;
 
 const USAGE: &str = "Usage: replay TRACE [--capacity-pages N]... [--capacities P,P,...] \
-[--page-size BYTES] [--read-bytes N] [--dir DIR]
+[--page-size BYTES] [--read-bytes N] [--dir DIR] [--segment N]
 Replay a page-access trace (little-endian u64 page indices, or libCacheSim
 oracleGeneral by its .oracleGeneral suffix) through a page cache with
 readahead off, and print its miss ratio at each capacity.
@@ -50,7 +50,9 @@ readahead off, and print its miss ratio at each capacity.
   --capacities LIST    capacities as percents of the trace's distinct pages
   --page-size BYTES    file page size (default 4096)
   --read-bytes N       bytes read per access, at the page's start (default 8)
-  --dir DIR            where to make the sparse temporary file (default: the temp dir)";
+  --dir DIR            where to make the sparse temporary file (default: the temp dir)
+  --segment N          also print, to stderr, the misses and the policy's counters
+                       of every N accesses (where in a trace the misses are)";
 
 struct Args {
     trace: PathBuf,
@@ -59,6 +61,7 @@ struct Args {
     page_size: usize,
     read_bytes: usize,
     dir: Option<PathBuf>,
+    segment: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -69,6 +72,7 @@ fn parse_args() -> Result<Args, String> {
     let mut page_size = 4096;
     let mut read_bytes = 8;
     let mut dir = None;
+    let mut segment = 0;
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
         match a.as_str() {
@@ -87,6 +91,7 @@ fn parse_args() -> Result<Args, String> {
             "--page-size" => page_size = value(&a)?.parse().map_err(|e| format!("--page-size: {e}"))?,
             "--read-bytes" => read_bytes = value(&a)?.parse().map_err(|e| format!("--read-bytes: {e}"))?,
             "--dir" => dir = Some(PathBuf::from(value(&a)?)),
+            "--segment" => segment = value(&a)?.parse().map_err(|e| format!("--segment: {e}"))?,
             _ if a.starts_with('-') => return Err(format!("unknown option {a}")),
             _ if trace.is_none() => trace = Some(PathBuf::from(a)),
             _ => return Err(format!("one trace only (got {a} too)")),
@@ -99,7 +104,7 @@ fn parse_args() -> Result<Args, String> {
     if read_bytes == 0 || read_bytes > page_size {
         return Err(format!("--read-bytes must be 1..={page_size}"));
     }
-    Ok(Args { trace, pages, percents, page_size, read_bytes, dir })
+    Ok(Args { trace, pages, percents, page_size, read_bytes, dir, segment })
 }
 
 /// The trace's page indices.
@@ -158,10 +163,24 @@ fn replay(trace: &[u64], file_path: &Path, args: &Args, capacity_pages: usize) -
     let ps = args.page_size as u64;
     let (mut samples, mut sum, mut share_sum) = (0u64, 0u64, 0f64);
     let mut filled = false;
+    let mut last = cache.stats();
     let start = Instant::now();
     for (i, &index) in trace.iter().enumerate() {
         let n = file.read_at(&mut buf, index * ps)?;
         debug_assert_eq!(n, buf.len());
+        if args.segment > 0 && (i + 1) % args.segment == 0 {
+            let s = cache.stats();
+            eprintln!(
+                "segment end={} misses={} admissions={} recency_admissions={} phase_changes={} inactive_target={}",
+                i + 1,
+                s.misses - last.misses,
+                s.admissions - last.admissions,
+                s.refault_activations - last.refault_activations,
+                s.phase_changes - last.phase_changes,
+                s.inactive_target,
+            );
+            last = s;
+        }
         if i % 1024 == 1023 {
             let s = cache.stats();
             filled = filled || s.evictions > 0;

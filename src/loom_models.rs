@@ -6,7 +6,8 @@
 //! lock holder, and the eviction of a large page by reclaim aimed at one
 //! block against a writer dirtying one of its blocks, and the leaf
 //! table's reader against the unlink and reuse of a leaf, and the second
-//! tier's put against an invalidation.
+//! tier's put against an invalidation, and the admission test's vote
+//! against the hits and the isolation that race to consume it.
 //! Run with `RUSTFLAGS='--cfg loom' cargo test --release --lib loom_models`.
 
 use loom::sync::Arc;
@@ -590,5 +591,35 @@ fn frontswap_load_vs_writeback() {
             }
             other => panic!("the page was lost: {other:?}"),
         }
+    });
+}
+
+/// A decision of the admission test waiting on a main page's next use
+/// (`reclaim::lru`, `Fate::Spared`), judged by two hits that set
+/// REFERENCED at once while reclaim isolates the page: the decision is
+/// consumed once, so it votes at most once, and none is left behind.
+#[test]
+fn admission_vote_vs_hits_and_isolation() {
+    use crate::reclaim::lru::Lru;
+    loom::model(|| {
+        let lru = Arc::new(Lru::new(1, 2, 1));
+        lru.spare_for_model(0);
+        let hits: Vec<_> = (0..2)
+            .map(|_| {
+                let lru = lru.clone();
+                thread::spawn(move || lru.note_use(0))
+            })
+            .collect();
+        let stamp = {
+            let lists = lru.lock();
+            lru.shadow_stamp(&lists, 0)
+        };
+        for t in hits {
+            t.join().unwrap();
+        }
+        assert_eq!(crate::reclaim::workingset::Kind::of(stamp), crate::reclaim::workingset::Kind::Plain);
+        let balance = lru.balance_for_model();
+        assert!(balance == 0 || balance == -3, "voted more than once: {balance}");
+        assert!(!lru.fate_pending_for_model(0), "a decision left behind");
     });
 }

@@ -149,18 +149,23 @@ pub(crate) struct Watermarks {
 }
 
 impl Watermarks {
-    /// min 1/1024 of the frames (at least 1, and from 1024 frames on at
-    /// least one largest page, 16 frames, so kswapd keeps a 64 KiB block's
-    /// worth free), low 2x min and high 3x min: wider gaps than the
-    /// kernel's 5/4 and 3/2, so kswapd works in batches instead of waking
-    /// for every allocation. Free frames hold nothing: min at 1/256 (and 4
-    /// at least) kept 8% of a 100-frame cache empty and 1% of larger ones,
-    /// and the policy table's small rows missed up to 2.4 points more for
-    /// it (`docs/design.md`, "The policy").
+    /// min 1/1024 of the frames (at least 1), low 5/4 of min (at least
+    /// min + 1) as the kernel's, and high a batch above low: 16 frames from
+    /// 1024 frames on (up to 32 when min/4 is larger), one below. The gap
+    /// between low and high is the batch an allocating thread reclaims
+    /// (`batch`), so free frames swing between about low and high; what
+    /// sits free holds nothing. min at 1/256 (and 4 at least) kept 8% of a
+    /// 100-frame cache and 1% of larger ones empty, and the policy table's
+    /// small rows missed up to 2.4 points more for it; a floor of 16 frames
+    /// under min (for a 64 KiB page) with low 2x and high 3x min still kept
+    /// 40 of 2,463 frames empty and 240 of 98,526. A large page needs no
+    /// floor: its allocation adds its own size to the watermarks
+    /// (`alloc_pages`). `docs/design.md`, "The policy".
     pub(crate) fn for_frames(n: usize) -> Watermarks {
-        let floor = if n >= 1024 { crate::MAX_PAGE_BLOCKS } else { 1 };
-        let min = (n / 1024).clamp(floor, 16384);
-        Watermarks { min, low: (2 * min).min(n / 2), high: (3 * min).min(n * 3 / 4) }
+        let min = (n / 1024).clamp(1, 16384);
+        let low = (min * 5 / 4).max(min + 1);
+        let batch = if n >= 1024 { (min / 4).clamp(crate::MAX_PAGE_BLOCKS, 32) } else { 1 };
+        Watermarks { min, low: low.min(n / 2), high: (low + batch).min(n * 3 / 4) }
     }
 
     /// Pages an allocating thread reclaims in one round below the low

@@ -13,9 +13,11 @@
 //!
 //! The detector compares the hit ratio over each short stretch (at least
 //! `PHASE_STRETCH` accesses, looked at every 1/8 of the frames reclaimed)
-//! with its running average; a stretch below `PHASE_DROP` of the average
-//! is a phase change (the working set moved, so the main part's
-//! frequencies are stale; `lru`).
+//! with its running average; a stretch below `PHASE_DROP` of the average,
+//! whose misses are at least `PHASE_REFAULTS` refaults, is a phase change
+//! (the working set moved and is being used again, so the main part's
+//! frequencies are stale; `lru`). A one-pass scan lowers the ratio too,
+//! but with pages never seen: no refaults.
 //!
 //! It runs only on reclaim's slow path, at the end of a reclaim round, and
 //! reads the hit and miss counts the cache keeps anyway (`Counters`, one
@@ -39,6 +41,12 @@ const STEP: f64 = (SHARE_MAX - SHARE_MIN) as f64 / 4.0;
 /// A stretch whose hit ratio falls below this fraction of the running
 /// average is a phase change.
 const PHASE_DROP: f64 = 0.7;
+/// The share of a phase change's misses that must be refaults: the new
+/// working set is being used again. A one-pass scan's misses are pages
+/// never seen (zipf99_scan's scans: at most 5% refaults), and its false
+/// alarms let the recency test evict frequent pages; a loop's second pass
+/// is 80% refaults.
+const PHASE_REFAULTS: f64 = 0.25;
 /// Accesses a stretch takes at least. Shorter stretches (12 misses and
 /// their hits in a 100-frame cache) are noise, and their false alarms cost
 /// the 1% rows of the policy table up to 2 points (redb's reads 0.533
@@ -86,6 +94,7 @@ struct State {
     share: f64,
     /// Hits and misses at the last look (the detector's stretch starts).
     last: (u64, u64),
+    last_refaults: u64,
     /// The running average of the stretches' hit ratios (NaN before the
     /// first).
     average: f64,
@@ -106,6 +115,7 @@ impl Climber {
                 step: -STEP,
                 share: f64::from(SHARE_START),
                 last: (0, 0),
+                last_refaults: 0,
                 average: f64::NAN,
             }),
         }
@@ -124,7 +134,8 @@ impl Climber {
         s.tally = 0;
         let hits = counters.get(Event::Hit) + counters.get(Event::OptimisticHits);
         let misses = counters.get(Event::Miss);
-        let mut news = News { share: None, phase_change: s.stretch(hits, misses) };
+        let refaults = counters.get(Event::Refaults);
+        let mut news = News { share: None, phase_change: s.stretch(hits, misses, refaults) };
         let Some((h0, m0)) = s.start else {
             s.start = Some((hits, misses));
             return Some(news);
@@ -152,19 +163,22 @@ impl Climber {
 
 impl State {
     /// Ends the detector's stretch at these counts: whether its hit ratio
-    /// fell below `PHASE_DROP` of the running average.
-    fn stretch(&mut self, hits: u64, misses: u64) -> bool {
+    /// fell below `PHASE_DROP` of the running average while at least
+    /// `PHASE_REFAULTS` of its misses were refaults.
+    fn stretch(&mut self, hits: u64, misses: u64, refaults: u64) -> bool {
         let (h, m) = (hits.saturating_sub(self.last.0), misses.saturating_sub(self.last.1));
         if h + m < PHASE_STRETCH {
             return false;
         }
+        let rf = refaults.saturating_sub(self.last_refaults);
+        self.last_refaults = refaults;
         self.last = (hits, misses);
         let ratio = h as f64 / (h + m) as f64;
         if self.average.is_nan() {
             self.average = ratio;
             return false;
         }
-        let fell = ratio < PHASE_DROP * self.average;
+        let fell = ratio < PHASE_DROP * self.average && rf as f64 >= PHASE_REFAULTS * m as f64;
         self.average += (ratio - self.average) * PHASE_EWMA;
         fell
     }
@@ -214,6 +228,13 @@ mod tests {
         let stretch = |hits: u64, misses: u64| {
             c.add(0, Event::Hit, hits);
             c.add(0, Event::Miss, misses);
+            // A third of the misses are pages that came back.
+            c.add(0, Event::Refaults, misses / 3);
+            climber.on_reclaim(&c, 100).expect("a look at the counters").phase_change
+        };
+        let scan = |hits: u64, misses: u64| {
+            c.add(0, Event::Hit, hits);
+            c.add(0, Event::Miss, misses);
             climber.on_reclaim(&c, 100).expect("a look at the counters").phase_change
         };
         // Steady and low (a loop larger than the cache): never a change.
@@ -227,7 +248,11 @@ mod tests {
         // Fewer accesses than a stretch takes: no verdict yet, however
         // low the ratio; they count in the next stretch.
         assert!(!stretch(0, 100));
-        // The working set moves: the ratio falls below 70% of its average.
+        // A one-pass scan: the ratio falls, but no miss is a refault.
+        assert!(!scan(600, 2400));
+        assert!(!scan(600, 2400));
+        // The working set moves: the ratio falls below 70% of its average
+        // and the new pages come back.
         assert!(stretch(600, 2400));
         // A look between stretches' ends (another reclaimer's round) sees
         // nothing.

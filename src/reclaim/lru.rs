@@ -16,11 +16,27 @@
 //! to the main part at once (two-touch promotion), and while the window is
 //! under its share reclaim evicts main victims instead of window pages.
 //!
-//! On a phase change (the hit ratio falls well below its recent average;
-//! `climber`) the main part's frequencies are stale, so for a while a
-//! candidate that came back from a recent eviction is admitted too when it
-//! was used after the victim was (LIRS's test: its reuse distance is below
-//! the victim's recency), whatever the sketch says.
+//! A candidate the sketch turns away can still be admitted by recency
+//! (LIRS's test): it came back from a recent eviction and was last used
+//! after the main page used longest ago among the victim and a sample of
+//! unreferenced main pages (its reuse distance is below that page's
+//! recency), which then goes instead. Which test decides is learnt from
+//! regrets, as LeCaR weighs its experts, but pair by pair: each time the
+//! two tests disagree, the page one would keep and the page the other
+//! would keep are marked, and each of them that is used again within two
+//! frames' worth of additions votes for the test that would have kept it
+//! (a refault of the page that went, from its shadow's kind; a hit on the
+//! page that stayed, from the hit that sets REFERENCED). Recency decides
+//! while its votes outweigh frequency's by half again, and for a while
+//! after a phase change (the hit ratio falls well below its recent
+//! average while the misses are pages coming back; `climber`), when the
+//! main part's frequencies are stale.
+//!
+//! A page's last use, for that test, is a lower bound that costs a hit
+//! nothing new: the clock when the page entered the main part, or the
+//! clock the first hit after the hand last passed it read (the hit that
+//! sets REFERENCED, which stores anyway); for a window page, the stamp of
+//! the shadow it came back with.
 //!
 //! Lists are doubly linked through the descriptors' `lru_prev`/`lru_next`
 //! under the LRU lock; the head is the most recent end, the tail the oldest.
@@ -35,9 +51,9 @@ use crate::mem::page::{FILL_INACTIVE, RA_FRESH};
 use crate::mem::zone::{thread_slot, Zone};
 use crate::reclaim::climber::{Climber, SHARE_ONE, SHARE_START};
 use crate::reclaim::sketch::Sketch;
-use crate::reclaim::workingset;
+use crate::reclaim::workingset::{self, Kind};
 use crate::stats::{Counters, Event};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicI64, AtomicU64, Ordering};
 
 /// Pages a batch holds before it is drained (the kernel's `PAGEVEC_SIZE`).
 pub const PAGEVEC_SIZE: usize = 14;
@@ -51,6 +67,62 @@ const ADMIT_MARGIN: u32 = 1;
 
 /// Referenced pages the CLOCK hand rotates at most looking for a victim.
 const VICTIM_SCAN: usize = 32;
+
+/// Main pages the recency test samples for the one used longest ago.
+const RECENCY_SCAN: usize = 32;
+
+/// How far back (in frames' worth of additions) a decision's judging use
+/// counts.
+const REGRET_FRAMES: u64 = 2;
+
+/// A vote for the recency test, and one for the frequency test: the
+/// recency test decides only while its votes outweigh the frequency
+/// test's by half again. With even weights the balance random-walked on
+/// Zipf(0.8) and redb's reads at 40%, where the pairs split about evenly
+/// and recency's admissions cost up to 0.7 points; trusting recency at 1.25x
+/// still cost 0.4 on redb's reads, and at 1.75x zipf99_scan at 10% lost
+/// the 0.4 points recency wins there (`docs/design.md`, "The policy").
+const VOTE_RECENCY: i64 = 2;
+const VOTE_FREQUENCY: i64 = 3;
+
+/// The regret balance's bound either way (a few dozen votes turn it).
+const REGRET_MAX: i64 = 128;
+
+/// A decision of the admission test that the page's next use judges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    /// A candidate the frequency test turned away that the recency test
+    /// would have admitted: its refault votes for recency.
+    Rejected = 1,
+    /// The main page the recency test would have evicted for it: its next
+    /// hit votes for frequency.
+    Spared = 2,
+    /// A candidate the recency test admitted that the frequency test would
+    /// have turned away: its next hit votes for recency.
+    Admitted = 3,
+    /// The main page the recency test evicted for it: its refault votes
+    /// for frequency.
+    Evicted = 4,
+}
+
+const FATE_SHIFT: u32 = 60;
+
+impl Fate {
+    fn mark(self, at: u64) -> u64 {
+        (self as u64) << FATE_SHIFT | (at & ((1 << FATE_SHIFT) - 1))
+    }
+
+    fn of(word: u64) -> (Option<Fate>, u64) {
+        let fate = match word >> FATE_SHIFT {
+            1 => Some(Fate::Rejected),
+            2 => Some(Fate::Spared),
+            3 => Some(Fate::Admitted),
+            4 => Some(Fate::Evicted),
+            _ => None,
+        };
+        (fate, word & ((1 << FATE_SHIFT) - 1))
+    }
+}
 
 /// How long a phase change lets the recency test admit, in pages added to
 /// the lists per frame of the cache.
@@ -164,11 +236,6 @@ impl LruLists {
     pub(crate) fn inactive_target(&self) -> usize {
         let total = self.inactive.len + self.active.len;
         (total * self.share as usize / SHARE_ONE as usize).max(self.min_inactive.min(total / INACTIVE_RATIO))
-    }
-
-    /// The page's LRU stamp.
-    pub(crate) fn stamp(&self, pfn: u32) -> u64 {
-        self.stamps[pfn as usize]
     }
 
     /// Puts a page on the list its ACTIVE flag names and sets LRU.
@@ -295,10 +362,24 @@ pub(crate) struct Lru {
     /// A copy of `LruLists::hand`, read without the lock by reclaim's
     /// shadow test (`remove_run`).
     hand: AtomicU64,
-    /// Per frame: the stamp of the shadow the page came back with (its
-    /// last eviction inside its test period), 0 if none; written when the
-    /// page is added, read at the window's tail under the LRU lock.
-    refault_stamp: Box<[AtomicU64]>,
+    /// Per frame, the page's last use as LIRS's test reads it. For a window
+    /// page: the stamp of the shadow it came back with (its last use before
+    /// its last eviction inside its test period), 0 if none; written when
+    /// the page is added. For a main page: its stamp when it entered the
+    /// main part, or the clock at its first hit after the hand last passed
+    /// it (a lower bound of its last use that costs a hit one store, only
+    /// when it sets REFERENCED). Read at the window's tail under the LRU lock.
+    last_use: Box<[AtomicU64]>,
+    /// A copy of `LruLists::clock`, read without the lock by a hit that
+    /// dates a main page's use.
+    clock: AtomicU64,
+    /// Regrets of the frequency test minus those of the recency test,
+    /// within +-`REGRET_MAX`: the recency test is asked while positive.
+    regret: AtomicI64,
+    /// Per frame: a decision of the admission test the page's next use
+    /// will judge (`Fate`, in the top bits) and the clock when it was
+    /// made; 0 when none.
+    fate: Box<[AtomicU64]>,
     /// Frames of the cache.
     frames: u64,
     /// How often pages came into the cache lately (TinyLFU).
@@ -326,7 +407,10 @@ impl Lru {
                 min_inactive,
             }),
             hand: AtomicU64::new(0),
-            refault_stamp: (0..frames).map(|_| AtomicU64::new(0)).collect(),
+            last_use: (0..frames).map(|_| AtomicU64::new(0)).collect(),
+            clock: AtomicU64::new(1),
+            regret: AtomicI64::new(0),
+            fate: (0..frames).map(|_| AtomicU64::new(0)).collect(),
             frames: frames as u64,
             sketch: Sketch::new(frames),
             climber: Climber::new(frames),
@@ -391,35 +475,123 @@ impl Lru {
         let v = &pages[victim as usize];
         let candidate = self.sketch.frequency(workingset::hash(p.mapping_id(), p.index()));
         let resident = self.sketch.frequency(workingset::hash(v.mapping_id(), v.index()));
-        let admit = if candidate > resident + ADMIT_MARGIN {
+        if candidate > resident + ADMIT_MARGIN {
             counters.add(thread_slot(), Event::Admissions, 1);
-            true
-        } else if self.recency_admits(lists, pfn, victim) {
-            counters.add(thread_slot(), Event::RefaultActivations, 1);
-            true
-        } else {
-            false
-        };
-        if !admit {
+            self.enter_main(lists, pages, pfn);
+            lists.demote_to_tail(pages, victim);
+            counters.add(thread_slot(), Event::MainEvictions, 1);
+            return Some(victim);
+        }
+        // The frequency test turns the candidate away. Would the recency
+        // test admit it, and over which page? It decides when trusted, and
+        // is asked for the votes otherwise.
+        let trusted = self.recency_trusted(lists);
+        let Some(older) = self.recency_admits(lists, pages, pfn, victim) else { return Some(pfn) };
+        if !trusted {
+            // One judged pair per spared page: the same main page meets
+            // many candidates while nothing leaves the main part.
+            // Relaxed: a hint.
+            if self.fate[older as usize].load(Ordering::Relaxed) == 0 {
+                self.decide(lists, pfn, Fate::Rejected);
+                self.decide(lists, older, Fate::Spared);
+            }
             return Some(pfn);
         }
-        lists.activate(pages, pfn);
-        lists.demote_to_tail(pages, victim);
+        counters.add(thread_slot(), Event::RefaultActivations, 1);
+        self.enter_main(lists, pages, pfn);
+        self.decide(lists, pfn, Fate::Admitted);
+        lists.demote_to_tail(pages, older);
+        self.decide(lists, older, Fate::Evicted);
         counters.add(thread_slot(), Event::MainEvictions, 1);
-        Some(victim)
+        Some(older)
     }
 
-    /// LIRS's test, during a phase change only: the candidate came back
-    /// from an eviction (it has a shadow's stamp) and was last used after
-    /// the victim was last found referenced.
-    #[cold]
-    fn recency_admits(&self, lists: &LruLists, candidate: u32, victim: u32) -> bool {
-        if lists.clock >= lists.phase_until {
-            return false;
+    /// Records a decision page `pfn`'s next use will judge.
+    fn decide(&self, lists: &LruLists, pfn: u32, fate: Fate) {
+        // Relaxed: a hint.
+        self.fate[pfn as usize].store(fate.mark(lists.clock - 1), Ordering::Relaxed);
+    }
+
+    /// What an isolated page's shadow keeps: its stamp, or for a page the
+    /// admission test decided on, the clock at the decision with the kind
+    /// (`workingset::Kind::mark`). Ends the decision's wait.
+    pub(crate) fn shadow_stamp(&self, lists: &LruLists, pfn: u32) -> u64 {
+        // Relaxed: a hint.
+        let (fate, at) = Fate::of(self.fate[pfn as usize].swap(0, Ordering::Relaxed));
+        match fate {
+            Some(Fate::Rejected) => Kind::FrequencyRejected.mark(at),
+            Some(Fate::Evicted) => Kind::RecencyEvicted.mark(at),
+            _ => lists.stamps[pfn as usize],
         }
+    }
+
+    /// Moves the regret balance by `d`, within +-`REGRET_MAX`.
+    fn vote(&self, d: i64) {
+        // Relaxed: a hint; a lost race only loses a vote.
+        let r = self.regret.load(Ordering::Relaxed);
+        self.regret.store((r + d).clamp(-REGRET_MAX, REGRET_MAX), Ordering::Relaxed);
+    }
+
+    /// Whether the recency test decides now: the votes say it pays, or a
+    /// phase change opened it.
+    #[inline]
+    fn recency_trusted(&self, lists: &LruLists) -> bool {
+        // Relaxed: a hint.
+        self.regret.load(Ordering::Relaxed) > 0 || lists.clock < lists.phase_until
+    }
+
+    /// LIRS's test: the candidate came back from an eviction (it has a
+    /// shadow's stamp) and was last used after the main page used longest
+    /// ago among the victim and `RECENCY_SCAN` sampled unreferenced main
+    /// pages: that page is returned. The CLOCK order is by when the hand
+    /// last passed a page, not by its last use (a page referenced in an old
+    /// phase gets a new stamp when the hand first passes it in the new
+    /// one), so the tail alone can be a page of the new phase.
+    #[cold]
+    fn recency_admits(&self, lists: &LruLists, pages: &[Page], candidate: u32, victim: u32) -> Option<u32> {
         // Relaxed: a hint (see `note_refault`).
-        let last_use = self.refault_stamp[candidate as usize].load(Ordering::Relaxed);
-        last_use != 0 && workingset::in_test_period(last_use, lists.stamps[victim as usize])
+        let last_use = self.last_use[candidate as usize].load(Ordering::Relaxed);
+        if last_use == 0 {
+            return None;
+        }
+        // Relaxed: written under the LRU lock we hold, or a hint from a hit.
+        let used = |pfn: u32| self.last_use[pfn as usize].load(Ordering::Relaxed);
+        let (mut oldest, mut oldest_use) = (victim, used(victim));
+        let frames = pages.len() as u64;
+        let mut x = lists.clock.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(candidate);
+        for _ in 0..RECENCY_SCAN {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let pfn = (x % frames) as u32;
+            let p = &pages[pfn as usize];
+            if p.test(PageFlags::LRU)
+                && p.test(PageFlags::ACTIVE)
+                && !p.test(PageFlags::REFERENCED)
+                && used(pfn) < oldest_use
+            {
+                (oldest, oldest_use) = (pfn, used(pfn));
+            }
+        }
+        workingset::in_test_period(last_use, oldest_use).then_some(oldest)
+    }
+
+    /// A page came back whose shadow says how the admission test decided
+    /// (`kind`, dated `stamp`): within `REGRET_FRAMES` x the frames of
+    /// additions, that decision is a regret. A candidate the frequency test
+    /// turned away that comes back votes for the recency test; a main page
+    /// the recency test evicted that comes back votes against it.
+    #[inline]
+    pub(crate) fn note_regret(&self, kind: Kind, stamp: u64) {
+        if kind == Kind::Plain {
+            return;
+        }
+        // Relaxed: hints.
+        let now = self.clock.load(Ordering::Relaxed);
+        if workingset::age(stamp, now) > REGRET_FRAMES * self.frames {
+            return;
+        }
+        self.vote(if kind == Kind::FrequencyRejected { VOTE_RECENCY } else { -VOTE_FREQUENCY });
     }
 
     /// Ends a reclaim round that freed `freed` frames: the climber may
@@ -446,7 +618,46 @@ impl Lru {
     pub(crate) fn note_refault(&self, pfn: u32, stamp: Option<u64>) {
         // Relaxed: read under the LRU lock after the page is added, which
         // the batch's lock orders after this store.
-        self.refault_stamp[pfn as usize].store(stamp.unwrap_or(0), Ordering::Relaxed);
+        self.last_use[pfn as usize].store(stamp.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// A window page enters the main part: its last use is when it was
+    /// added (read before `activate` restamps it).
+    fn enter_main(&self, lists: &mut LruLists, pages: &[Page], pfn: u32) {
+        // Relaxed: under the LRU lock; hits only store hints.
+        self.last_use[pfn as usize].store(lists.stamps[pfn as usize], Ordering::Relaxed);
+        lists.activate(pages, pfn);
+    }
+
+    /// A hit set REFERENCED on main page `pfn`: its use is dated now.
+    #[inline]
+    pub(crate) fn note_use(&self, pfn: u32) {
+        // Relaxed: hints for the recency test; a stale clock only dates the
+        // use a few additions early.
+        let now = self.clock.load(Ordering::Relaxed);
+        self.last_use[pfn as usize].store(now, Ordering::Relaxed);
+        // Relaxed: a hint.
+        if self.fate[pfn as usize].load(Ordering::Relaxed) != 0 {
+            self.judge_use(pfn, now);
+        }
+    }
+
+    /// A main page a decision waits on was used at `now`: within
+    /// `REGRET_FRAMES` x the frames of additions, that is a vote.
+    #[cold]
+    fn judge_use(&self, pfn: u32, now: u64) {
+        // Relaxed: a hint.
+        let (fate, at) = Fate::of(self.fate[pfn as usize].swap(0, Ordering::Relaxed));
+        if now.saturating_sub(at) > REGRET_FRAMES * self.frames {
+            return;
+        }
+        match fate {
+            // Kept though the recency test would have evicted it.
+            Some(Fate::Spared) => self.vote(-VOTE_FREQUENCY),
+            // Admitted though the frequency test would have turned it away.
+            Some(Fate::Admitted) => self.vote(VOTE_RECENCY),
+            _ => {}
+        }
     }
 
     /// The aging hand's stamp (see `workingset`).
@@ -490,8 +701,16 @@ impl Lru {
                 let now = lists.clock;
                 lists.stamps[pfn as usize] = now;
                 lists.clock = now + 1;
+                if p.test(PageFlags::ACTIVE) {
+                    // Relaxed: under the LRU lock.
+                    self.last_use[pfn as usize].store(now, Ordering::Relaxed);
+                }
+                // Relaxed: a new page; no decision waits on it.
+                self.fate[pfn as usize].store(0, Ordering::Relaxed);
                 lists.add(&zone.pages, pfn);
             }
+            // Relaxed: a hint for hits (see `note_use`).
+            self.clock.store(lists.clock, Ordering::Relaxed);
         }
         // References are dropped outside the lock: a last put takes it again.
         for pfn in batch {
@@ -527,6 +746,8 @@ impl Lru {
                     self.sketch.increment(workingset::hash(p.mapping_id(), p.index()));
                 }
                 if p.test(PageFlags::LRU) {
+                    // Relaxed: under the LRU lock.
+                    self.last_use[pfn as usize].store(lists.clock - 1, Ordering::Relaxed);
                     lists.activate(&zone.pages, pfn);
                 } else {
                     // Still in an add batch: it will go straight to the active list.
@@ -556,7 +777,7 @@ impl Lru {
     /// Bytes of the sketch and the per-frame policy state (stamps and
     /// refault stamps).
     pub(crate) fn policy_bytes(&self) -> usize {
-        self.sketch.bytes() + self.refault_stamp.len() * 16
+        self.sketch.bytes() + self.last_use.len() * 16
     }
 
     /// (active, inactive) list lengths and the pages the inactive list is
@@ -571,6 +792,19 @@ impl Lru {
     pub(crate) fn check_invariants(&self, pages: &[Page]) {
         self.sketch.check_invariants(pages.len());
         let lists = self.lists.lock();
+        // The policy's hints: the balance in its bounds, no use or decision
+        // dated in the future, every decision a known one.
+        // Relaxed: under the LRU lock; hits only store hints.
+        let regret = self.regret.load(Ordering::Relaxed);
+        assert!((-REGRET_MAX..=REGRET_MAX).contains(&regret), "regret balance {regret} out of bounds");
+        assert!(self.clock.load(Ordering::Relaxed) <= lists.clock, "the clock's copy is ahead");
+        for pfn in 0..pages.len() {
+            let used = self.last_use[pfn].load(Ordering::Relaxed);
+            assert!(used <= lists.clock, "page {pfn} used at {used}, after the clock {}", lists.clock);
+            let word = self.fate[pfn].load(Ordering::Relaxed);
+            let (fate, at) = Fate::of(word);
+            assert!(word == 0 || (fate.is_some() && at < lists.clock), "page {pfn}: bad decision word {word:#x}");
+        }
         let mut on_list = vec![false; pages.len()];
         for (list, active) in [(&lists.inactive, false), (&lists.active, true)] {
             let mut n = 0;
@@ -618,6 +852,9 @@ impl Zone {
         let f = page.flags();
         if f.0 & PageFlags::REFERENCED.0 == 0 {
             page.set(PageFlags::REFERENCED);
+            if f.0 & PageFlags::ACTIVE.0 != 0 {
+                self.lru.note_use(self.page_to_pfn(page));
+            }
         } else if f.0 & PageFlags::ACTIVE.0 == 0 {
             self.lru.activate_page(self, page, thread_slot());
         }
@@ -634,10 +871,82 @@ impl Zone {
             self.lru.sketch.increment(workingset::hash(page.mapping_id(), page.index()));
         }
         let shadow = self.shadows.take(page.mapping_id(), page.index());
-        if shadow.is_some() {
+        if let Some((stamp, kind)) = shadow {
             self.count(Event::Refaults, 1);
+            self.lru.note_regret(kind, stamp);
         }
-        self.lru.note_refault(self.page_to_pfn(page), shadow);
+        self.lru.note_refault(self.page_to_pfn(page), shadow.map(|(stamp, _)| stamp));
         self.lru.cache_add(self, page, thread_slot());
+    }
+}
+
+#[cfg(all(test, loom))]
+impl Lru {
+    /// Marks page `pfn` spared by a decision made now (for the loom model).
+    pub(crate) fn spare_for_model(&self, pfn: u32) {
+        self.decide(&self.lock(), pfn, Fate::Spared);
+    }
+
+    /// The regret balance (for the loom model).
+    pub(crate) fn balance_for_model(&self) -> i64 {
+        self.regret.load(Ordering::SeqCst)
+    }
+
+    /// Whether a decision still waits on page `pfn` (for the loom model).
+    pub(crate) fn fate_pending_for_model(&self, pfn: u32) -> bool {
+        self.fate[pfn as usize].load(Ordering::SeqCst) != 0
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decision_word_keeps_its_fate_and_clock() {
+        for fate in [Fate::Rejected, Fate::Spared, Fate::Admitted, Fate::Evicted] {
+            assert_eq!(Fate::of(fate.mark(12_345)), (Some(fate), 12_345));
+        }
+        assert_eq!(Fate::of(0), (None, 0));
+    }
+
+    #[test]
+    fn regrets_turn_the_balance_and_stay_in_bounds() {
+        let lru = Lru::new(1, 100, 4);
+        let trusted = || lru.recency_trusted(&lru.lock());
+        lru.clock.store(1_000, Ordering::Relaxed);
+        assert!(!trusted(), "frequency decides at first");
+        // A plain refault, or one older than two frames' worth of
+        // additions, is no vote.
+        lru.note_regret(Kind::Plain, 990);
+        lru.note_regret(Kind::FrequencyRejected, 700);
+        assert_eq!(lru.regret.load(Ordering::Relaxed), 0);
+        // Candidates turned away came back: recency is trusted.
+        lru.note_regret(Kind::FrequencyRejected, 900);
+        assert!(trusted());
+        // As many pages recency evicted came back: frequency again, as
+        // recency needs half again as many votes.
+        lru.note_regret(Kind::RecencyEvicted, 950);
+        assert!(!trusted());
+        // Three of recency's against two of frequency's is not enough;
+        // two of recency's against one of frequency's is.
+        lru.regret.store(0, Ordering::Relaxed);
+        for _ in 0..3 {
+            lru.note_regret(Kind::FrequencyRejected, 999);
+        }
+        lru.note_regret(Kind::RecencyEvicted, 999);
+        lru.note_regret(Kind::RecencyEvicted, 999);
+        assert!(!trusted());
+        lru.note_regret(Kind::FrequencyRejected, 999);
+        assert!(trusted());
+        // Bounded: a long run either way turns back within a few votes.
+        for _ in 0..10_000 {
+            lru.note_regret(Kind::FrequencyRejected, 999);
+        }
+        assert_eq!(lru.regret.load(Ordering::Relaxed), REGRET_MAX);
+        for _ in 0..=(REGRET_MAX / VOTE_FREQUENCY) {
+            lru.note_regret(Kind::RecencyEvicted, 999);
+        }
+        assert!(!trusted());
     }
 }

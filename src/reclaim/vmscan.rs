@@ -236,7 +236,7 @@ impl Zone {
             let page = self.pfn_to_page(pfn);
             if page.get_page_unless_zero() {
                 lists.del(&self.pages, pfn);
-                out.push((pfn, lists.stamp(pfn)));
+                out.push((pfn, self.lru.shadow_stamp(&lists, pfn)));
                 taken += 1 << self.compound_order(page);
             }
             pfn = prev;
@@ -416,8 +416,10 @@ impl Zone {
             }
             // Evicted inside its test period: leave a shadow (not for pages
             // dropped on request by `shrink`).
-            if who != Reclaimer::Shrink && workingset::in_test_period(stamp, hand) {
-                self.shadows.remember(mapping.id, page.index(), stamp);
+            let (kind, stamp) = (workingset::Kind::of(stamp), workingset::Kind::strip(stamp));
+            if who != Reclaimer::Shrink && (kind != workingset::Kind::Plain || workingset::in_test_period(stamp, hand))
+            {
+                self.shadows.remember(mapping.id, page.index(), stamp, kind);
             }
             // Count is 0 and the page is off the LRU: straight back to the pool.
             let order = self.compound_order(page) as usize;

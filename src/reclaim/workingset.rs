@@ -17,9 +17,53 @@
 
 use crate::sync::{AtomicU64, Ordering};
 
-/// Bits of the stamp kept in a shadow (the rest is the tag).
+/// Bits of the stamp kept in a shadow (then 22 bits of tag and 2 of kind).
 const STAMP_BITS: u32 = 40;
 const STAMP_MASK: u64 = (1 << STAMP_BITS) - 1;
+/// Where a shadow's kind sits (`Kind`).
+const KIND_SHIFT: u32 = 62;
+const TAG_MASK: u64 = ((1 << KIND_SHIFT) - 1) & !STAMP_MASK;
+
+/// Why a page left: a plain eviction, or one of the two ways the
+/// admission test at the window's tail decided between frequency and
+/// recency, whose refaults are the regrets that arbitrate between them
+/// (`Lru::note_regret`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Evicted by the ordinary order of the lists.
+    Plain = 0,
+    /// A window candidate the frequency test turned away though it had come
+    /// back from an eviction (the recency test was not asked): its stamp is
+    /// its last use.
+    FrequencyRejected = 1,
+    /// A main page the recency test evicted for a candidate the frequency
+    /// test turned away: its stamp is the clock when it went.
+    RecencyEvicted = 2,
+}
+
+impl Kind {
+    /// The kind kept in the top bits of `word`.
+    #[inline]
+    pub(crate) fn of(word: u64) -> Kind {
+        match word >> KIND_SHIFT {
+            1 => Kind::FrequencyRejected,
+            2 => Kind::RecencyEvicted,
+            _ => Kind::Plain,
+        }
+    }
+
+    /// `stamp` with this kind in its top bits (stamps stay below 2^62).
+    #[inline]
+    pub(crate) fn mark(self, stamp: u64) -> u64 {
+        (stamp & !(3 << KIND_SHIFT)) | (self as u64) << KIND_SHIFT
+    }
+
+    /// `word` without its kind.
+    #[inline]
+    pub(crate) fn strip(word: u64) -> u64 {
+        word & !(3 << KIND_SHIFT)
+    }
+}
 
 /// Shadow slots per frame of the cache (32 bytes a frame). A loop
 /// slightly larger than the cache leaves a shadow per page it evicts, and
@@ -62,34 +106,41 @@ impl Shadows {
     }
 
     /// Records the eviction of page `index` of `mapping` whose LRU stamp was
-    /// `stamp` (`workingset_eviction`).
+    /// `stamp`, evicted as `kind` says (`workingset_eviction`).
     #[inline]
-    pub(crate) fn remember(&self, mapping: u32, index: u64, stamp: u64) {
+    pub(crate) fn remember(&self, mapping: u32, index: u64, stamp: u64, kind: Kind) {
         let h = hash(mapping, index);
         // The tag is the hash's top bits. Stamps start at 1, so a used slot
         // is never 0 (but for a stamp that wrapped to 0: a lost shadow).
-        let word = (h >> STAMP_BITS << STAMP_BITS) | (stamp & STAMP_MASK);
+        let word = (h & TAG_MASK) | (stamp & STAMP_MASK) | (kind as u64) << KIND_SHIFT;
         // Relaxed: the table is a hint; no other memory is published with it.
         self.slot(h).store(word, Ordering::Relaxed);
     }
 
     /// Consumes the shadow of page `index` of `mapping`, if there is one,
-    /// and returns the stamp the page had when it was evicted
-    /// (`workingset_refault`).
+    /// and returns the stamp the page had when it was evicted and how it
+    /// was evicted (`workingset_refault`).
     #[inline]
-    pub(crate) fn take(&self, mapping: u32, index: u64) -> Option<u64> {
+    pub(crate) fn take(&self, mapping: u32, index: u64) -> Option<(u64, Kind)> {
         let h = hash(mapping, index);
         let slot = self.slot(h);
         // Relaxed: a hint (see `remember`).
         let word = slot.load(Ordering::Relaxed);
-        if word == 0 || (word ^ h) >> STAMP_BITS != 0 {
+        if word == 0 || (word ^ h) & TAG_MASK != 0 {
             return None;
         }
         // Relaxed: whoever wins the exchange consumes the shadow; losing to
         // a new shadow for another page just means no activation.
         slot.compare_exchange(word, 0, Ordering::Relaxed, Ordering::Relaxed).ok()?;
-        Some(word & STAMP_MASK)
+        Some((word & STAMP_MASK, Kind::of(word)))
     }
+}
+
+/// Additions from a shadow's `stamp` to the clock `now`, in the 40 bits a
+/// shadow keeps.
+#[inline]
+pub(crate) fn age(stamp: u64, now: u64) -> u64 {
+    now.wrapping_sub(stamp) & STAMP_MASK
 }
 
 /// Whether a shadow stamp is still in its test period: newer than the last
@@ -109,10 +160,10 @@ mod tests {
     fn remember_then_take_once() {
         let s = Shadows::new(64);
         assert_eq!(s.take(1, 5), None);
-        s.remember(1, 5, 77);
+        s.remember(1, 5, 77, Kind::RecencyEvicted);
         assert_eq!(s.take(1, 6), None, "another index");
         assert_eq!(s.take(2, 5), None, "another mapping");
-        assert_eq!(s.take(1, 5), Some(77));
+        assert_eq!(s.take(1, 5), Some((77, Kind::RecencyEvicted)));
         assert_eq!(s.take(1, 5), None, "a shadow is consumed");
     }
 

@@ -27,7 +27,7 @@ pub fn settle(cache: &PageCache) {
     }
     quiet(cache);
     let s = cache.stats();
-    // Above any high watermark the cache uses (1.5/128 of the frames + 2).
+    // Above any high watermark the cache uses (5/4096 of the frames + 32).
     let want_free = (s.total_pages / 32 + 8).min(s.total_pages);
     if s.free_pages < want_free {
         cache.shrink((want_free - s.free_pages) as usize * PAGE_SIZE);
