@@ -171,13 +171,18 @@ fn replay(trace: &[u64], file_path: &Path, args: &Args, capacity_pages: usize) -
         if args.segment > 0 && (i + 1) % args.segment == 0 {
             let s = cache.stats();
             eprintln!(
-                "segment end={} misses={} admissions={} recency_admissions={} phase_changes={} inactive_target={}",
+                "segment end={} misses={} main_evictions={} admissions={} recency_admissions={} phase_changes={} \
+                 inactive_target={} active={} inactive={} free={}",
                 i + 1,
                 s.misses - last.misses,
+                s.main_evictions - last.main_evictions,
                 s.admissions - last.admissions,
                 s.refault_activations - last.refault_activations,
                 s.phase_changes - last.phase_changes,
                 s.inactive_target,
+                s.active_pages,
+                s.inactive_pages,
+                s.free_pages,
             );
             last = s;
         }

@@ -223,7 +223,19 @@ impl Zone {
         let mut pfn = lists.inactive_tail();
         let mut scanned = 0;
         let mut taken = 0usize;
-        while pfn != crate::mem::page::NO_PFN && out.len() < nr && taken < frames && scanned < 4 * nr {
+        while out.len() < nr && taken < frames && scanned < 4 * nr {
+            if pfn == crate::mem::page::NO_PFN {
+                // The window is empty (its share can round to no page in a
+                // small cache): the main part's CLOCK victim goes, one page
+                // at a time, not a batch of aged pages.
+                if who == Reclaimer::Shrink {
+                    break;
+                }
+                pfn = self.lru.demote_main_victim(&mut lists, &self.pages, &self.counters);
+                if pfn == crate::mem::page::NO_PFN {
+                    break;
+                }
+            }
             scanned += 1;
             if who != Reclaimer::Shrink {
                 let Some(take) = self.lru.window_tail(&mut lists, &self.pages, &self.counters, pfn) else {
