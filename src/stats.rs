@@ -145,9 +145,10 @@ pub struct Stats {
     pub throttles: u64,
     /// Evicted pages read again while their shadow was still remembered.
     pub refaults: u64,
-    /// Window pages admitted to the main part by the recency test during
-    /// a phase change (they came back from a recent eviction and were used
-    /// after the victim was; `docs/design.md`, "The policy").
+    /// Window pages admitted to the main part by the recency test, while
+    /// its votes or a phase change let it decide (they came back from a
+    /// recent eviction and were used after the main page used longest ago
+    /// among those looked at; `docs/design.md`, "The policy").
     pub refault_activations: u64,
     /// Window pages admitted to the main part because the frequency
     /// sketch had seen them more often than the main part's victim
@@ -158,10 +159,12 @@ pub struct Stats {
     /// window was at its share (a dirty or locked one may stay a while).
     pub main_evictions: u64,
     /// Phase changes the detector saw (the hit ratio fell well below its
-    /// recent average), each opening the recency test for a while.
+    /// recent average while the misses were pages coming back), each
+    /// opening the recency test for a while.
     pub phase_changes: u64,
     /// Bytes of the policy's metadata: the shadow table and the frequency
-    /// sketch, stamps (fixed at build time: about 80 bytes a frame).
+    /// sketch, per-frame stamps, last uses and pending decisions (fixed at
+    /// build time: about 88 bytes a frame).
     pub policy_bytes: u64,
     /// Pages `CachedFile::copy_from` moved from one file to another instead
     /// of copying them.

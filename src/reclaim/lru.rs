@@ -799,10 +799,10 @@ impl Lru {
         }
     }
 
-    /// Bytes of the sketch and the per-frame policy state (stamps and
-    /// refault stamps).
+    /// Bytes of the sketch and the per-frame policy state (stamps, last
+    /// uses and pending decisions).
     pub(crate) fn policy_bytes(&self) -> usize {
-        self.sketch.bytes() + self.last_use.len() * 16
+        self.sketch.bytes() + self.last_use.len() * 24
     }
 
     /// (active, inactive) list lengths and the pages the inactive list is

@@ -3,10 +3,13 @@
 //! stamp is newer than the last stamp the active list's hand passed) it
 //! leaves a shadow of that stamp; when the same file page comes back, the
 //! shadow is consumed, the refault counted, and its stamp kept with the
-//! page (`Lru::note_refault`). During a phase change the window's tail
-//! admits such a page over a main victim last found referenced before the
-//! page was last used (LIRS's test: its reuse distance is below the
-//! victim's recency; see `lru`).
+//! page (`Lru::note_refault`). When the recency test decides, the
+//! window's tail admits such a page over the main page used longest ago
+//! if that was before the page's last use (LIRS's test: its reuse distance
+//! is below that page's recency; see `lru`). A page evicted by a decision
+//! between the frequency and the recency test leaves a shadow whatever its
+//! test period, marked with its `Kind`, so its refault votes
+//! (`Lru::note_regret`).
 //!
 //! Shadows live in a table of one word per slot (a tag from the page's
 //! hash, its stamp and its kind), four slots per frame rounded up to a
