@@ -819,7 +819,8 @@ impl Lru {
         let lists = self.lists.lock();
         // The policy's hints: the balance in its bounds, no use or decision
         // dated in the future, every decision a known one.
-        // Relaxed: under the LRU lock; hits only store hints.
+        // Relaxed (this load and those below): under the LRU lock; hits
+        // only store hints.
         let regret = self.regret.load(Ordering::Relaxed);
         assert!((-REGRET_MAX..=REGRET_MAX).contains(&regret), "regret balance {regret} out of bounds");
         assert!(self.clock.load(Ordering::Relaxed) <= lists.clock, "the clock's copy is ahead");
@@ -939,6 +940,7 @@ mod tests {
     fn regrets_turn_the_balance_and_stay_in_bounds() {
         let lru = Lru::new(1, 100, 4);
         let trusted = || lru.recency_trusted(&lru.lock());
+        // Relaxed (here and below): one thread.
         lru.clock.store(1_000, Ordering::Relaxed);
         assert!(!trusted(), "frequency decides at first");
         // A plain refault, or one older than two frames' worth of
@@ -954,7 +956,7 @@ mod tests {
         lru.note_regret(Kind::RecencyEvicted, 950);
         assert!(!trusted());
         // Three of recency's against two of frequency's is not enough;
-        // two of recency's against one of frequency's is.
+        // four against two is.
         lru.regret.store(0, Ordering::Relaxed);
         for _ in 0..3 {
             lru.note_regret(Kind::FrequencyRejected, 999);
