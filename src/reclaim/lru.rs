@@ -472,9 +472,7 @@ impl Lru {
             lists.activate(pages, pfn);
             return None;
         }
-        let victim = lists.main_victim(pages, &self.sketch);
-        // Relaxed: a hint (see `age_active`).
-        self.hand.store(lists.hand, Ordering::Relaxed);
+        let victim = self.clock_victim(lists, pages);
         if victim == NO_PFN {
             return Some(pfn);
         }
@@ -489,9 +487,7 @@ impl Lru {
         let resident = self.sketch.frequency(workingset::hash(v.mapping_id(), v.index()));
         if candidate > resident + ADMIT_MARGIN {
             counters.add(thread_slot(), Event::Admissions, 1);
-            self.enter_main(lists, pages, pfn);
-            lists.demote_to_tail(pages, victim);
-            counters.add(thread_slot(), Event::MainEvictions, 1);
+            self.admit(lists, pages, counters, pfn, victim);
             return Some(victim);
         }
         // The frequency test turns the candidate away. Would the recency
@@ -510,20 +506,33 @@ impl Lru {
             return Some(pfn);
         }
         counters.add(thread_slot(), Event::RefaultActivations, 1);
-        self.enter_main(lists, pages, pfn);
+        self.admit(lists, pages, counters, pfn, older);
         self.decide(lists, pfn, Fate::Admitted);
-        lists.demote_to_tail(pages, older);
         self.decide(lists, older, Fate::Evicted);
-        counters.add(thread_slot(), Event::MainEvictions, 1);
         Some(older)
+    }
+
+    /// Candidate `pfn` takes main page `out`'s place: it enters the main
+    /// part, and `out` goes to the inactive tail for reclaim to take.
+    fn admit(&self, lists: &mut LruLists, pages: &[Page], counters: &Counters, pfn: u32, out: u32) {
+        self.enter_main(lists, pages, pfn);
+        lists.demote_to_tail(pages, out);
+        counters.add(thread_slot(), Event::MainEvictions, 1);
+    }
+
+    /// The main part's CLOCK victim (`LruLists::main_victim`), with the
+    /// hand it moved published.
+    fn clock_victim(&self, lists: &mut LruLists, pages: &[Page]) -> u32 {
+        let victim = lists.main_victim(pages, &self.sketch);
+        // Relaxed: a hint (see `age_active`).
+        self.hand.store(lists.hand, Ordering::Relaxed);
+        victim
     }
 
     /// Moves the main part's CLOCK victim to the inactive tail for reclaim
     /// to take (the window is empty); `NO_PFN` when the hand found none.
     pub(crate) fn demote_main_victim(&self, lists: &mut LruLists, pages: &[Page], counters: &Counters) -> u32 {
-        let victim = lists.main_victim(pages, &self.sketch);
-        // Relaxed: a hint (see `age_active`).
-        self.hand.store(lists.hand, Ordering::Relaxed);
+        let victim = self.clock_victim(lists, pages);
         if victim != NO_PFN {
             counters.add(thread_slot(), Event::MainEvictions, 1);
             lists.demote_to_tail(pages, victim);
@@ -613,7 +622,7 @@ impl Lru {
         }
         // Relaxed: hints.
         let now = self.clock.load(Ordering::Relaxed);
-        if workingset::age(stamp, now) > REGRET_FRAMES * self.frames {
+        if !self.judged(workingset::age(stamp, now)) {
             return;
         }
         self.vote(if kind == Kind::FrequencyRejected { VOTE_RECENCY } else { -VOTE_FREQUENCY });
@@ -667,13 +676,20 @@ impl Lru {
         }
     }
 
+    /// Whether a use `age` additions after a decision judges it: within
+    /// `REGRET_FRAMES` x the frames.
+    #[inline]
+    fn judged(&self, age: u64) -> bool {
+        age <= REGRET_FRAMES * self.frames
+    }
+
     /// A main page a decision waits on was used at `now`: within
     /// `REGRET_FRAMES` x the frames of additions, that is a vote.
     #[cold]
     fn judge_use(&self, pfn: u32, now: u64) {
         // Relaxed: a hint.
         let (fate, at) = Fate::of(self.fate[pfn as usize].swap(0, Ordering::Relaxed));
-        if now.saturating_sub(at) > REGRET_FRAMES * self.frames {
+        if !self.judged(now.saturating_sub(at)) {
             return;
         }
         match fate {
