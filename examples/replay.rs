@@ -146,6 +146,9 @@ struct Run {
     /// Mean inactive list target (the climber's share) as a fraction of
     /// the pages on the lists, sampled as `resident_avg` is.
     inactive_share_avg: f64,
+    /// Pages kswapd freed (the rest were freed by the reading thread): a
+    /// replay is repeatable when this is 0.
+    kswapd_reclaims: u64,
     secs: f64,
 }
 
@@ -212,6 +215,7 @@ fn replay(trace: &[u64], file_path: &Path, args: &Args, capacity_pages: usize) -
         refault_activations: s.refault_activations,
         readahead_pages: s.readahead_pages,
         inactive_share_avg: if samples > 0 { share_sum / samples as f64 } else { 0.0 },
+        kswapd_reclaims: s.kswapd_reclaims,
         secs,
     })
 }
@@ -254,7 +258,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "trace={name} capacity_pages={cap} capacity_percent={percent} frames={} distinct={distinct} \
              accesses={accesses} hits={} misses={} miss_ratio={:.6} resident_avg={:.1} resident_end={} \
-             evictions={} refaults={} refault_activations={} readahead_pages={} inactive_share_avg={:.4} secs={:.2}",
+             evictions={} refaults={} refault_activations={} readahead_pages={} inactive_share_avg={:.4} kswapd_reclaims={} secs={:.2}",
             r.frames,
             r.hits,
             r.misses,
@@ -266,6 +270,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             r.refault_activations,
             r.readahead_pages,
             r.inactive_share_avg,
+            r.kswapd_reclaims,
             r.secs,
         );
     }

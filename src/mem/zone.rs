@@ -206,8 +206,9 @@ impl Wakeup {
         }
     }
 
-    /// Sleeps until woken or `timeout`, unless a wake is pending; consumes it.
-    pub(crate) fn sleep(&self, timeout: Duration) {
+    /// Sleeps until woken or `timeout`, unless a wake is pending; consumes
+    /// it. Returns whether it was woken (`false`: the timeout passed).
+    pub(crate) fn sleep(&self, timeout: Duration) -> bool {
         let mut g = self.lock.lock();
         // Acquire: pairs with the AcqRel swap in `wake`. Checked under the
         // lock, and `wake` notifies under it, so a wake is never lost.
@@ -215,8 +216,9 @@ impl Wakeup {
             self.cv.wait_for(&mut g, timeout);
         }
         drop(g);
-        // Release: later wakes see the thread as ready for more.
-        self.pending.store(false, Ordering::Release);
+        // AcqRel: takes the wake (Acquire, as above) and shows later wakes
+        // the thread as ready for more (Release).
+        self.pending.swap(false, Ordering::AcqRel)
     }
 }
 

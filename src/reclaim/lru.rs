@@ -238,18 +238,6 @@ impl LruLists {
         (total * self.share as usize / SHARE_ONE as usize).max(self.min_inactive.min(total / INACTIVE_RATIO))
     }
 
-    /// How far over its target the window may be before its excess moves
-    /// to the main part without a contest: a reclaim batch's worth
-    /// (additions arrive in batches, and a smaller slack let zipf99_scan's
-    /// scans into the main part at 40%: 0.259 instead of 0.255), but no
-    /// more than 1/32 of the pages. A cache of 100 frames reclaims a page
-    /// at a time, and with the full slack its window stayed at the 12 pages
-    /// it had when the cache filled, 8x its share, for good: a loop missed
-    /// 0.9915 instead of 0.9908.
-    fn window_slack(&self) -> usize {
-        ((self.inactive.len + self.active.len) / 32).clamp(1, crate::reclaim::vmscan::SWAP_CLUSTER_MAX)
-    }
-
     /// Puts a page on the list its ACTIVE flag names and sets LRU.
     pub(crate) fn add(&mut self, pages: &[Page], pfn: u32) {
         let p = &pages[pfn as usize];
@@ -453,12 +441,23 @@ impl Lru {
     /// moved to the inactive tail; `None` when `pfn` went to the main part
     /// without a contest (the window is far over its share), so the caller
     /// looks at the new inactive tail.
+    ///
+    /// `remaining` is the pages this round of reclaim still frees, this one
+    /// included. Each of them leaves the window (a candidate that loses, or
+    /// one that wins and sends a main page out in its place), so the round
+    /// ends with the window `remaining` pages smaller; only what it would
+    /// still hold over its share then is room the main part has, and moves
+    /// there without a contest. A fixed slack (a batch, at most 1/32 of
+    /// the pages) left the window that much over its share for good, since
+    /// a miss adds a page for each one reclaim takes: a loop 1.2x the cache
+    /// missed 0.0033 more than LIRS at every size.
     pub(crate) fn window_tail(
         &self,
         lists: &mut LruLists,
         pages: &[Page],
         counters: &Counters,
         pfn: u32,
+        remaining: usize,
     ) -> Option<u32> {
         let p = &pages[pfn as usize];
         if lists.stamps[pfn as usize] == 0 || p.test(RA_FRESH) {
@@ -466,7 +465,7 @@ impl Lru {
             return Some(pfn);
         }
         let target = lists.inactive_target();
-        if lists.inactive.len > target + lists.window_slack() {
+        if lists.inactive.len > target + remaining {
             // The main part has room (the cache filled, or the share
             // shrank): the window's excess moves there without a contest.
             lists.activate(pages, pfn);
