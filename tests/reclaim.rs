@@ -351,6 +351,68 @@ fn a_loop_slightly_larger_than_the_cache_mostly_hits() {
 }
 
 #[test]
+fn one_thread_replaying_a_trace_evicts_the_same_pages_every_time() {
+    let _serial = serial();
+    // What reclaim evicts must depend on the accesses, not on when kswapd
+    // runs: it is how the hit-ratio table can compare policies at all.
+    // One thread reading through a cache reclaims for itself (below the
+    // low watermark, a batch up to the high one), so kswapd frees nothing:
+    // not on its timeout, not woken by a round that spent its scans moving
+    // the window's excess at the first fill, nor by one that met a main
+    // part whose pages were all referenced.
+    const N: u64 = 300;
+    const PAGES: u64 = 4 * N;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trace");
+    std::fs::write(&path, pattern((PAGES * PS) as usize)).unwrap();
+    // A skewed mix with a loop over a third of the pages every 8th access.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let trace: Vec<u64> = (0..60_000u64)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if i % 8 == 0 {
+                (i / 8) % (PAGES / 3)
+            } else {
+                // The minimum of three uniform draws leans to low pages.
+                (x % PAGES).min((x >> 21) % PAGES).min((x >> 42) % PAGES)
+            }
+        })
+        .collect();
+    let run = || {
+        let cache = PageCache::builder().capacity((N * PS) as usize).readahead_max(0).build().unwrap();
+        let file = cache.open(&path).unwrap();
+        let mut buf = [0u8; 8];
+        for (k, &i) in trace.iter().enumerate() {
+            file.read_exact_at(&mut buf, i * PS).unwrap();
+            if k % 4096 == 0 {
+                cache.check_invariants();
+            }
+            if k == 30_000 {
+                // Long enough for kswapd's timeout to come round.
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+        cache.check_invariants();
+        cache.stats()
+    };
+    let (a, b) = (run(), run());
+    eprintln!(
+        "{} accesses through {N} frames: {} and {} misses; kswapd freed {} and {}",
+        trace.len(),
+        a.misses,
+        b.misses,
+        a.kswapd_reclaims,
+        b.kswapd_reclaims
+    );
+    assert!(a.evictions > 10 * N, "the trace must outgrow the cache: {a:?}");
+    assert_eq!((a.kswapd_reclaims, b.kswapd_reclaims), (0, 0), "kswapd took pages from a one-thread reader");
+    assert_eq!(a.misses, b.misses, "the same trace missed differently");
+    assert_eq!(a.main_evictions, b.main_evictions, "the same trace evicted differently");
+}
+
+#[test]
 fn a_new_working_set_takes_over_from_an_old_frequent_one() {
     let _serial = serial();
     // Phase 1: a loop a little larger than the cache, 16 passes: the main

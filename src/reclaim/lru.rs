@@ -465,7 +465,7 @@ impl Lru {
             return Some(pfn);
         }
         let target = lists.inactive_target();
-        if lists.inactive.len > target + remaining {
+        if lists.inactive.len > target.saturating_add(remaining) {
             // The main part has room (the cache filled, or the share
             // shrank): the window's excess moves there without a contest.
             lists.activate(pages, pfn);
@@ -529,9 +529,22 @@ impl Lru {
     }
 
     /// Moves the main part's CLOCK victim to the inactive tail for reclaim
-    /// to take (the window is empty); `NO_PFN` when the hand found none.
+    /// to take (the window is empty); `NO_PFN` when the hand found none in
+    /// a whole turn. The hand goes on past `VICTIM_SCAN` referenced pages
+    /// here, as far as a turn (when it is back where it started, every
+    /// flag it passed is clear, so it finds one unless hits set them again):
+    /// reclaim must free a page, and one that gave up after 32 referenced
+    /// pages of redb's B-tree freed nothing, woke kswapd, and the replay of
+    /// one trace through one thread then depended on when kswapd ran. Each
+    /// page passed costs a flag and a sketch count, once per turn.
     pub(crate) fn demote_main_victim(&self, lists: &mut LruLists, pages: &[Page], counters: &Counters) -> u32 {
-        let victim = self.clock_victim(lists, pages);
+        let mut victim = NO_PFN;
+        for _ in 0..=lists.active.len / VICTIM_SCAN {
+            victim = self.clock_victim(lists, pages);
+            if victim != NO_PFN {
+                break;
+            }
+        }
         if victim != NO_PFN {
             counters.add(thread_slot(), Event::MainEvictions, 1);
             lists.demote_to_tail(pages, victim);

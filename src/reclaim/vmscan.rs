@@ -24,7 +24,9 @@ pub(crate) const SWAP_CLUSTER_MAX: usize = 32;
 /// (the window over its share: the cache filled, or the share shrank).
 /// They are not pages scanned: counted as such, the first reclaim of a
 /// 4,000-frame cache spent its scans on them, freed too little and woke
-/// kswapd. A move is a few list stores under the LRU lock.
+/// kswapd, whose round then raced the reader's. A move is a few list
+/// stores under the LRU lock; past this many, the round frees pages from
+/// the window as if it were at its share, and later rounds move the rest.
 const MOVE_MAX: usize = 1024;
 
 /// How reclaim weighs file pages against anonymous memory (`get_scan_count`
@@ -245,14 +247,12 @@ impl Zone {
                 }
             }
             if who != Reclaimer::Shrink {
-                let Some(take) = self.lru.window_tail(&mut lists, &self.pages, &self.counters, pfn, frames - taken)
-                else {
-                    // Moved to the main part: not a page scanned, but a
-                    // step under the lock all the same.
+                // Past `MOVE_MAX` moves, the rest of the window's excess
+                // waits for the next rounds, and this one frees its pages.
+                let remaining = if moved < MOVE_MAX { frames - taken } else { usize::MAX };
+                let Some(take) = self.lru.window_tail(&mut lists, &self.pages, &self.counters, pfn, remaining) else {
+                    // Moved to the main part: not a page scanned.
                     moved += 1;
-                    if moved > MOVE_MAX {
-                        break;
-                    }
                     pfn = lists.inactive_tail();
                     continue;
                 };
