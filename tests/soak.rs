@@ -12,7 +12,9 @@
 //! frontswap.
 //! A watchdog aborts the process if any thread makes no progress for 10 s.
 //! At the end, with faults off, every file is synced and compared with its
-//! model on disk.
+//! model on disk. A file that differs from its model on disk is explained:
+//! where it differs, what the cache holds there, and the logged
+//! operations (each file keeps its last 4,096) that touched those pages.
 //!
 //! `SOAK_SECS=20 cargo test --release --features fault-injection --test soak -- --ignored --nocapture`
 
@@ -146,8 +148,56 @@ struct SoakFile {
     /// The file's exact contents; every operation on the file runs while
     /// holding this lock, so the model and the cache move together.
     model: Mutex<Vec<u8>>,
+    /// The last `LOG_OPS` operations that changed the file or synced it
+    /// (byte range, what), appended while holding `model`, to explain a
+    /// difference from the model when one is found.
+    log: Mutex<std::collections::VecDeque<(u64, u64, String)>>,
     #[cfg(feature = "fault-injection")]
     plan: Arc<FaultPlan>,
+}
+
+/// Operations each file's log keeps.
+const LOG_OPS: usize = 4096;
+
+impl SoakFile {
+    /// Notes an operation on `[start, end)` (the caller holds `model`).
+    fn note(&self, start: u64, end: u64, what: String) {
+        let mut log = lock(&self.log);
+        if log.len() == LOG_OPS {
+            log.pop_front();
+        }
+        log.push_back((start, end, what));
+    }
+
+    /// Says where the file on disk differs from the model, what the cache
+    /// holds there, and which logged operations touched those pages.
+    fn explain(&self, disk: &[u8], model: &[u8]) -> String {
+        let diff: Vec<usize> = (0..disk.len().min(model.len())).filter(|&i| disk[i] != model[i]).collect();
+        let (Some(&first), Some(&last)) = (diff.first(), diff.last()) else {
+            return format!("sizes differ: disk {} model {}", disk.len(), model.len());
+        };
+        let mut cached = vec![0u8; 16];
+        let got = self.handle.read_at(&mut cached, first as u64).map(|n| cached[..n].to_vec());
+        let end = (first + 16).min(disk.len()).min(model.len());
+        let ps = PAGE_SIZE as u64;
+        let (lo, hi) = (first as u64 / ps * ps, (last as u64 / ps + 1) * ps);
+        let touched: Vec<String> = lock(&self.log)
+            .iter()
+            .filter(|(s, e, _)| *s < hi && *e > lo)
+            .map(|(s, e, w)| match *e {
+                u64::MAX => format!("    [{s}, end) {w}"),
+                e => format!("    [{s}, {e}) {w}"),
+            })
+            .collect();
+        format!(
+            "{} bytes differ, from {first} to {last}; at {first}: disk {:?}, model {:?}, cache {got:?}\n  \
+             logged operations on pages [{lo}, {hi}), oldest first:\n{}",
+            diff.len(),
+            &disk[first..end],
+            &model[first..end],
+            touched.join("\n")
+        )
+    }
 }
 
 #[derive(Default)]
@@ -259,7 +309,13 @@ fn worker(
             let align = |x: u64| if a & 1 == 0 { x / PAGE_SIZE as u64 * PAGE_SIZE as u64 } else { x };
             let soff = align((a >> 8) % (src_model.len() as u64 + 8192));
             let doff = align((b >> 8) % (FILE_SIZE as u64 + MAX_IO));
-            match f.handle.copy_from(&src.handle, soff, doff, len) {
+            let copied = f.handle.copy_from(&src.handle, soff, doff, len);
+            f.note(
+                doff,
+                doff + len as u64,
+                format!("thread {id}: copy {len} from file {si} at {soff} (aligned {}): {copied:?}", a & 1 == 0),
+            );
+            match copied {
                 Ok(n) => {
                     let avail = (src_model.len() as u64).saturating_sub(soff) as usize;
                     assert!(n <= len.min(avail), "{what}: copied {n} of {len} at {soff} (source has {avail})");
@@ -318,7 +374,9 @@ fn worker(
                     let off = a % (FILE_SIZE as u64 + MAX_IO);
                     let byte = (a >> 40) as u8;
                     let data: Vec<u8> = (0..len).map(|i| byte.wrapping_add((i / 97) as u8)).collect();
-                    match f.handle.write_at(&data, off) {
+                    let wrote = f.handle.write_at(&data, off);
+                    f.note(off, off + len as u64, format!("thread {id}: write {len} of {byte:#x}+: {wrote:?}"));
+                    match wrote {
                         Ok(n) => {
                             assert!(n > 0 && n <= len, "{what}: write returned {n} of {len}");
                             let end = off as usize + n;
@@ -338,11 +396,14 @@ fn worker(
                 85..=88 => {
                     let new = FILE_SIZE as u64 / 2 + a % FILE_SIZE as u64;
                     f.handle.set_len(new).unwrap_or_else(|e| panic!("{what}: set_len({new}): {e}"));
+                    f.note(new.min(size), u64::MAX, format!("thread {id}: set_len {new} (was {size})"));
                     model.resize(new as usize, 0);
                     c.set_lens.fetch_add(1, Ordering::Relaxed);
                 }
                 _ => {
-                    match f.handle.sync_data() {
+                    let synced = f.handle.sync_data();
+                    f.note(0, u64::MAX, format!("thread {id}: sync_data: {synced:?}"));
+                    match synced {
                         Ok(()) => {
                             // Acknowledged: the file on disk is the model.
                             if a % 4 == 0 {
@@ -351,9 +412,10 @@ fn worker(
                                     let i = disk.iter().zip(model.iter()).position(|(a, b)| a != b);
                                     panic!(
                                         "{what}: after a good sync the file differs from the model: {} vs {} bytes, \
-                                         first difference at {i:?}",
+                                         first difference at {i:?}\n  {}",
                                         disk.len(),
-                                        model.len()
+                                        model.len(),
+                                        f.explain(&disk, &model)
                                     );
                                 }
                                 c.disk_checks.fetch_add(1, Ordering::Relaxed);
@@ -386,17 +448,17 @@ fn open(cache: &PageCache, path: &PathBuf, plain: bool) -> SoakFile {
             // One file without faults, treated as O_DIRECT (whole aligned
             // pages), so its writeback runs and prefetches go on io_uring.
             let handle = cache.open_backing(Arc::new(page_cache::FileBacking::new(file, true)), true).unwrap();
-            return SoakFile { path: path.clone(), handle, model: Mutex::new(initial), plan };
+            return SoakFile { path: path.clone(), handle, model: Mutex::new(initial), log: Mutex::default(), plan };
         }
         let handle = cache.open_backing(Arc::new(FaultyBacking::from_file(file, plan.clone())), true).unwrap();
-        SoakFile { path: path.clone(), handle, model: Mutex::new(initial), plan }
+        SoakFile { path: path.clone(), handle, model: Mutex::new(initial), log: Mutex::default(), plan }
     }
     #[cfg(not(feature = "fault-injection"))]
     {
         let _ = plain;
         drop(file);
         let handle = cache.open_with(path, OpenOptions::new().read(true).write(true)).unwrap();
-        SoakFile { path: path.clone(), handle, model: Mutex::new(initial) }
+        SoakFile { path: path.clone(), handle, model: Mutex::new(initial), log: Mutex::default() }
     }
 }
 
@@ -502,9 +564,10 @@ fn soak() {
         let first = disk.iter().zip(model.iter()).position(|(a, b)| a != b);
         assert!(
             disk == *model,
-            "file {i}: on disk {} bytes, model {} bytes, first difference at {first:?}",
+            "file {i}: on disk {} bytes, model {} bytes, first difference at {first:?}\n  {}",
             disk.len(),
-            model.len()
+            model.len(),
+            f.explain(&disk, &model)
         );
         final_bytes += disk.len() as u64;
         // And through the cache.
