@@ -8,8 +8,10 @@
 //! *main* part. When reclaim reaches a window page at the inactive tail
 //! and the window is over its share, that page (the candidate) meets the
 //! main part's victim: the first page from the active tail that the CLOCK
-//! hand finds unreferenced (a referenced page is counted once more in the
-//! frequency sketch and rotated to the head). The candidate takes the
+//! hand finds unreferenced and without credits (GCLOCK: a referenced page
+//! is counted once more in the frequency sketch, gains a credit, up to
+//! `CREDITS`, and is rotated to the head; an unreferenced one with credits
+//! spends one and is rotated too). The candidate takes the
 //! victim's place only if the sketch has seen it more often, by a margin
 //! (`ADMIT_MARGIN`); the victim then goes to the inactive tail and is
 //! evicted in its stead. A page hit twice while in the window still moves
@@ -65,8 +67,22 @@ pub const PAGEVEC_SIZE: usize = 14;
 /// 4,000-page cache missed 0.671 instead of 0.618).
 const ADMIT_MARGIN: u32 = 1;
 
-/// Referenced pages the CLOCK hand rotates at most looking for a victim.
+/// Pages the CLOCK hand passes at most looking for a victim.
 const VICTIM_SCAN: usize = 32;
+
+/// Credits a main page can hold (GCLOCK, Nicola, Dan and Dias 1992): the
+/// hand gives one to a page it finds referenced and takes one from a page
+/// it finds unreferenced, and only a page with none left is a victim. A
+/// page hit on every turn builds them up and outlasts one that was hit
+/// once; W-TinyLFU's SLRU gets the same from its protected segment.
+/// Measured on the policy table's 19 rows (sum of miss ratios; sum of the
+/// excess over the best published policy on each row; rows at or under it):
+/// plain CLOCK 7.8207, 0.0194, 11; 1 credit 7.8076, 0.0164, 11; 2 7.8004,
+/// 0.0106, 11; 3 7.7977, 0.0096, 13; 5 7.7930, 0.0089, 13; 7 7.7897,
+/// 0.0092, 14. Credits are what an old phase's pages keep when the next
+/// one starts (phases 40%: 0.1481 plain, 0.1497 with 3, 0.1507 with 7),
+/// so the fewest that win the rows.
+const CREDITS: u8 = 3;
 
 /// Main pages the recency test samples for the one used longest ago.
 const RECENCY_SCAN: usize = 32;
@@ -214,6 +230,11 @@ pub(crate) struct LruLists {
     /// active list (it has no test period). The active list is ordered by
     /// stamp, oldest at the tail.
     stamps: Box<[u64]>,
+    /// Each main page's credits (GCLOCK's counts, up to `CREDITS`): one
+    /// more each time the hand finds the page referenced, one fewer each
+    /// time it finds it unreferenced; the victim is the first page found
+    /// unreferenced with none left. 0 for a page entering either list.
+    chance: Box<[u8]>,
     /// The next stamp; advances once per page added to the LRU.
     clock: u64,
     /// The stamp of the last active page the aging hand passed.
@@ -271,16 +292,19 @@ impl LruLists {
             p.set(PageFlags::ACTIVE);
             p.clear(PageFlags::REFERENCED);
             self.stamps[pfn as usize] = self.clock - 1;
+            self.chance[pfn as usize] = 0;
             self.active.push_head(pages, pfn);
         }
     }
 
     /// The main part's victim: the first page from the active tail that
-    /// the CLOCK hand finds unreferenced, or `NO_PFN` if the list is empty
-    /// or the first `VICTIM_SCAN` pages were all referenced. A referenced
-    /// page is counted once more in the sketch (hits write nothing; the
-    /// hand counts them lazily, at most once a round), gets a new stamp and
-    /// goes to the head. The hand moves past each page it looks at.
+    /// the CLOCK hand finds unreferenced and without credits (`CREDITS`),
+    /// or `NO_PFN` if the list is empty or none of the first `VICTIM_SCAN`
+    /// pages was one. A referenced page is counted once more in the sketch
+    /// (hits write nothing; the hand counts them lazily, at most once a
+    /// round) and gains a credit; an unreferenced one with credits loses
+    /// one; either gets a new stamp and goes to the head. The hand moves
+    /// past each page it looks at.
     pub(crate) fn main_victim(&mut self, pages: &[Page], sketch: &Sketch) -> u32 {
         for _ in 0..VICTIM_SCAN {
             let pfn = self.active.tail;
@@ -290,9 +314,14 @@ impl LruLists {
             let p = &pages[pfn as usize];
             self.hand = self.hand.max(self.stamps[pfn as usize]);
             if !p.test_and_clear(PageFlags::REFERENCED) {
-                return pfn;
+                if self.chance[pfn as usize] == 0 {
+                    return pfn;
+                }
+                self.chance[pfn as usize] -= 1;
+            } else {
+                sketch.increment(workingset::hash(p.mapping_id(), p.index()));
+                self.chance[pfn as usize] = (self.chance[pfn as usize] + 1).min(CREDITS);
             }
-            sketch.increment(workingset::hash(p.mapping_id(), p.index()));
             self.active.unlink(pages, pfn);
             self.stamps[pfn as usize] = self.clock - 1;
             self.active.push_head(pages, pfn);
@@ -400,6 +429,7 @@ impl Lru {
                 inactive: List::EMPTY,
                 active: List::EMPTY,
                 stamps: vec![0; frames].into_boxed_slice(),
+                chance: vec![0; frames].into_boxed_slice(),
                 clock: 1,
                 hand: 0,
                 share: SHARE_START,
@@ -530,16 +560,16 @@ impl Lru {
 
     /// Moves the main part's CLOCK victim to the inactive tail for reclaim
     /// to take (the window is empty); `NO_PFN` when the hand found none in
-    /// a whole turn. The hand goes on past `VICTIM_SCAN` referenced pages
-    /// here, as far as a turn (when it is back where it started, every
-    /// flag it passed is clear, so it finds one unless hits set them again):
+    /// `CREDITS` + 1 turns. The hand goes on past `VICTIM_SCAN` pages here,
+    /// as far as that (each turn clears every flag it passes or takes a
+    /// credit, so it finds one unless hits set the flags again):
     /// reclaim must free a page, and one that gave up after 32 referenced
     /// pages of redb's B-tree freed nothing, woke kswapd, and the replay of
     /// one trace through one thread then depended on when kswapd ran. Each
     /// page passed costs a flag and a sketch count, once per turn.
     pub(crate) fn demote_main_victim(&self, lists: &mut LruLists, pages: &[Page], counters: &Counters) -> u32 {
         let mut victim = NO_PFN;
-        for _ in 0..=lists.active.len / VICTIM_SCAN {
+        for _ in 0..=(CREDITS as usize + 1) * lists.active.len / VICTIM_SCAN {
             victim = self.clock_victim(lists, pages);
             if victim != NO_PFN {
                 break;
@@ -753,6 +783,7 @@ impl Lru {
                 }
                 let now = lists.clock;
                 lists.stamps[pfn as usize] = now;
+                lists.chance[pfn as usize] = 0;
                 lists.clock = now + 1;
                 if p.test(PageFlags::ACTIVE) {
                     // Relaxed: under the LRU lock.
@@ -887,6 +918,7 @@ impl Lru {
             newer = stamp;
         }
         assert!(lists.stamps.iter().all(|&s| s < lists.clock), "a stamp from the future");
+        assert!(lists.chance.iter().all(|&c| c <= CREDITS), "a page with more than {CREDITS} credits");
         assert!(lists.hand < lists.clock, "the hand is ahead of the clock");
         for (pfn, p) in pages.iter().enumerate() {
             if p.test(PageFlags::LRU) {
@@ -962,6 +994,36 @@ mod tests {
             assert_eq!(Fate::of(fate.mark(12_345)), (Some(fate), 12_345));
         }
         assert_eq!(Fate::of(0), (None, 0));
+    }
+
+    #[test]
+    fn a_credit_keeps_a_page_the_hand_found_referenced_past_a_newer_unused_one() {
+        // Main pages 0..4, page 0 at the CLOCK's tail; page 0 referenced.
+        let lru = Lru::new(1, 4, 0);
+        let pages: Vec<Page> = (0..4).map(|_| Page::new()).collect();
+        let mut lists = lru.lock();
+        for pfn in 0..4 {
+            pages[pfn as usize].set(PageFlags::ACTIVE);
+            lists.add(&pages, pfn);
+        }
+        pages[0].set(PageFlags::REFERENCED);
+        let victim = |lists: &mut LruLists| {
+            let v = lists.main_victim(&pages, &lru.sketch);
+            assert_ne!(v, NO_PFN);
+            lists.del(&pages, v);
+            assert!(lists.chance.iter().all(|&c| c <= CREDITS), "credits: {:?}", lists.chance);
+            v
+        };
+        // The hand gives page 0 a credit and rotates it; the others go.
+        assert_eq!([victim(&mut lists), victim(&mut lists), victim(&mut lists)], [1, 2, 3]);
+        // Page 0 is alone at the tail, unreferenced since. A new page comes
+        // in at the head, unused: plain CLOCK would take page 0 now; its
+        // credit keeps it one more turn, and the new page goes.
+        lists.chance[1] = 0;
+        lists.add(&pages, 1);
+        assert_eq!(victim(&mut lists), 1, "credits: {:?}", lists.chance);
+        assert_eq!(lists.chance[0], 0, "the credit is spent");
+        assert_eq!(victim(&mut lists), 0);
     }
 
     #[test]
