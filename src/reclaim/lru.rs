@@ -233,7 +233,9 @@ pub(crate) struct LruLists {
     /// Each main page's credits (GCLOCK's counts, up to `CREDITS`): one
     /// more each time the hand finds the page referenced, one fewer each
     /// time it finds it unreferenced; the victim is the first page found
-    /// unreferenced with none left. 0 for a page entering either list.
+    /// unreferenced with none left. Set to 0 when a page is first added
+    /// (`add_batch`) and when it enters the main part (`activate`); what
+    /// a window page holds is never read.
     chance: Box<[u8]>,
     /// The next stamp; advances once per page added to the LRU.
     clock: u64,
