@@ -33,7 +33,8 @@
 //! while its votes outweigh frequency's by half again, and for a while
 //! after a phase change (the hit ratio falls well below its recent
 //! average while the misses are pages coming back; `climber`), when the
-//! main part's frequencies are stale.
+//! main part's frequencies are stale (and its credits too: a phase change
+//! spends them all).
 //!
 //! A page's last use, for that test, is a lower bound that costs a hit
 //! nothing new: the clock when the page entered the main part, or the
@@ -261,6 +262,21 @@ impl LruLists {
     pub(crate) fn inactive_target(&self) -> usize {
         let total = self.inactive.len + self.active.len;
         (total * self.share as usize / SHARE_ONE as usize).max(self.min_inactive.min(total / INACTIVE_RATIO))
+    }
+
+    /// The working set moved (the climber's detector): for the next
+    /// `additions` pages added, the recency test may admit, and every
+    /// main page's credits are spent. Credits count the old phase's hits,
+    /// and they kept its pages past the CLOCK hand while the new phase's
+    /// came back: on the phase trace at 40% (a Zipf phase, then a loop
+    /// just over the cache) the loop took three passes more to settle,
+    /// 0.1486 of the trace missed against 0.1478 with this (the policy
+    /// table's 19 rows: excess over the best policy 0.0045 against
+    /// 0.0038). O(frames), under the LRU lock, once a phase change.
+    #[cold]
+    pub(crate) fn phase_change(&mut self, additions: u64) {
+        self.phase_until = self.clock + additions;
+        self.chance.fill(0);
     }
 
     /// Puts a page on the list its ACTIVE flag names and sets LRU.
@@ -713,7 +729,7 @@ impl Lru {
         }
         if news.phase_change {
             counters.add(thread_slot(), Event::PhaseChanges, 1);
-            lists.phase_until = lists.clock + PHASE_FRAMES * self.frames;
+            lists.phase_change(PHASE_FRAMES * self.frames);
         }
     }
 
@@ -1093,6 +1109,28 @@ mod tests {
         assert_eq!(contest(0), Some(0), "no shadow: the margin holds");
         assert_eq!(contest(3), Some(0), "used before the victim: the margin holds");
         assert_eq!(contest(9), Some(1), "used after the victim: admitted, the victim goes");
+    }
+
+    #[test]
+    fn a_phase_change_spends_every_credit_and_opens_the_recency_test() {
+        let lru = Lru::new(1, 4, 0);
+        let pages: Vec<Page> = (0..4).map(|_| Page::new()).collect();
+        let mut lists = lru.lock();
+        for pfn in 0..4 {
+            pages[pfn as usize].set(PageFlags::ACTIVE);
+            lists.add(&pages, pfn);
+        }
+        // Every page holds the most credits, from an old phase's hits.
+        lists.chance.fill(CREDITS);
+        assert!(!lru.recency_trusted(&lists));
+        lists.phase_change(100);
+        assert!(lists.chance.iter().all(|&c| c == 0), "credits: {:?}", lists.chance);
+        assert!(lru.recency_trusted(&lists));
+        // The tail is the victim at once.
+        let tail = lists.active.tail;
+        assert_eq!(lists.main_victim(&pages, &lru.sketch), tail);
+        drop(lists);
+        lru.check_invariants(&pages);
     }
 
     #[test]
