@@ -13,6 +13,8 @@ indices) and each capacity (percent of the trace's distinct pages), runs
 * LRU again at the page cache's mean resident pages (``LRU@res``): the cache
   keeps frames free (watermarks, reclaim batches), so this column separates
   what the policy loses from what the free frames cost,
+* the row's best policy again at those resident pages (``best@res``): the
+  comparison at equal memory,
 
 and prints a markdown table (also written to ``OUT.md``, raw numbers to
 ``OUT.json``).
@@ -180,13 +182,14 @@ def main():
             row["Belady"] = sim(oracle, lambda b: lcs.Belady(b), pages)
             best = min(POLICIES, key=lambda p: row[p[0]])[0]
             row["best"] = best
+            row["best@res"] = sim(oracle, dict(POLICIES)[best], max(1, int(round(row["resident_avg"]))))
             results.append(row)
             print(f"{name} {pct}% ({pages} pages): page-cache {fmt(row['page-cache'])}, best {best} "
                   f"{fmt(row[best])}, Belady {fmt(row['Belady'])}", file=sys.stderr)
         print(f"{name}: {time.time() - t0:.0f} s", file=sys.stderr)
 
     cols = ["page-cache", "LRU@res"] + [p for p, _ in POLICIES]
-    head = ["trace", "cap", "pages", "resident"] + cols + ["best policy", "Belady"]
+    head = ["trace", "cap", "pages", "resident"] + cols + ["best policy", "best@res", "Belady"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         best = r["best"]
@@ -194,7 +197,7 @@ def main():
         for c in cols:
             s = fmt(r[c])
             cells.append(f"**{s}**" if c == best else s)
-        cells += [f"{best} ({fmt(r[best])})", fmt(r["Belady"])]
+        cells += [f"{best} ({fmt(r[best])})", fmt(r["best@res"]), fmt(r["Belady"])]
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print(table)

@@ -258,6 +258,47 @@ fn streaming_through_a_small_cache_uses_what_it_reads_ahead() {
     assert!(st.readahead_hits * 10 >= st.readahead_pages * 9, "read ahead but not used: {st:?}");
 }
 
+/// A page readahead brought in and reclaim took before anyone read it
+/// leaves no shadow, so reading it later is not a refault: its stamp dates
+/// readahead's addition, not a use, and the policy would take it for a page
+/// coming back (its recency test, and no admission margin). With such
+/// shadows `tests/files.rs`'s sequential `read_pages` through 256 frames
+/// admitted its thrashed readahead pages and issued 192 reads instead of
+/// 107.
+#[test]
+fn pages_evicted_unread_leave_no_shadow() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::write(&a, pattern(1 << 20)).unwrap();
+    std::fs::write(&b, pattern(4 << 20)).unwrap();
+    let cache = PageCache::builder().capacity(256 * PAGE_SIZE).readahead_threads(0).build().unwrap();
+    let (fa, fb) = (cache.open(&a).unwrap(), cache.open(&b).unwrap());
+    let mut buf = [0u8; 64];
+    // A's first page, read: readahead brings the next ones in unread.
+    fa.read_exact_at(&mut buf, 0).unwrap();
+    let read_ahead = cache.stats().readahead_pages;
+    assert!(read_ahead > 0, "no readahead: {:?}", cache.stats());
+    // B, four times the cache, read once, takes A's pages away.
+    for i in 0..(4 << 20) / PS {
+        fb.read_exact_at(&mut buf, i * PS).unwrap();
+    }
+    for i in 1..=read_ahead {
+        assert!(fa.mapping().find_get_page(i).is_none(), "A's page {i} is still cached");
+    }
+    cache.check_invariants();
+    // A's pages read ahead come back: none of them is a refault.
+    let before = cache.stats().refaults;
+    let want = pattern(1 << 20);
+    for i in 1..=read_ahead {
+        fa.read_exact_at(&mut buf, i * PS).unwrap();
+        assert_same(&format!("A's page {i}"), &buf, &want[(i * PS) as usize..][..64]);
+    }
+    cache.check_invariants();
+    let st = cache.stats();
+    assert_eq!(st.refaults, before, "pages evicted unread came back as refaults: {st:?}");
+}
+
 // ---- 3. scan resistance ----------------------------------------------------------------
 
 #[test]

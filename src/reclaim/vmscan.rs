@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::index::mapping::AddressSpace;
-use crate::mem::page::{Page, PageFlags, PageRef};
+use crate::mem::page::{Page, PageFlags, PageRef, RA_FRESH};
 use crate::mem::wait;
 use crate::mem::zone::Zone;
 use crate::reclaim::workingset;
@@ -442,9 +442,14 @@ impl Zone {
                 continue;
             }
             // Evicted inside its test period: leave a shadow (not for pages
-            // dropped on request by `shrink`).
+            // dropped on request by `shrink`, nor for pages readahead
+            // brought in that nobody read: their stamp dates an addition,
+            // not a use, and the policy would take their return for reuse;
+            // `tests/reclaim.rs`, `pages_evicted_unread_leave_no_shadow`).
             let (kind, stamp) = (workingset::Kind::of(stamp), workingset::Kind::strip(stamp));
-            if who != Reclaimer::Shrink && (kind != workingset::Kind::Plain || workingset::in_test_period(stamp, hand))
+            if who != Reclaimer::Shrink
+                && !page.test(RA_FRESH)
+                && (kind != workingset::Kind::Plain || workingset::in_test_period(stamp, hand))
             {
                 self.shadows.remember(mapping.id, page.index(), stamp, kind);
             }
