@@ -217,7 +217,7 @@ pub struct Stats {
     /// Pages on the inactive list (of any size).
     pub inactive_pages: u64,
     /// Pages reclaim keeps the inactive list (the window) at now: the
-    /// share of the lists' pages the hill climber chose (0.5% to 3.1%,
+    /// share of the lists' pages the hill climber chose (0.2% to 3.1%,
     /// from hit ratios), or two readahead windows if that is more.
     pub inactive_target: u64,
     /// Total frames.
