@@ -579,7 +579,8 @@ impl Lru {
         // from hits (see `last_use`).
         let used = |pfn: u32| self.last_use[pfn as usize].load(Ordering::Relaxed);
         let came_back = used(candidate);
-        if came_back != 0 && came_back > used(victim) {
+        // Compared as the recency test compares (in a shadow's 40 bits).
+        if came_back != 0 && workingset::in_test_period(came_back, used(victim)) {
             0
         } else {
             ADMIT_MARGIN
@@ -1041,16 +1042,26 @@ mod tests {
         assert_eq!(Fate::of(0), (None, 0));
     }
 
+    /// Lists for 4 frames with pages 0..4 on the main part, page 0 at the
+    /// CLOCK's tail.
+    fn four_main_pages() -> (Lru, Vec<Page>) {
+        let lru = Lru::new(1, 4, 0);
+        let pages: Vec<Page> = (0..4).map(|_| Page::new()).collect();
+        {
+            let mut lists = lru.lock();
+            for pfn in 0..4 {
+                pages[pfn as usize].set(PageFlags::ACTIVE);
+                lists.add(&pages, pfn);
+            }
+        }
+        (lru, pages)
+    }
+
     #[test]
     fn a_credit_keeps_a_page_the_hand_found_referenced_past_a_newer_unused_one() {
         // Main pages 0..4, page 0 at the CLOCK's tail; page 0 referenced.
-        let lru = Lru::new(1, 4, 0);
-        let pages: Vec<Page> = (0..4).map(|_| Page::new()).collect();
+        let (lru, pages) = four_main_pages();
         let mut lists = lru.lock();
-        for pfn in 0..4 {
-            pages[pfn as usize].set(PageFlags::ACTIVE);
-            lists.add(&pages, pfn);
-        }
         pages[0].set(PageFlags::REFERENCED);
         let victim = |lists: &mut LruLists| {
             let v = lists.main_victim(&pages, &lru.sketch);
@@ -1113,13 +1124,8 @@ mod tests {
 
     #[test]
     fn a_phase_change_spends_every_credit_and_opens_the_recency_test() {
-        let lru = Lru::new(1, 4, 0);
-        let pages: Vec<Page> = (0..4).map(|_| Page::new()).collect();
+        let (lru, pages) = four_main_pages();
         let mut lists = lru.lock();
-        for pfn in 0..4 {
-            pages[pfn as usize].set(PageFlags::ACTIVE);
-            lists.add(&pages, pfn);
-        }
         // Every page holds the most credits, from an old phase's hits.
         lists.chance.fill(CREDITS);
         assert!(!lru.recency_trusted(&lists));
