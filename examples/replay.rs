@@ -14,10 +14,10 @@
 //! readahead off, and reads a few bytes at `index * page_size` for each
 //! access, on one thread. Misses are the cache's own count
 //! ([`Stats::misses`](page_cache::Stats::misses): lookups that had to read the
-//! file). The cache keeps some frames free (its watermarks: reclaim starts
-//! below `low` and frees up to about `high`), so fewer pages are resident than
-//! the capacity: `resident_avg` is the mean resident pages sampled after the
-//! cache first filled, the capacity the policy actually had.
+//! file). Reclaim frees a batch when no frame is free (one frame below 1,024
+//! frames, 16 to 32 above), so a few frames can sit free between batches:
+//! `resident_avg` is the mean resident pages sampled after the cache first
+//! filled, the capacity the policy actually had.
 //!
 //! ```text
 //! cargo run --release --example replay -- TRACE [--capacity-pages N]... \

@@ -140,41 +140,38 @@ pub(crate) fn block_runs(mask: u32, nr: u32) -> impl Iterator<Item = (u32, u32)>
 /// Free-frame watermarks, in frames.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Watermarks {
-    /// Below this an allocation reclaims directly.
-    pub(crate) min: usize,
-    /// Below this kswapd is woken.
-    pub(crate) low: usize,
-    /// kswapd reclaims until this many frames are free.
+    /// kswapd reclaims until this many frames are free; an allocating
+    /// thread that finds none free reclaims this many itself (`batch`).
     pub(crate) high: usize,
 }
 
 impl Watermarks {
-    /// min 1/1024 of the frames (at least 1), low 5/4 of min (at least
-    /// min + 1) as the kernel's, and high a batch above low: 16 frames from
-    /// 1024 frames on (up to 32 when min/4 is larger), one below. The gap
-    /// between low and high is the batch an allocating thread reclaims
-    /// (`batch`), so free frames swing between about low and high; what
-    /// sits free holds nothing. min at 1/256 (and 4 at least) kept 8% of a
-    /// 100-frame cache and 1% of larger ones empty, and the policy table's
-    /// small rows missed up to 2.4 points more for it; a floor of 16 frames
-    /// under min (for a 64 KiB page) with low 2x and high 3x min still kept
-    /// 40 of 2,463 frames empty and 240 of 98,526. A large page needs no
-    /// floor: its allocation adds its own size to the watermarks
-    /// (`alloc_pages`). `docs/design.md`, "The policy".
+    /// No frame is kept free: an allocation that finds none reclaims a
+    /// batch right there (one frame below 1,024 frames; from there on
+    /// 1/4096 of the frames, 16 at least (a 64 KiB page) and 32 at most),
+    /// so free frames swing between 0 and a batch. What sits free holds
+    /// nothing, and nothing here needs a reserve: reclaim allocates no
+    /// frame, and an allocation that loses its batch to another thread
+    /// reclaims again (`alloc_page_slow`). The kernel's reserve (min 1/1024
+    /// of the frames, low 5/4 of it, and the batch above low) kept 2 of a
+    /// 100-frame cache's frames free and 31 of 19,853, and the policy
+    /// table's rows missed more for it (the loop at 1% 0.9908 against
+    /// 0.9906, Zipf(0.8) at 1% 0.6730 against 0.6718, the phases at 40%
+    /// 0.1478 against 0.1474; the 19 rows summed 7.7815 against 7.7766).
+    /// min at 1/256 (and 4 at least) before that kept 8% of a 100-frame
+    /// cache empty. `docs/design.md`, "The policy".
     pub(crate) fn for_frames(n: usize) -> Watermarks {
-        let min = (n / 1024).clamp(1, 16384);
-        let low = (min * 5 / 4).max(min + 1);
-        let batch = if n >= 1024 { (min / 4).clamp(crate::MAX_PAGE_BLOCKS, 32) } else { 1 };
-        Watermarks { min, low: low.min(n / 2), high: (low + batch).min(n * 3 / 4) }
+        let batch = if n >= 1024 { (n / 4096).clamp(crate::MAX_PAGE_BLOCKS, 32) } else { 1 };
+        Watermarks { high: batch }
     }
 
-    /// Pages an allocating thread reclaims in one round below the low
-    /// watermark: up to the high one (`SWAP_CLUSTER_MAX` at most). A fixed
-    /// 32 left a cache of 100 frames a third empty after each round, and
-    /// missed 7% more than LRU at that size (docs/design.md, "Reclaim").
+    /// Pages an allocating thread reclaims in one round when no frame is
+    /// free: up to the high watermark (`SWAP_CLUSTER_MAX` at most). A
+    /// fixed 32 left a cache of 100 frames a third empty after each round,
+    /// and missed 7% more than LRU at that size (docs/design.md, "Reclaim").
     #[inline]
     pub(crate) fn batch(&self, cluster_max: usize) -> usize {
-        (self.high - self.low).clamp(1, cluster_max)
+        self.high.clamp(1, cluster_max)
     }
 }
 
@@ -515,7 +512,7 @@ impl Zone {
     /// Up to `nr` pages of order `order` on consecutive frames, carved
     /// from one free block (readahead's buffers, which then touch): the
     /// largest block up to `nr` pages (and at most 2 MiB) that the pool has
-    /// free above the low watermark, split into pages (`split_page`). Empty
+    /// free, split into pages (`split_page`). Empty
     /// when no block of at least four frames is free; never reclaims.
     pub(crate) fn alloc_contiguous(&self, order: usize, nr: usize) -> Vec<PageRef<'_>> {
         const MAX_SPLIT: usize = 9;
@@ -526,7 +523,7 @@ impl Zone {
         let mut block = (usize::BITS - 1 - frames.leading_zeros()) as usize;
         block = block.min(MAX_SPLIT);
         while block > order && block >= 2 {
-            if self.buddy.nr_free() < self.watermarks.low + (1 << block) {
+            if self.buddy.nr_free() < 1 << block {
                 block -= 1;
                 continue;
             }

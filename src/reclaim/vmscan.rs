@@ -1,9 +1,10 @@
 //! Page reclaim, following `mm/vmscan.c`: isolate pages from the inactive
 //! tail, free the clean unreferenced ones through the refcount freeze, write
 //! dirty ones out first (kswapd only), age the active list to keep the
-//! inactive list large enough, and run it from a background kswapd thread
-//! (free frames below the low watermark, up to the high one) or directly in
-//! an allocating thread (below min).
+//! inactive list large enough, and run it in an allocating thread that
+//! finds no frame free (a batch, up to the high watermark), in a
+//! background kswapd thread it wakes when that batch needs I/O, or directly
+//! when the batch was lost to another thread.
 
 use std::io;
 use std::sync::Arc;
@@ -128,7 +129,7 @@ pub(crate) enum Reclaimer {
     Direct,
     /// `PageCache::shrink`: clean pages only.
     Shrink,
-    /// An allocating thread between the low and min watermarks
+    /// An allocating thread that found no frame free
     /// (`reclaim_on_alloc`): as `Direct`, but dirty anonymous pages are
     /// left to kswapd, which compresses and writes them on another core.
     Light,
@@ -472,7 +473,7 @@ impl Zone {
     }
 }
 
-/// The kswapd thread: sleeps until woken below the low watermark, then
+/// The kswapd thread: sleeps until an allocation wakes it, then
 /// reclaims until the high watermark is met or nothing more can be freed.
 pub(crate) fn kswapd(zone: Arc<Zone>) {
     loop {
@@ -481,9 +482,9 @@ pub(crate) fn kswapd(zone: Arc<Zone>) {
         if zone.shutting_down.load(Ordering::Acquire) {
             return;
         }
-        if !woken && zone.buddy.nr_free() >= zone.watermarks.low {
-            // The timeout, not a wake: reclaim only under the low watermark,
-            // as allocations would have asked. Topping up to the high one
+        if !woken {
+            // The timeout, not a wake: reclaim only when an allocation
+            // asked (`reclaim_on_alloc`). Topping up to the high watermark
             // every 200 ms took pages on the clock and not on demand, so the
             // same trace replayed through one thread evicted different pages
             // from run to run.
@@ -502,32 +503,31 @@ pub(crate) fn kswapd(zone: Arc<Zone>) {
 /// watermarks they run it. The buddy allocator itself (`Zone::alloc_block`)
 /// is the memory layer's and never reclaims.
 impl Zone {
-    /// Allocates one frame with one reference, reclaiming if memory is low.
-    /// Fails with `OutOfMemory` after a bounded effort when every page is pinned.
+    /// Allocates one frame with one reference, reclaiming a batch first
+    /// when none is free. Fails with `OutOfMemory` after a bounded effort
+    /// when every page is pinned.
     #[inline]
     pub(crate) fn alloc_page(&self) -> io::Result<PageRef<'_>> {
-        let free = self.buddy.nr_free();
-        if free <= self.watermarks.low {
-            self.reclaim_on_alloc();
+        if self.buddy.nr_free() == 0 {
+            self.reclaim_on_alloc(1);
         }
-        if free > self.watermarks.min {
-            if let Ok(pfn) = self.buddy.alloc(&self.pages, 0) {
-                return Ok(self.make_live(pfn));
-            }
+        if let Ok(pfn) = self.buddy.alloc(&self.pages, 0) {
+            return Ok(self.make_live(pfn));
         }
         self.alloc_page_slow()
     }
 
-    /// Below the low watermark: reclaim a batch of clean pages right here,
-    /// on this core, and wake kswapd only for what needs I/O. Handing every
-    /// batch to kswapd on the other core cost a wakeup and a round of cache
-    /// line transfers per batch (measured: 2.3x pread on the miss path).
-    /// The scan is bounded (4 batches): when the inactive tail is dirty,
+    /// No frame free (fewer than `frames` for a large page): reclaim a
+    /// batch of clean pages (`frames` at least) right here, on this core,
+    /// and wake kswapd only for what needs I/O. Handing every batch to
+    /// kswapd on the other core cost a wakeup and a round of cache line
+    /// transfers per batch (measured: 2.3x pread on the miss path). The
+    /// scan is bounded (4 batches): when the inactive tail is dirty,
     /// scanning the whole LRU on every allocation cost more than the
     /// allocation itself; kswapd and the flusher deal with dirty pages.
     #[cold]
-    fn reclaim_on_alloc(&self) {
-        let batch = self.watermarks.batch(SWAP_CLUSTER_MAX);
+    fn reclaim_on_alloc(&self, frames: usize) {
+        let batch = self.watermarks.batch(SWAP_CLUSTER_MAX).max(frames);
         let freed = self.shrink_lists_scan(batch, Reclaimer::Light, 4 * SWAP_CLUSTER_MAX);
         if freed < batch.div_ceil(2) {
             self.wake_kswapd();
@@ -586,8 +586,8 @@ impl Zone {
     /// One frame without waiting (readahead's `__GFP_NORETRY`): the free
     /// lists, then one round of direct reclaim.
     pub(crate) fn try_alloc_page(&self) -> io::Result<PageRef<'_>> {
-        if self.buddy.nr_free() <= self.watermarks.low {
-            self.reclaim_on_alloc();
+        if self.buddy.nr_free() == 0 {
+            self.reclaim_on_alloc(1);
         }
         if let Ok(pfn) = self.buddy.alloc(&self.pages, 0) {
             return Ok(self.make_live(pfn));
@@ -609,11 +609,10 @@ impl Zone {
         if order > crate::mem::buddy::MAX_ORDER {
             return self.alloc_block(order); // InvalidInput
         }
-        let free = self.buddy.nr_free();
-        if free <= self.watermarks.low + (1 << order) {
-            self.reclaim_on_alloc();
+        if self.buddy.nr_free() < 1 << order {
+            self.reclaim_on_alloc(1 << order);
         }
-        if free > self.watermarks.min + (1 << order) {
+        if self.buddy.nr_free() >= 1 << order {
             if let Ok(page) = self.alloc_block(order) {
                 return Ok(page);
             }
@@ -627,8 +626,8 @@ impl Zone {
         if order == 0 {
             return self.try_alloc_page();
         }
-        if self.buddy.nr_free() <= self.watermarks.low + (1 << order) {
-            self.reclaim_on_alloc();
+        if self.buddy.nr_free() < 1 << order {
+            self.reclaim_on_alloc(1 << order);
         }
         if let Ok(page) = self.alloc_block(order) {
             return Ok(page);
@@ -643,7 +642,7 @@ impl Zone {
             // Too few free frames: reclaim in LRU order first (a block's
             // worth at least). Enough frames but fragmented: aim at a block.
             let want = (1usize << order).max(SWAP_CLUSTER_MAX);
-            if self.buddy.nr_free() < self.watermarks.min + want {
+            if self.buddy.nr_free() < want {
                 self.direct_reclaim(want);
                 if let Ok(page) = self.alloc_block(order) {
                     return Ok(page);
