@@ -14,8 +14,8 @@
 //! page's four counters sit in four slots picked by four hashes of its
 //! identity; its estimate is their minimum, and an increment raises only
 //! the counters at that minimum (conservative update). Every `period`
-//! increments (40 per frame) every counter is halved, so the sketch follows
-//! a changing working set. Like the shadow table it is a hint: relaxed
+//! increments (40 per frame) every counter is halved, and once more at a
+//! phase change (`age`), so the sketch follows a changing working set. Like the shadow table it is a hint: relaxed
 //! atomics, no lock; a lost increment or a torn halving costs accuracy only.
 
 use crate::sync::{AtomicU64, AtomicUsize, Ordering};
@@ -127,6 +127,14 @@ impl Sketch {
             self.additions.fetch_sub(self.period, Ordering::Relaxed);
         }
         (min + 1).min(MAX_FREQ)
+    }
+
+    /// Halves every counter now, out of turn: the working set moved (a
+    /// phase change), and the old one's counts would keep its pages in
+    /// the main part against the new one's. The period's count goes on.
+    #[cold]
+    pub(crate) fn age(&self) {
+        self.halve();
     }
 
     /// Halves every counter (TinyLFU's reset).
