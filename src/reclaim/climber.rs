@@ -4,9 +4,9 @@
 //! Every sample period (`SAMPLE_FACTOR` times the cache's frames in
 //! accesses, `SAMPLE_MIN` at least) the climber compares the period's hit
 //! ratio with the one before and moves the share one step: on in the same
-//! direction if the ratio did not drop, back the other way if it did. The step starts at
-//! `STEP` (about a quarter of the range), shrinks by 2% a period, and restarts
-//! at full size when the ratio swings by 5% or more. The share starts at
+//! direction if the ratio did not drop, back the other way if it did. The
+//! step starts at `STEP` (about a quarter of the range), shrinks by 2% a
+//! period, and restarts at full size when the ratio swings by 5% or more. The share starts at
 //! 1% of the pages on the lists (W-TinyLFU's window) and stays between
 //! 0.2% and 3.1%: ranges up to 1/8 cost the Zipf, loop and redb traces
 //! more than they won (`docs/design.md`).

@@ -15,8 +15,9 @@
 //! identity; its estimate is their minimum, and an increment raises only
 //! the counters at that minimum (conservative update). Every `period`
 //! increments (40 per frame) every counter is halved, and once more at a
-//! phase change (`age`), so the sketch follows a changing working set. Like the shadow table it is a hint: relaxed
-//! atomics, no lock; a lost increment or a torn halving costs accuracy only.
+//! phase change (`age`), so the sketch follows a changing working set.
+//! Like the shadow table it is a hint: relaxed atomics, no lock; a lost
+//! increment or a torn halving costs accuracy only.
 
 use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 
