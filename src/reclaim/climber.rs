@@ -208,6 +208,12 @@ impl State {
 mod tests {
     use super::*;
 
+    /// Counts `hits` hits and `misses` misses, as lookups do.
+    fn accesses(c: &Counters, hits: u64, misses: u64) {
+        c.add(0, Event::Hit, hits);
+        c.add(0, Event::Miss, misses);
+    }
+
     #[test]
     fn the_share_moves_each_period_and_stays_in_bounds() {
         let c = Counters::new();
@@ -215,8 +221,7 @@ mod tests {
         let share = |news: Option<News>| news.and_then(|n| n.share);
         let period = |hits: u64, misses: u64| {
             // 10,000 accesses: a period of a 1000-frame cache.
-            c.add(0, Event::Hit, hits);
-            c.add(0, Event::Miss, misses);
+            accesses(&c, hits, misses);
             climber.on_reclaim(&c, 125)
         };
         assert_eq!(share(climber.on_reclaim(&c, 125)), None, "the first round starts the first period");
@@ -247,8 +252,7 @@ mod tests {
         // 100 frames: 10x the frames would be 1,000 accesses.
         let climber = Climber::new(100);
         let look = |hits: u64, misses: u64| {
-            c.add(0, Event::Hit, hits);
-            c.add(0, Event::Miss, misses);
+            accesses(&c, hits, misses);
             climber.on_reclaim(&c, 12).and_then(|n| n.share)
         };
         assert_eq!(look(0, 0), None, "the first round starts the first period");
@@ -265,15 +269,13 @@ mod tests {
         // 800 frames: the counters are read every 100 frames reclaimed.
         let climber = Climber::new(800);
         let stretch = |hits: u64, misses: u64| {
-            c.add(0, Event::Hit, hits);
-            c.add(0, Event::Miss, misses);
+            accesses(&c, hits, misses);
             // A third of the misses are pages that came back.
             c.add(0, Event::Refaults, misses / 3);
             climber.on_reclaim(&c, 100).expect("a look at the counters").phase_change
         };
         let scan = |hits: u64, misses: u64| {
-            c.add(0, Event::Hit, hits);
-            c.add(0, Event::Miss, misses);
+            accesses(&c, hits, misses);
             climber.on_reclaim(&c, 100).expect("a look at the counters").phase_change
         };
         // Steady and low (a loop larger than the cache): never a change.

@@ -508,13 +508,20 @@ impl Zone {
     /// when every page is pinned.
     #[inline]
     pub(crate) fn alloc_page(&self) -> io::Result<PageRef<'_>> {
-        if self.buddy.nr_free() == 0 {
-            self.reclaim_on_alloc(1);
-        }
+        self.make_room(1);
         if let Ok(pfn) = self.buddy.alloc(&self.pages, 0) {
             return Ok(self.make_live(pfn));
         }
         self.alloc_page_slow()
+    }
+
+    /// Reclaims a batch when fewer than `frames` frames are free (none,
+    /// for one page): the check every allocation makes first.
+    #[inline]
+    fn make_room(&self, frames: usize) {
+        if self.buddy.nr_free() < frames {
+            self.reclaim_on_alloc(frames);
+        }
     }
 
     /// No frame free (fewer than `frames` for a large page): reclaim a
@@ -586,9 +593,7 @@ impl Zone {
     /// One frame without waiting (readahead's `__GFP_NORETRY`): the free
     /// lists, then one round of direct reclaim.
     pub(crate) fn try_alloc_page(&self) -> io::Result<PageRef<'_>> {
-        if self.buddy.nr_free() == 0 {
-            self.reclaim_on_alloc(1);
-        }
+        self.make_room(1);
         if let Ok(pfn) = self.buddy.alloc(&self.pages, 0) {
             return Ok(self.make_live(pfn));
         }
@@ -609,9 +614,7 @@ impl Zone {
         if order > crate::mem::buddy::MAX_ORDER {
             return self.alloc_block(order); // InvalidInput
         }
-        if self.buddy.nr_free() < 1 << order {
-            self.reclaim_on_alloc(1 << order);
-        }
+        self.make_room(1 << order);
         if self.buddy.nr_free() >= 1 << order {
             if let Ok(page) = self.alloc_block(order) {
                 return Ok(page);
@@ -626,9 +629,7 @@ impl Zone {
         if order == 0 {
             return self.try_alloc_page();
         }
-        if self.buddy.nr_free() < 1 << order {
-            self.reclaim_on_alloc(1 << order);
-        }
+        self.make_room(1 << order);
         if let Ok(page) = self.alloc_block(order) {
             return Ok(page);
         }
