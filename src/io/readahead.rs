@@ -382,10 +382,13 @@ fn read_window_into<'a>(
                     page.page().set(RA_FRESH);
                 }
                 fresh.push(page);
+                m.zone.lru.note_incoming();
             }
         }
         inserted.clear();
-        if let Err(e) = m.add_run_to_page_cache_lru(&fresh, index, &mut inserted) {
+        let added = m.add_run_to_page_cache_lru(&fresh, index, &mut inserted);
+        m.zone.lru.note_arrived(fresh.len());
+        if let Err(e) = added {
             // Past the largest index: nothing went in.
             fresh.clear();
             return result.and(Err(e));
