@@ -20,15 +20,17 @@ and prints a markdown table (also written to ``OUT.md``, raw numbers to
 ``OUT.json``).
 
     python3 scripts/policy_table.py [--traces target/traces] [--capacities 1,10,40]
-                                    [--record-redb] [--out target/policy_table]
+                                    [--record-redb] [--record-walkv] [--out target/policy_table]
 
 It makes ``target/venv`` with libcachesim and numpy the first time (and runs
 itself there), generates the synthetic traces if they are missing
 (``scripts/gen_traces.py``), builds the replay example, and with
 ``--record-redb`` builds and runs ``examples/record_redb.rs`` for
-``redb.u64``. Traces are converted once to libCacheSim's oracleGeneral binary
-(``NAME.oracleGeneral`` beside them: 24-byte records with the next access's
-position, which Belady needs).
+``redb.u64``, and with ``--record-walkv`` runs ``walkv bench`` (one thread,
+``WALKV_N`` puts then as many gets, in a new temporary store) with
+``WALKV_TRACE`` set for ``walkv.u64``. Traces are converted once to
+libCacheSim's oracleGeneral binary (``NAME.oracleGeneral`` beside them:
+24-byte records with the next access's position, which Belady needs).
 """
 import argparse
 import json
@@ -36,6 +38,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +49,10 @@ PAGE = 4096
 # Extra capacities (percent of distinct pages) for some traces: the loop at
 # 1/1.2 of its footprint, where it is 1.2x the cache.
 EXTRA = {"loop": [83.33]}
+
+# Puts (and gets) of the recorded walkv bench: about 4 accesses each
+# (401,367 in all, 1,721 distinct pages: 256 data pages and the log's).
+WALKV_N = 100_000
 
 
 def ensure_venv():
@@ -142,6 +149,7 @@ def main():
     ap.add_argument("--capacities", default="1,10,40", help="percents of each trace's distinct pages")
     ap.add_argument("--only", nargs="*", help="trace names (default: every *.u64 in --traces)")
     ap.add_argument("--record-redb", action="store_true", help="record redb.u64 first (cargo, feature redb)")
+    ap.add_argument("--record-walkv", action="store_true", help="record walkv.u64 first (cargo, walkv bench)")
     ap.add_argument("--no-build", action="store_true", help="use the replay binary as built")
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "policy_table"))
     args = ap.parse_args()
@@ -155,6 +163,11 @@ def main():
     if args.record_redb:
         subprocess.check_call(["cargo", "run", "--release", "--features", "redb", "--example", "record_redb", "--",
                                os.path.join(args.traces, "redb.u64")], cwd=ROOT)
+    if args.record_walkv:
+        env = dict(os.environ, WALKV_TRACE=os.path.abspath(os.path.join(args.traces, "walkv.u64")))
+        with tempfile.TemporaryDirectory(prefix="walkv-") as store:
+            subprocess.check_call(["cargo", "run", "--release", "--example", "walkv", "--", "bench", store,
+                                   str(WALKV_N), "1"], cwd=ROOT, env=env)
 
     names = args.only or sorted(f[:-4] for f in os.listdir(args.traces) if f.endswith(".u64"))
     order = {n: i for i, n in enumerate(synthetic)}

@@ -21,7 +21,9 @@
 //! `WriteAheadLog`; `crc.rs`: CRC-32); `workload.rs` drives `bench` and
 //! `crash-child`. The cache holds `WALKV_CACHE_PAGES` pages (default 1024,
 //! 4 MiB; `crash-child` uses 48 so reclaim and the flusher write data pages
-//! on their own).
+//! on their own). `WALKV_TRACE=FILE` makes `bench` write the pages its puts
+//! and gets touch to FILE (`engine/trace.rs`; the policy table's `walkv`
+//! trace, recorded with THREADS=1).
 
 mod engine;
 mod workload;

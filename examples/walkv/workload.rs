@@ -10,13 +10,13 @@
 //! acknowledged value or the one of the `try` after it.
 
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use page_cache::PageCache;
 
-use crate::engine::{page, Store};
+use crate::engine::{page, trace, Store};
 
 /// Keys the crash child uses: 2 per data page on average.
 const CHILD_KEYS: u64 = 512;
@@ -97,10 +97,22 @@ pub fn crash_child(cache: &PageCache, dir: &Path, seed: u64, threads: usize) -> 
 
 /// `n` puts of 32-byte values at random keys from `threads` threads, then
 /// `n` gets, then a reopen (recovery over the whole log); prints the rates.
+/// The keys and values come from fixed seeds.
+///
+/// With `WALKV_TRACE=FILE` in the environment, the pages the puts and the
+/// gets read and write (data and log; not the opens' recovery) are written
+/// to FILE as a trace (see `engine::trace`), and one line about it goes to
+/// stderr. With one thread, the same `n` over a new `dir` gives the same
+/// trace.
 pub fn bench(dir: &Path, n: u64, threads: usize, cache: impl Fn() -> io::Result<PageCache>) -> io::Result<()> {
     let keys = n.clamp(1, 10_000);
     let c = cache()?;
-    let store = Store::open_dir(&c, dir)?;
+    let mut store = Store::open_dir(&c, dir)?;
+    let trace_to = std::env::var_os("WALKV_TRACE").map(PathBuf::from);
+    let trace = trace_to.as_ref().map(|_| trace::Trace::default());
+    if let Some(trace) = &trace {
+        store.set_trace(trace.clone());
+    }
     let next = AtomicU64::new(0);
     let start = Instant::now();
     std::thread::scope(|s| -> io::Result<()> {
@@ -129,6 +141,11 @@ pub fn bench(dir: &Path, n: u64, threads: usize, cache: impl Fn() -> io::Result<
         found += store.get(rng.below(keys))?.is_some() as u64;
     }
     let get_secs = start.elapsed().as_secs_f64();
+    if let (Some(path), Some(trace)) = (&trace_to, &trace) {
+        let accesses = trace.take();
+        let distinct = trace::write(path, &accesses)?;
+        eprintln!("walkv trace: {} accesses, {distinct} distinct pages -> {}", accesses.len(), path.display());
+    }
     let stats = c.stats();
     drop(store);
     drop(c);

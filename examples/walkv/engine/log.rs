@@ -25,6 +25,7 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 
 use page_cache::{CachedFile, WriteAheadLog};
 
+use super::trace::{Trace, LOG_BASE};
 use super::{crc, page};
 
 /// Bytes of a record before its value.
@@ -118,6 +119,9 @@ pub fn read_all(file: &CachedFile) -> io::Result<Vec<u8>> {
 struct Tail {
     end: u64,
     next_lsn: u64,
+    /// Where appends are recorded, if anywhere (under the tail's lock, so
+    /// in file order).
+    trace: Option<Trace>,
 }
 
 /// The open log. Appends are serialized (LSN order is file order); any
@@ -146,7 +150,7 @@ impl Log {
     pub fn new(file: CachedFile, end: u64, last_lsn: u64) -> Log {
         Log {
             file,
-            tail: Mutex::new(Tail { end, next_lsn: last_lsn + 1 }),
+            tail: Mutex::new(Tail { end, next_lsn: last_lsn + 1, trace: None }),
             appended: AtomicU64::new(last_lsn),
             durable: Arc::new(AtomicU64::new(last_lsn)),
             syncing: Mutex::new(false),
@@ -161,6 +165,9 @@ impl Log {
         let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
         let record = Record { lsn: tail.next_lsn, key, page, value: value.map(<[u8]>::to_vec) };
         let bytes = record.encode();
+        if let Some(trace) = &tail.trace {
+            trace.note(LOG_BASE, tail.end, bytes.len());
+        }
         self.file.write_all_at(&bytes, tail.end)?;
         tail.end += bytes.len() as u64;
         tail.next_lsn += 1;
@@ -201,6 +208,12 @@ impl Log {
     /// The highest durable LSN.
     pub fn durable_lsn(&self) -> u64 {
         self.durable.load(Ordering::Acquire)
+    }
+
+    /// Records the pages of every append from now on into `trace`, as
+    /// [`LOG_BASE`] plus the log page index.
+    pub fn set_trace(&self, trace: Trace) {
+        self.tail.lock().unwrap_or_else(|e| e.into_inner()).trace = Some(trace);
     }
 
     /// `sync_data` calls made so far (fewer than commits under group commit).

@@ -20,10 +20,14 @@
 //! whole history); then sync the data file. A data page whose LSN is past
 //! the end of the log means the log lost records the page depends on (the
 //! WAL rule was broken): the open fails with `InvalidData`.
+//!
+//! [`Store::set_trace`] records the pages the store reads and writes from
+//! then on (`trace`).
 
 pub mod crc;
 pub mod log;
 pub mod page;
+pub mod trace;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -36,6 +40,7 @@ use page_cache::{CachedFile, PageCache, PAGE_SIZE};
 
 use self::log::{Log, Record};
 use self::page::Page;
+use self::trace::Trace;
 
 /// Data pages (buckets) in the data file.
 pub const PAGES: u64 = 256;
@@ -82,6 +87,8 @@ pub struct Store {
     /// log lacks, so the store takes no more commits.
     failed: AtomicBool,
     recovery: Recovery,
+    /// Where the data file's page accesses are recorded, if anywhere.
+    trace: Option<Trace>,
 }
 
 impl Store {
@@ -162,7 +169,15 @@ impl Store {
         // A checkpoint: the recovered pages (and the file's size) are durable.
         data.sync_data()?;
         let latches = (0..PAGES).map(|_| Mutex::new(())).collect();
-        Ok(Store { data, log, latches, failed: AtomicBool::new(false), recovery })
+        Ok(Store { data, log, latches, failed: AtomicBool::new(false), recovery, trace: None })
+    }
+
+    /// Records every page the store reads or writes from now on, in the
+    /// data file and in the log, into `trace` (see `trace`). Recovery,
+    /// done when the store opened, is not in it.
+    pub fn set_trace(&mut self, trace: Trace) {
+        self.log.set_trace(trace.clone());
+        self.trace = Some(trace);
     }
 
     /// What recovery did when the store opened.
@@ -174,7 +189,7 @@ impl Store {
     /// yet (its page is changed before its log record is durable).
     pub fn get(&self, key: u64) -> io::Result<Option<Vec<u8>>> {
         let index = bucket(key) as u64;
-        let image = read_page(&self.data, index)?;
+        let image = self.read_page(index)?;
         Ok(Page::parse(index, &image[..])?.get(key).map(<[u8]>::to_vec))
     }
 
@@ -204,7 +219,7 @@ impl Store {
         let offset = index as u64 * PS;
         let lsn = {
             let _latch = self.latches[index as usize].lock().unwrap_or_else(|e| e.into_inner());
-            let image = read_page(&self.data, index as u64)?;
+            let image = self.read_page(index as u64)?;
             let page = Page::parse(index as u64, &image[..])?;
             if value.is_none() && page.get(key).is_none() {
                 // Nothing to remove: durable once what the page shows is.
@@ -215,6 +230,7 @@ impl Store {
                 page::seal(&mut next, lsn);
                 // One write of the whole page: the cache never sees (or
                 // writes back) a page whose LSN and bytes disagree.
+                self.note(index as u64);
                 self.data.write_all_at(&next[..], offset).inspect_err(|_| self.fail())?;
                 lsn
             }
@@ -227,12 +243,25 @@ impl Store {
         self.failed.store(true, Ordering::Release);
     }
 
+    /// Records an access of data page `index` in the trace, if one is set.
+    fn note(&self, index: u64) {
+        if let Some(trace) = &self.trace {
+            trace.note(0, index * PS, PAGE_SIZE);
+        }
+    }
+
+    /// [`read_page`], recorded in the trace.
+    fn read_page(&self, index: u64) -> io::Result<Box<[u8; PAGE_SIZE]>> {
+        self.note(index);
+        read_page(&self.data, index)
+    }
+
     /// Every key and value, reading every page (through the cache) and
     /// checking that each record sits in its key's page.
     pub fn entries(&self) -> io::Result<BTreeMap<u64, Vec<u8>>> {
         let mut out = BTreeMap::new();
         for index in 0..PAGES {
-            let image = read_page(&self.data, index)?;
+            let image = self.read_page(index)?;
             for (key, value) in Page::parse(index, &image[..])?.entries() {
                 if bucket(key) as u64 != index {
                     return Err(invalid_data(format!("walkv: key {key} found in page {index}")));
