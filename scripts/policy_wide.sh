@@ -20,3 +20,10 @@ cat "$OUT.a" "$OUT.b" > "$OUT"
 rm "$OUT.a" "$OUT.b"
 awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^miss_ratio=/) { split($i, kv, "="); s += kv[2]; n++ } }
      END { printf "sum of %d miss ratios: %.4f\n", n, s }' "$OUT"
+# walkv's trace (sixth sitting; `policy_table.py --record-walkv`) is summed
+# apart, so the 57 stay comparable with the sums in docs/design.md.
+if [ -f "$T/walkv.u64" ]; then
+  run walkv 17 172 688 > "$OUT.walkv"
+  awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^miss_ratio=/) { split($i, kv, "="); s += kv[2]; n++ } }
+       END { printf "walkv: sum of %d miss ratios: %.4f\n", n, s }' "$OUT.walkv"
+fi
