@@ -382,13 +382,10 @@ fn read_window_into<'a>(
                     page.page().set(RA_FRESH);
                 }
                 fresh.push(page);
-                m.zone.lru.note_incoming();
             }
         }
         inserted.clear();
-        let added = m.add_run_to_page_cache_lru(&fresh, index, &mut inserted);
-        m.zone.lru.note_arrived(fresh.len());
-        if let Err(e) = added {
+        if let Err(e) = m.add_run_to_page_cache_lru(&fresh, index, &mut inserted) {
             // Past the largest index: nothing went in.
             fresh.clear();
             return result.and(Err(e));

@@ -58,7 +58,7 @@ use crate::reclaim::climber::{Climber, SHARE_ONE, SHARE_START};
 use crate::reclaim::sketch::Sketch;
 use crate::reclaim::workingset::{self, Kind};
 use crate::stats::{Counters, Event};
-use crate::sync::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicI64, AtomicU64, Ordering};
 
 /// Pages a batch holds before it is drained (the kernel's `PAGEVEC_SIZE`).
 pub const PAGEVEC_SIZE: usize = 14;
@@ -460,14 +460,6 @@ pub(crate) struct Lru {
     /// Regrets of the frequency test minus those of the recency test,
     /// within +-`REGRET_MAX`: the recency test is asked while positive.
     regret: AtomicI64,
-    /// Pages allocated for the page cache and not on the lists yet: a
-    /// readahead run takes frames for all its pages before it inserts
-    /// them (`note_incoming`, `note_arrived`). They are the window's:
-    /// reclaim rounds that run while a run allocates would otherwise find
-    /// the window at its share and take main pages, and the next round
-    /// would find it that much over and move its excess (pages of a scan)
-    /// to the main part without a contest.
-    incoming: AtomicUsize,
     /// Per frame: a decision of the admission test the page's next use
     /// will judge (`Fate`, in the top bits) and the clock when it was
     /// made; 0 when none.
@@ -504,7 +496,6 @@ impl Lru {
             last_use: (0..frames).map(|_| AtomicU64::new(0)).collect(),
             clock: AtomicU64::new(1),
             regret: AtomicI64::new(0),
-            incoming: AtomicUsize::new(0),
             fate: (0..frames).map(|_| AtomicU64::new(0)).collect(),
             frames: frames as u64,
             sketch: Sketch::new(frames),
@@ -545,13 +536,7 @@ impl Lru {
     /// there without a contest. A fixed slack (a batch, at most 1/32 of
     /// the pages) left the window that much over its share for good, since
     /// a miss adds a page for each one reclaim takes: a loop 1.2x the cache
-    /// missed 0.0033 more than LIRS at every size. The window counts the
-    /// pages on their way to it (`incoming`): a scan 10 times a 1,024-frame
-    /// cache, read with readahead (`tests/reclaim.rs`,
-    /// `hot_pages_survive_a_large_sequential_scan`), evicted 12,544 pages
-    /// without them and 10,000 with them; with rounds of 8 pages instead
-    /// of 16 it moved its pages to the main part in bursts and kept 358 of
-    /// 409 hot pages without them, all 409 with them.
+    /// missed 0.0033 more than LIRS at every size.
     pub(crate) fn window_tail(
         &self,
         lists: &mut LruLists,
@@ -566,10 +551,7 @@ impl Lru {
             return Some(pfn);
         }
         let target = lists.inactive_target();
-        // Relaxed: a count of pages on their way; no memory is published
-        // with it.
-        let window = lists.inactive.len + self.incoming.load(Ordering::Relaxed);
-        if window > target.saturating_add(remaining) {
+        if lists.inactive.len > target.saturating_add(remaining) {
             // The main part has room (the cache filled, or the share
             // shrank): the window's excess moves there without a contest.
             lists.activate(pages, pfn);
@@ -579,7 +561,7 @@ impl Lru {
         if victim == NO_PFN {
             return Some(pfn);
         }
-        if window <= target {
+        if lists.inactive.len <= target {
             // The window is at its share: the main part gives a page.
             counters.add(thread_slot(), Event::MainEvictions, 1);
             lists.demote_to_tail(pages, victim);
@@ -776,23 +758,6 @@ impl Lru {
             return;
         }
         self.vote(if kind == Kind::FrequencyRejected { VOTE_RECENCY } else { -VOTE_FREQUENCY });
-    }
-
-    /// A page was allocated for the page cache that will join the window
-    /// (`incoming`).
-    #[inline]
-    pub(crate) fn note_incoming(&self) {
-        // Relaxed: see `window_tail`.
-        self.incoming.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// `n` pages counted by `note_incoming` were inserted (or dropped):
-    /// those inserted are on an add batch, which reclaim drains first.
-    #[inline]
-    pub(crate) fn note_arrived(&self, n: usize) {
-        // Relaxed: see `window_tail`.
-        let was = self.incoming.fetch_sub(n, Ordering::Relaxed);
-        assert!(was >= n, "{n} pages arrived of {was} on their way");
     }
 
     /// Ends a reclaim round that freed `freed` frames: the climber may
@@ -1022,8 +987,6 @@ impl Lru {
         // only store hints.
         let regret = self.regret.load(Ordering::Relaxed);
         assert!((-REGRET_MAX..=REGRET_MAX).contains(&regret), "regret balance {regret} out of bounds");
-        let incoming = self.incoming.load(Ordering::Relaxed);
-        assert!(incoming as u64 <= self.frames, "{incoming} pages on their way, more than the frames");
         assert!(self.clock.load(Ordering::Relaxed) <= lists.clock, "the clock's copy is ahead");
         for pfn in 0..pages.len() {
             let used = self.last_use[pfn].load(Ordering::Relaxed);
@@ -1216,55 +1179,6 @@ mod tests {
         assert_eq!(contest(0), Some(0), "no shadow: the margin holds");
         assert_eq!(contest(3), Some(0), "used before the victim: the margin holds");
         assert_eq!(contest(9), Some(1), "used after the victim: admitted, the victim goes");
-    }
-
-    #[test]
-    fn pages_on_their_way_count_as_the_window_s() {
-        // 56 main pages and 4 window pages; the window's floor is 7 pages
-        // (60 / `INACTIVE_RATIO`, under the 8 of `min_inactive`).
-        let lru = Lru::new(1, 64, 8);
-        let counters = Counters::new();
-        let pages: Vec<Page> = (0..64).map(|_| Page::new()).collect();
-        let take = |incoming: usize| {
-            let mut lists = lru.lock();
-            lists.clock = 2;
-            for pfn in 0..64 {
-                if (4..8).contains(&pfn) {
-                    continue;
-                }
-                pages[pfn as usize].set_mapping(1, u64::from(pfn));
-                if pfn >= 8 {
-                    pages[pfn as usize].set(PageFlags::ACTIVE);
-                }
-                lists.add(&pages, pfn);
-                // Added by a batch (a page with no stamp is a demoted
-                // main victim).
-                lists.stamps[pfn as usize] = 1;
-            }
-            assert_eq!(lists.inactive_target(), 7);
-            for _ in 0..incoming {
-                lru.note_incoming();
-            }
-            let tail = lists.inactive_tail();
-            let out = lru.window_tail(&mut lists, &pages, &counters, tail, 1);
-            lru.note_arrived(incoming);
-            for pfn in 0..64 {
-                if pages[pfn as usize].test(PageFlags::LRU) {
-                    lists.del(&pages, pfn);
-                }
-                pages[pfn as usize].clear(PageFlags::ACTIVE);
-            }
-            drop(lists);
-            lru.check_invariants(&pages);
-            (tail, out)
-        };
-        // The window (4) is under its floor (7): the main part gives.
-        let (_, out) = take(0);
-        assert!(out.is_some_and(|v| v >= 8), "a main page goes: {out:?}");
-        // 4 more on their way (a readahead run allocating): the window is
-        // over its floor, and its tail page goes.
-        let (tail, out) = take(4);
-        assert_eq!(out, Some(tail));
     }
 
     #[test]
