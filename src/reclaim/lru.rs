@@ -1141,16 +1141,12 @@ mod tests {
         assert_eq!(victim(&mut lists), 0);
     }
 
-    #[test]
-    fn a_candidate_used_after_the_victim_needs_no_margin() {
-        // Window page 0 meets main page 1 at the CLOCK's tail; the sketch
-        // has seen the candidate once more than the victim. `came_back` is
-        // the candidate's shadow stamp (0: no shadow), the victim was last
-        // used at 5; returns the page reclaim takes.
-        let contest = |came_back: u64| {
-            let lru = Lru::new(1, 4, 0);
-            let counters = Counters::new();
-            let pages: Vec<Page> = (0..4).map(|_| Page::new()).collect();
+    /// Main pages 1..4 and window page 0 (file 1, index = pfn), the
+    /// clock at 20: the set-up of a contest at the window's tail.
+    fn one_window_page() -> (Lru, Counters, Vec<Page>) {
+        let lru = Lru::new(1, 4, 0);
+        let pages: Vec<Page> = (0..4).map(|_| Page::new()).collect();
+        {
             let mut lists = lru.lock();
             for pfn in 1..4 {
                 pages[pfn as usize].set_mapping(1, u64::from(pfn));
@@ -1161,8 +1157,22 @@ mod tests {
             lists.add(&pages, 0);
             lists.stamps[0] = 1;
             lists.clock = 20;
+        }
+        // Relaxed: one thread.
+        lru.clock.store(20, Ordering::Relaxed);
+        (lru, Counters::new(), pages)
+    }
+
+    #[test]
+    fn a_candidate_used_after_the_victim_needs_no_margin() {
+        // Window page 0 meets main page 1 at the CLOCK's tail; the sketch
+        // has seen the candidate once more than the victim. `came_back` is
+        // the candidate's shadow stamp (0: no shadow), the victim was last
+        // used at 5; returns the page reclaim takes.
+        let contest = |came_back: u64| {
+            let (lru, counters, pages) = one_window_page();
+            let mut lists = lru.lock();
             // Relaxed (here and below): one thread.
-            lru.clock.store(20, Ordering::Relaxed);
             let hash = |pfn: u32| workingset::hash(1, u64::from(pfn));
             lru.sketch.increment(hash(0));
             lru.sketch.increment(hash(0));
@@ -1189,21 +1199,9 @@ mod tests {
         // test admits it when trusted. `phase`: trusted by a phase
         // change, otherwise by votes. Returns the two pages' fate words.
         let contest = |phase: bool| {
-            let lru = Lru::new(1, 4, 0);
-            let counters = Counters::new();
-            let pages: Vec<Page> = (0..4).map(|_| Page::new()).collect();
+            let (lru, counters, pages) = one_window_page();
             let mut lists = lru.lock();
-            for pfn in 1..4 {
-                pages[pfn as usize].set_mapping(1, u64::from(pfn));
-                pages[pfn as usize].set(PageFlags::ACTIVE);
-                lists.add(&pages, pfn);
-            }
-            pages[0].set_mapping(1, 0);
-            lists.add(&pages, 0);
-            lists.stamps[0] = 1;
-            lists.clock = 20;
             // Relaxed (here and below): one thread.
-            lru.clock.store(20, Ordering::Relaxed);
             lru.sketch.increment(workingset::hash(1, 0));
             lru.sketch.increment(workingset::hash(1, 1));
             for pfn in 1..4 {
