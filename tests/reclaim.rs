@@ -506,6 +506,93 @@ fn a_new_working_set_takes_over_from_an_old_frequent_one() {
     assert!(late * 4 <= NEW * 3, "passes 8 to 10 missed {late} of {} reads: {misses:?}", NEW * 3);
 }
 
+/// Reads page `i` of `file` and says whether it missed.
+fn missed(cache: &PageCache, file: &page_cache::CachedFile, i: u64) -> bool {
+    let before = cache.stats().misses;
+    let mut buf = [0u8; 8];
+    file.read_exact_at(&mut buf, i * PS).unwrap();
+    cache.stats().misses > before
+}
+
+#[test]
+fn in_a_tiny_cache_a_page_read_modified_and_written_is_not_evicted_between() {
+    let _serial = serial();
+    // walkv's put: read the data page, append to the log page, write the
+    // data page. A 17-page cache's window share rounds to no page; when
+    // the log page missed in between, the data page the put had just
+    // brought in was reclaim's candidate before its second touch, lost its
+    // contest and missed again. The window keeps one page at least.
+    const N: u64 = 17;
+    const DATA: u64 = 256;
+    const PUTS: u64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv");
+    let log_base = DATA;
+    let log_pages = PUTS / 64 + 1;
+    std::fs::write(&path, pattern(((DATA + log_pages) * PS) as usize)).unwrap();
+    let cache = PageCache::builder().capacity((N * PS) as usize).readahead_max(0).build().unwrap();
+    let file = cache.open(&path).unwrap();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let (mut read_misses, mut log_misses, mut write_misses) = (0, 0, 0);
+    for put in 0..PUTS {
+        let d = rng.below(DATA);
+        read_misses += u64::from(missed(&cache, &file, d));
+        log_misses += u64::from(missed(&cache, &file, log_base + put / 64));
+        write_misses += u64::from(missed(&cache, &file, d));
+        if put % 1024 == 0 {
+            cache.check_invariants();
+        }
+    }
+    cache.check_invariants();
+    eprintln!(
+        "{PUTS} puts through {N} pages: {read_misses} reads, {log_misses} log pages and {write_misses} writes missed"
+    );
+    assert!(read_misses > PUTS / 2, "the data pages must outgrow the cache: {read_misses} misses");
+    assert!(log_misses >= log_pages - 1, "every log page misses once: {log_misses}");
+    assert_eq!(write_misses, 0, "a data page was evicted between its read and its write");
+}
+
+#[test]
+fn pages_dead_since_the_cache_began_to_fill_go_before_pages_in_use() {
+    let _serial = serial();
+    // A hot set used all along, and a stream of pages each used 4 times in
+    // a row and never again (a log). LRU never misses a hot page after its
+    // first use here: a hot page's reuse distance (about 128 accesses)
+    // is far below the cache. When the cache first fills, every page has
+    // been touched since it came in and the CLOCK hand has never passed:
+    // without the main part's one turn of aging at 3/4 full, the hand
+    // found every page referenced and then evicted in arrival order, hot
+    // pages first.
+    const N: u64 = 512;
+    const HOT: u64 = 128;
+    const OPS: u64 = 8_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mix");
+    std::fs::write(&path, pattern(((HOT + OPS / 4 + 1) * PS) as usize)).unwrap();
+    let cache = PageCache::builder().capacity((N * PS) as usize).readahead_max(0).build().unwrap();
+    let file = cache.open(&path).unwrap();
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut seen = vec![false; HOT as usize];
+    let mut hot_misses = 0;
+    for op in 0..OPS {
+        let h = rng.below(HOT);
+        let miss = missed(&cache, &file, h);
+        if seen[h as usize] {
+            hot_misses += u64::from(miss);
+        }
+        seen[h as usize] = true;
+        missed(&cache, &file, HOT + op / 4);
+        if op % 512 == 0 {
+            cache.check_invariants();
+        }
+    }
+    cache.check_invariants();
+    let st = cache.stats();
+    eprintln!("{OPS} hot uses and a stream through {N} pages: {hot_misses} hot misses after a first use; {st:?}");
+    assert!(st.evictions > 2 * N, "the stream must outgrow the cache: {st:?}");
+    assert_eq!(hot_misses, 0, "a hot page was evicted while dead stream pages stayed");
+}
+
 #[test]
 fn while_the_cache_fills_pages_read_start_active_and_pages_written_do_not() {
     let _serial = serial();
