@@ -18,6 +18,10 @@
 //! evicted in its stead. A page hit twice while in the window still moves
 //! to the main part at once (two-touch promotion), and while the window is
 //! under its share reclaim evicts main victims instead of window pages.
+//! The window keeps one page however small its share, and while the cache
+//! first fills the hand makes one turn over the main part at 3/4 full
+//! (`LruLists::age_while_filling`), so the first evictions tell pages used
+//! since from pages dead since.
 //!
 //! A candidate the sketch turns away can still be admitted by recency
 //! (LIRS's test): it came back from a recent eviction and was last used
@@ -314,7 +318,8 @@ impl LruLists {
     /// passed), and then evicted in arrival order: pages in use went
     /// before pages dead since the fill began. With it, what was used
     /// after the turn is told from what was not. walkv at 40% (688 pages:
-    /// 256 data pages, and log pages written once each) missed 36 pages
+    /// 256 data pages, and log pages used some 68 times in a row and then
+    /// never again) missed 36 pages
     /// more than LRU, 31 of them when the cache first filled; with the
     /// turn it misses what LRU and Belady miss, its 1,721 first touches.
     /// O(pages on the main part) under the LRU lock, once a fill.
@@ -1237,10 +1242,9 @@ mod tests {
         assert_eq!(victim(&mut lists), 0);
     }
 
-    /// Main pages 1..4 and window page 0 (file 1, index = pfn), the
-    /// clock at 20: the set-up of a contest at the window's tail.
-    /// Main pages 1..4, and window pages 0 (at the tail) and 4: the
-    /// window is one page over its floor of one.
+    /// Main pages 1..4 and window pages 0 (at the tail) and 4 (file 1,
+    /// index = pfn), the clock at 20: the set-up of a contest at the
+    /// window's tail, the window one page over its floor of one page.
     fn two_window_pages() -> (Lru, Counters, Vec<Page>) {
         let lru = Lru::new(1, 5, 0);
         let pages: Vec<Page> = (0..5).map(|_| Page::new()).collect();
