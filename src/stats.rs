@@ -63,9 +63,10 @@ pub(crate) enum Event {
     Admissions,
     MainEvictions,
     PhaseChanges,
+    FillAgings,
 }
 
-const NR_EVENTS: usize = Event::PhaseChanges as usize + 1;
+const NR_EVENTS: usize = Event::FillAgings as usize + 1;
 
 /// Threads with a shard of their own in each cache's counters; threads
 /// numbered past them share the last shard.
@@ -162,6 +163,11 @@ pub struct Stats {
     /// recent average while the misses were pages coming back), each
     /// opening the recency test for a while.
     pub phase_changes: u64,
+    /// Turns of aging the main part began while the cache filled: one
+    /// when it first reached 3/4 of its frames, and one again each time it
+    /// refilled after falling under half (`docs/design.md`, "Seventh
+    /// sitting").
+    pub fill_agings: u64,
     /// Bytes of the policy's metadata: the shadow table and the frequency
     /// sketch, per-frame stamps, last uses and pending decisions (fixed at
     /// build time: about 88 bytes a frame).
@@ -319,6 +325,7 @@ impl Stats {
         self.admissions = c.get(Event::Admissions);
         self.main_evictions = c.get(Event::MainEvictions);
         self.phase_changes = c.get(Event::PhaseChanges);
+        self.fill_agings = c.get(Event::FillAgings);
         self.pages_moved = c.get(Event::PagesMoved);
         self.stale_opens = c.get(Event::StaleOpens);
         self.invalidated_pages = c.get(Event::InvalidatedPages);
@@ -394,6 +401,7 @@ impl fmt::Display for Stats {
         writeln!(f, "lru_admissions {}", self.admissions)?;
         writeln!(f, "lru_main_evictions {}", self.main_evictions)?;
         writeln!(f, "lru_phase_changes {}", self.phase_changes)?;
+        writeln!(f, "lru_fill_agings {}", self.fill_agings)?;
         writeln!(f, "pages_moved {}", self.pages_moved)?;
         writeln!(f, "stale_opens {}", self.stale_opens)?;
         writeln!(f, "pginvalidate {}", self.invalidated_pages)?;

@@ -590,7 +590,38 @@ fn pages_dead_since_the_cache_began_to_fill_go_before_pages_in_use() {
     let st = cache.stats();
     eprintln!("{OPS} hot uses and a stream through {N} pages: {hot_misses} hot misses after a first use; {st:?}");
     assert!(st.evictions > 2 * N, "the stream must outgrow the cache: {st:?}");
+    assert_eq!(st.fill_agings, 1, "one turn of aging, as the cache first filled: {st:?}");
     assert_eq!(hot_misses, 0, "a hot page was evicted while dead stream pages stayed");
+}
+
+#[test]
+fn a_cache_emptied_and_filled_again_is_aged_again() {
+    let _serial = serial();
+    const N: u64 = 256;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    std::fs::write(&path, pattern((2 * N * PS) as usize)).unwrap();
+    let cache = PageCache::builder().capacity((N * PS) as usize).readahead_max(0).build().unwrap();
+    let file = cache.open(&path).unwrap();
+    let mut buf = [0u8; 8];
+    let mut read_all = || {
+        for i in 0..2 * N {
+            file.read_exact_at(&mut buf, i * PS).unwrap();
+        }
+        settle(&cache);
+        cache.check_invariants();
+        cache.stats()
+    };
+    let st = read_all();
+    assert_eq!(st.fill_agings, 1, "{st:?}");
+    // Full again: no second turn.
+    let st = read_all();
+    assert_eq!(st.fill_agings, 1, "{st:?}");
+    // Every clean page dropped: the cache fills from empty again.
+    cache.shrink(usize::MAX);
+    settle(&cache);
+    let st = read_all();
+    assert_eq!(st.fill_agings, 2, "{st:?}");
 }
 
 #[test]

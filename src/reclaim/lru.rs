@@ -992,6 +992,7 @@ impl Lru {
                 lists.aged = false;
             } else if !lists.aged && filling && on_lists >= zone.nr_frames() * AGE_AT_NUM / AGE_AT_DEN {
                 lists.age_while_filling();
+                zone.count(Event::FillAgings, 1);
             }
             if lists.aging_left > 0 {
                 lists.age_some(&zone.pages, &self.sketch, AGE_PER_ADD * batch.len());
