@@ -1124,6 +1124,8 @@ impl Lru {
         assert!(lists.stamps.iter().all(|&s| s < lists.clock), "a stamp from the future");
         assert!(lists.chance.iter().all(|&c| c <= CREDITS), "a page with more than {CREDITS} credits");
         assert!(lists.hand < lists.clock, "the hand is ahead of the clock");
+        assert!(lists.aging_left == 0 || lists.aged, "a turn of aging that was never begun");
+        assert!(lists.aging_left <= pages.len(), "a turn of aging longer than the frames");
         for (pfn, p) in pages.iter().enumerate() {
             if p.test(PageFlags::LRU) {
                 assert!(on_list[pfn], "page {pfn} has LRU but is on no list");
