@@ -506,6 +506,17 @@ fn a_new_working_set_takes_over_from_an_old_frequent_one() {
     assert!(late * 4 <= NEW * 3, "passes 8 to 10 missed {late} of {} reads: {misses:?}", NEW * 3);
 }
 
+/// A cache of `frames` pages with readahead off, and a file of `pages`
+/// pages open through it (the directory holds the file).
+fn replay_cache(frames: u64, pages: u64) -> (tempfile::TempDir, PageCache, page_cache::CachedFile) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    std::fs::write(&path, pattern((pages * PS) as usize)).unwrap();
+    let cache = PageCache::builder().capacity((frames * PS) as usize).readahead_max(0).build().unwrap();
+    let file = cache.open(&path).unwrap();
+    (dir, cache, file)
+}
+
 /// Reads page `i` of `file` and says whether it missed.
 fn missed(cache: &PageCache, file: &page_cache::CachedFile, i: u64) -> bool {
     let before = cache.stats().misses;
@@ -525,13 +536,9 @@ fn in_a_tiny_cache_a_page_read_modified_and_written_is_not_evicted_between() {
     const N: u64 = 17;
     const DATA: u64 = 256;
     const PUTS: u64 = 20_000;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kv");
     let log_base = DATA;
     let log_pages = PUTS / 64 + 1;
-    std::fs::write(&path, pattern(((DATA + log_pages) * PS) as usize)).unwrap();
-    let cache = PageCache::builder().capacity((N * PS) as usize).readahead_max(0).build().unwrap();
-    let file = cache.open(&path).unwrap();
+    let (_dir, cache, file) = replay_cache(N, DATA + log_pages);
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let (mut read_misses, mut log_misses, mut write_misses) = (0, 0, 0);
     for put in 0..PUTS {
@@ -566,11 +573,7 @@ fn pages_dead_since_the_cache_began_to_fill_go_before_pages_in_use() {
     const N: u64 = 512;
     const HOT: u64 = 128;
     const OPS: u64 = 8_000;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mix");
-    std::fs::write(&path, pattern(((HOT + OPS / 4 + 1) * PS) as usize)).unwrap();
-    let cache = PageCache::builder().capacity((N * PS) as usize).readahead_max(0).build().unwrap();
-    let file = cache.open(&path).unwrap();
+    let (_dir, cache, file) = replay_cache(N, HOT + OPS / 4 + 1);
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let mut seen = vec![false; HOT as usize];
     let mut hot_misses = 0;
@@ -598,11 +601,7 @@ fn pages_dead_since_the_cache_began_to_fill_go_before_pages_in_use() {
 fn a_cache_emptied_and_filled_again_is_aged_again() {
     let _serial = serial();
     const N: u64 = 256;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("f");
-    std::fs::write(&path, pattern((2 * N * PS) as usize)).unwrap();
-    let cache = PageCache::builder().capacity((N * PS) as usize).readahead_max(0).build().unwrap();
-    let file = cache.open(&path).unwrap();
+    let (_dir, cache, file) = replay_cache(N, 2 * N);
     let mut buf = [0u8; 8];
     let mut read_all = || {
         for i in 0..2 * N {

@@ -350,15 +350,8 @@ impl LruLists {
             if pfn == NO_PFN {
                 break;
             }
-            let p = &pages[pfn as usize];
-            self.hand = self.hand.max(self.stamps[pfn as usize]);
-            if p.test_and_clear(PageFlags::REFERENCED) {
-                sketch.increment(workingset::hash(p.mapping_id(), p.index()));
-                self.chance[pfn as usize] = (self.chance[pfn as usize] + 1).min(CREDITS);
-            }
-            self.active.unlink(pages, pfn);
-            self.stamps[pfn as usize] = self.clock - 1;
-            self.active.push_head(pages, pfn);
+            self.hand_passes(pages, sketch, pfn);
+            self.rotate_to_head(pages, pfn);
             self.aging_left -= 1;
         }
         if self.active.len == 0 {
@@ -452,22 +445,36 @@ impl LruLists {
             if pfn == NO_PFN {
                 return NO_PFN;
             }
-            let p = &pages[pfn as usize];
-            self.hand = self.hand.max(self.stamps[pfn as usize]);
-            if !p.test_and_clear(PageFlags::REFERENCED) {
+            if !self.hand_passes(pages, sketch, pfn) {
                 if self.chance[pfn as usize] == 0 {
                     return pfn;
                 }
                 self.chance[pfn as usize] -= 1;
-            } else {
-                sketch.increment(workingset::hash(p.mapping_id(), p.index()));
-                self.chance[pfn as usize] = (self.chance[pfn as usize] + 1).min(CREDITS);
             }
-            self.active.unlink(pages, pfn);
-            self.stamps[pfn as usize] = self.clock - 1;
-            self.active.push_head(pages, pfn);
+            self.rotate_to_head(pages, pfn);
         }
         NO_PFN
+    }
+
+    /// The CLOCK hand passes main page `pfn`: it moves to the page's stamp,
+    /// and clears REFERENCED; a page it found referenced is counted once
+    /// more in the sketch and gains a credit. Returns whether it was.
+    fn hand_passes(&mut self, pages: &[Page], sketch: &Sketch, pfn: u32) -> bool {
+        let p = &pages[pfn as usize];
+        self.hand = self.hand.max(self.stamps[pfn as usize]);
+        let referenced = p.test_and_clear(PageFlags::REFERENCED);
+        if referenced {
+            sketch.increment(workingset::hash(p.mapping_id(), p.index()));
+            self.chance[pfn as usize] = (self.chance[pfn as usize] + 1).min(CREDITS);
+        }
+        referenced
+    }
+
+    /// Moves main page `pfn` to the head with a new stamp.
+    fn rotate_to_head(&mut self, pages: &[Page], pfn: u32) {
+        self.active.unlink(pages, pfn);
+        self.stamps[pfn as usize] = self.clock - 1;
+        self.active.push_head(pages, pfn);
     }
 
     /// Moves an active page to the inactive tail, where reclaim takes it
